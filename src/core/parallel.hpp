@@ -1,0 +1,27 @@
+// Threading over OpenMP with a deterministic partition: work item i is always computed by the
+// same code with the same reduction order, whatever the thread count, so results are bitwise
+// reproducible across runs and thread counts.
+#pragma once
+
+#include <cstdint>
+
+#include <omp.h>
+
+namespace linattn {
+
+inline int max_threads() { return omp_get_max_threads(); }
+
+// Runs body(i) for i in [0, n) on the OpenMP team. Items must not write shared memory that
+// another item writes; each item owns its outputs (e.g. one (sequence, head) pair).
+template <typename Body>
+void parallel_for(int64_t n, Body&& body) {
+  if (n <= 0) return;
+  if (n == 1 || omp_get_max_threads() == 1 || omp_in_parallel()) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+}  // namespace linattn

@@ -1,0 +1,17 @@
+// The implementations behind linattn::forward/backward: one entry per (op, form).
+#pragma once
+
+#include "ops/common/problem.hpp"
+
+namespace linattn {
+
+using ForwardFn = void (*)(const Problem&, const OpArgs&, const OpOutputs&);
+using BackwardFn = void (*)(const Problem&, const OpArgs&, const OpGradOutputs&, const OpGrads&);
+
+// fp64 token-by-token oracle shared by the gated (Hebbian) and delta families
+// (src/ops/common/reference.cpp).
+void reference_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+void reference_backward(const Problem& p, const OpArgs& args, const OpGradOutputs& grad_out,
+                        const OpGrads& grads);
+
+}  // namespace linattn

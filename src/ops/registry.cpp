@@ -1,0 +1,110 @@
+// Op names, specs and the dispatch from (op, form) to an implementation.
+#include <string>
+
+#include "linattn/error.hpp"
+#include "linattn/ops.hpp"
+#include "ops/common/forms.hpp"
+
+#ifndef LINATTN_VERSION
+#define LINATTN_VERSION "0.0.0"
+#endif
+
+namespace linattn {
+namespace {
+
+//                 op                     name                g      req_g  gk     beta   norm   l2     n_h
+const OpSpec kSpecs[kNumOps] = {
+    {Op::linear_attn,      "linear_attn",      false, false, false, false, true,  false, false},
+    {Op::simple_gla,       "simple_gla",       true,  true,  false, false, false, false, false},
+    {Op::gla,              "gla",              false, false, true,  false, false, false, false},
+    {Op::delta_rule,       "delta_rule",       false, false, false, true,  false, true,  false},
+    {Op::gated_delta_rule, "gated_delta_rule", true,  true,  false, true,  false, true,  false},
+    {Op::delta_product,    "delta_product",    true,  false, false, true,  false, true,  true},
+};
+
+const char* const kFormNames[kNumForms] = {"reference", "chunk", "recurrent"};
+
+struct FormImpl {
+  ForwardFn forward = nullptr;
+  BackwardFn backward = nullptr;
+};
+
+FormImpl lookup(Op op, Form form) {
+  (void)op;  // every op has the shared reference; chunk and recurrent forms land per family
+  if (form == Form::reference) return {reference_forward, reference_backward};
+  return {};
+}
+
+int op_index(Op op) {
+  const int i = static_cast<int>(op);
+  if (i < 0 || i >= kNumOps) fail("unknown op id ", i, "; valid ids are 0 to ", kNumOps - 1);
+  return i;
+}
+
+[[noreturn]] void not_implemented(Op op, Form form, const char* pass) {
+  fail(op_name(op), ": the ", form_name(form), " form has no ", pass,
+       " implementation yet; available: the reference form");
+}
+
+}  // namespace
+
+const OpSpec& op_spec(Op op) { return kSpecs[op_index(op)]; }
+const char* op_name(Op op) { return kSpecs[op_index(op)].name; }
+
+const char* form_name(Form form) {
+  const int i = static_cast<int>(form);
+  if (i < 0 || i >= kNumForms) fail("unknown form id ", i, "; valid ids are 0 to ", kNumForms - 1);
+  return kFormNames[i];
+}
+
+Op op_from_name(const std::string& name) {
+  std::string known;
+  for (const OpSpec& s : kSpecs) {
+    if (name == s.name) return s.op;
+    known += known.empty() ? s.name : std::string(", ") + s.name;
+  }
+  fail("unknown op '", name, "'; known ops: ", known);
+}
+
+Form form_from_name(const std::string& name) {
+  for (int i = 0; i < kNumForms; ++i)
+    if (name == kFormNames[i]) return static_cast<Form>(i);
+  fail("unknown form '", name, "'; known forms: reference, chunk, recurrent");
+}
+
+bool has_form(Op op, Form form, bool backward_pass) {
+  form_name(form);  // validates the id
+  const FormImpl impl = lookup(op, form);
+  return backward_pass ? impl.backward != nullptr : impl.forward != nullptr;
+}
+
+OutputShapes output_shapes(Op op, const OpArgs& args) {
+  const Problem p = make_problem(op, args);
+  OutputShapes shapes;
+  shapes.o = {p.B, p.T, p.HV, p.V};
+  if (args.output_final_state) shapes.final_state = {p.N(), p.HV, p.K, p.V};
+  return shapes;
+}
+
+void forward(Op op, Form form, const OpArgs& args, const OpOutputs& out) {
+  const Problem p = make_problem(op, args);
+  check_outputs(p, args, out);
+  form_name(form);  // rejects an unknown form id
+  const FormImpl impl = lookup(op, form);
+  if (!impl.forward) not_implemented(op, form, "forward");
+  impl.forward(p, args, out);
+}
+
+void backward(Op op, Form form, const OpArgs& args, const OpGradOutputs& grad_out,
+              const OpGrads& grads) {
+  const Problem p = make_problem(op, args);
+  check_grads(p, args, grad_out, grads);
+  form_name(form);  // rejects an unknown form id
+  const FormImpl impl = lookup(op, form);
+  if (!impl.backward) not_implemented(op, form, "backward");
+  impl.backward(p, args, grad_out, grads);
+}
+
+const char* version() { return LINATTN_VERSION; }
+
+}  // namespace linattn
