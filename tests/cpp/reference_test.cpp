@@ -1,3 +1,151 @@
+// The fp64 oracle establishes itself: against independent forms written apart from it, against
+// central finite differences, and against itself (varlen, split runs, reductions, threads).
 #include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cstring>
+
+#include "check/harness.hpp"
 #include "linattn/ops.hpp"
-TEST(Smoke, Version) { EXPECT_STREQ(linattn::version(), "0.1.0"); }
+
+namespace linattn::check {
+namespace {
+
+struct OpCase {
+  Op op;
+  Case c;
+};
+
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> out;
+  for (int i = 0; i < kNumOps; ++i)
+    for (const Case& c : builtin_cases(static_cast<Op>(i))) out.push_back({static_cast<Op>(i), c});
+  return out;
+}
+
+std::string case_name(const testing::TestParamInfo<OpCase>& info) {
+  return std::string(op_name(info.param.op)) + "_" + std::to_string(info.index);
+}
+
+class ReferenceOracle : public testing::TestWithParam<OpCase> {};
+
+TEST_P(ReferenceOracle, MatchesIndependentForm) {
+  const Case& c = GetParam().c;
+  EXPECT_LE(independent_form_error(c), 1e-9) << c.describe();
+}
+
+TEST_P(ReferenceOracle, BackwardMatchesFiniteDifferences) {
+  const Case& c = GetParam().c;
+  if (c.T * c.n_h > 64) GTEST_SKIP() << "finite differences run on short cases only";
+  EXPECT_LE(finite_difference_error(c), 1e-6) << c.describe();
+}
+
+TEST_P(ReferenceOracle, VarlenOrSplitRunIsConsistent) {
+  const Case& c = GetParam().c;
+  if (!c.seqlens.empty()) {
+    EXPECT_EQ(varlen_error(c), 0.0) << c.describe();
+  } else if (!c.normalize && c.T >= 2 && c.T <= 64) {
+    EXPECT_LE(split_run_error(c), 1e-12) << c.describe();
+  } else {
+    GTEST_SKIP() << "normalize resets its key sum per call; T = 1 cannot be split";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllOps, ReferenceOracle, testing::ValuesIn(all_cases()), case_name);
+
+Case small(Op op) {
+  Case c = builtin_cases(op).front();
+  c.T = 19;
+  return c;
+}
+
+// Reductions of algorithms.md §7.5: each op specialises to a simpler one.
+TEST(ReferenceReductions, DeltaProductWithOneStepIsGatedDeltaRule) {
+  Case prod = small(Op::delta_product);
+  prod.n_h = 1;
+  Case gdn = prod;
+  gdn.op = Op::gated_delta_rule;
+  const Inputs in = make_inputs(prod, DType::f64);
+  const Outputs a = run_forward(prod, in, Form::reference);
+  const Outputs b = run_forward(gdn, in, Form::reference);
+  EXPECT_EQ(rel_error(a.o, b.o), 0.0);
+  EXPECT_EQ(rel_error(a.final_state, b.final_state), 0.0);
+}
+
+TEST(ReferenceReductions, ZeroLogDecayRemovesTheGate) {
+  for (auto [gated, plain] : {std::pair{Op::gated_delta_rule, Op::delta_rule},
+                              {Op::simple_gla, Op::linear_attn}}) {
+    Case cg = small(gated);
+    Inputs in = make_inputs(cg, DType::f64);
+    for (int64_t i = 0; i < in.g.numel(); ++i) in.g.set(i, 0.0);
+    Case cp = cg;
+    cp.op = plain;
+    Inputs plain_in = in;
+    plain_in.g = Buffer();
+    const Outputs a = run_forward(cg, in, Form::reference);
+    const Outputs b = run_forward(cp, plain_in, Form::reference);
+    EXPECT_EQ(rel_error(a.o, b.o), 0.0) << op_name(gated);
+  }
+}
+
+TEST(ReferenceReductions, ChannelConstantGlaIsSimpleGla) {
+  Case cs = small(Op::simple_gla);
+  const Inputs in = make_inputs(cs, DType::f64);
+  Case cg = cs;
+  cg.op = Op::gla;
+  Inputs gla_in = in;
+  gla_in.g = Buffer();
+  gla_in.gk = Buffer(DType::f64, {cs.B, cs.T, cs.HV, cs.K});
+  for (int64_t i = 0; i < gla_in.gk.numel(); ++i) gla_in.gk.set(i, in.g.get(i / cs.K));
+  const Outputs a = run_forward(cs, in, Form::reference);
+  const Outputs b = run_forward(cg, gla_in, Form::reference);
+  EXPECT_LE(rel_error(a.o, b.o), 1e-14);
+  EXPECT_LE(rel_error(a.final_state, b.final_state), 1e-14);
+}
+
+TEST(ReferenceReductions, ZeroBetaFreezesTheState) {
+  Case c = small(Op::delta_rule);
+  Inputs in = make_inputs(c, DType::f64);
+  for (int64_t i = 0; i < in.beta.numel(); ++i) in.beta.set(i, 0.0);
+  const Outputs out = run_forward(c, in, Form::reference);
+  EXPECT_EQ(rel_error(out.final_state, in.initial_state), 0.0);
+}
+
+// Work items own their outputs, so the thread count cannot change a single bit.
+TEST(ReferenceDeterminism, BitwiseAcrossThreadCounts) {
+  for (int i = 0; i < kNumOps; ++i) {
+    const Case c = small(static_cast<Op>(i));
+    const Inputs in = make_inputs(c, DType::f32);
+    const int saved = omp_get_max_threads();
+    std::vector<Outputs> outs;
+    std::vector<Gradients> grads;
+    for (int threads : {1, 2, 4}) {
+      omp_set_num_threads(threads);
+      outs.push_back(run_forward(c, in, Form::reference));
+      Buffer d_o(DType::f32, outs.back().o.shape());
+      for (int64_t j = 0; j < d_o.numel(); ++j) d_o.set(j, std::sin(0.1 * j));
+      grads.push_back(run_backward(c, in, Form::reference, d_o, Buffer()));
+    }
+    omp_set_num_threads(saved);
+    for (size_t t = 1; t < outs.size(); ++t) {
+      EXPECT_EQ(rel_error(outs[t].o, outs[0].o), 0.0) << op_name(c.op);
+      const auto a = grads[t].list(), b = grads[0].list();
+      for (size_t g = 0; g < a.size(); ++g)
+        EXPECT_EQ(rel_error(*a[g].second, *b[g].second), 0.0) << op_name(c.op) << " " << a[g].first;
+    }
+  }
+}
+
+// The check runner's own rows pass at every dtype on a quick op.
+TEST(CheckRunner, AllRowsPass) {
+  for (DType dtype : {DType::f64, DType::f32, DType::bf16}) {
+    const auto rows = run({Op::gated_delta_rule}, dtype);
+    ASSERT_FALSE(rows.empty());
+    for (const Row& r : rows)
+      EXPECT_TRUE(r.pass) << r.op << " " << r.form << " " << r.dtype << " " << r.shape << " "
+                          << r.check << " error " << r.error;
+  }
+}
+
+}  // namespace
+}  // namespace linattn::check
