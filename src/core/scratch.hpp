@@ -14,6 +14,9 @@ inline constexpr int kScratchSlots = 16;
 
 class ScratchArena {
  public:
+  // Slots are owned by one user each; kernels/gemm.cpp owns the last one, callers the rest.
+  static constexpr int kGemmSlot = kScratchSlots - 1;
+
   // A buffer of at least `count` elements of T for `slot`, 64-byte aligned, contents undefined.
   template <typename T>
   T* get(int slot, std::size_t count) {

@@ -73,7 +73,8 @@ Form form_from_name(const std::string& name) {
 }
 
 bool has_form(Op op, Form form, bool backward_pass) {
-  form_name(form);  // validates the id
+  op_index(op);     // rejects an unknown op id
+  form_name(form);  // rejects an unknown form id
   const FormImpl impl = lookup(op, form);
   return backward_pass ? impl.backward != nullptr : impl.forward != nullptr;
 }

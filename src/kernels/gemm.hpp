@@ -1,0 +1,26 @@
+// Small fp32 GEMMs for the chunk-parallel kernels: the C x C, C x K and K x V products of one
+// chunk (algorithms.md §3.2), sized for L1/L2 (chunk 16-128, head dims 16-256). Row-major
+// operands with leading dimensions; results overwrite C or accumulate into it.
+#pragma once
+
+#include <cstdint>
+
+namespace linattn::kernels {
+
+enum class Accumulate : bool { no = false, yes = true };
+
+// C[m x n] (+)= A[m x k] * B[k x n]
+void gemm_nn(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float* C, int64_t ldc, Accumulate acc);
+// C[m x n] (+)= A[m x k] * B[n x k]^T
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float* C, int64_t ldc, Accumulate acc);
+// C[m x n] (+)= A[k x m]^T * B[k x n]
+void gemm_tn(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float* C, int64_t ldc, Accumulate acc);
+
+// out[c x r] = in[r x c]^T
+void transpose(int64_t rows, int64_t cols, const float* in, int64_t ld_in, float* out,
+               int64_t ld_out);
+
+}  // namespace linattn::kernels

@@ -1,0 +1,336 @@
+// The C API (linattn.h): it must give the C++ API's results bit for bit, and turn every bad
+// input into a status code plus a message naming the problem, never an exception or UB.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "linattn/linattn.h"
+#include "linattn/ops.hpp"
+
+namespace {
+
+constexpr linattn_op kOp = LINATTN_OP_GATED_DELTA_RULE;
+constexpr linattn_form kRef = LINATTN_FORM_REFERENCE;
+
+// A float32 buffer with its shape, viewable through both APIs.
+struct Buffer {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+
+  Buffer(std::vector<int64_t> dims, float fill = 0.0f) : shape(std::move(dims)) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    data.assign(n, fill);
+  }
+  linattn_tensor c() {
+    return linattn_tensor_contiguous(data.data(), LINATTN_DTYPE_F32,
+                                     static_cast<int32_t>(shape.size()), shape.data());
+  }
+  linattn::TensorView cpp() {
+    return linattn::TensorView::contiguous_from(data.data(), linattn::DType::f32, shape);
+  }
+};
+
+// Batch layout (B rows of T tokens) or, with cu_seqlens, one row of T tokens split into
+// sequences. The sizes of the bad cases are allowed to be inconsistent on purpose.
+struct Layout {
+  int64_t B = 2, T = 5;
+  std::vector<int64_t> cu_seqlens;  // empty: not given
+};
+
+// Everything written by one forward + backward, allocated with the shapes the op expects.
+struct Results {
+  Buffer o, final_state, dq, dk, dv, dg, dbeta, dinitial_state;
+
+  Results(int64_t B, int64_t T, int64_t N, int64_t H, int64_t HV, int64_t K, int64_t V)
+      // NaN fill: a result the API forgot to write cannot look like a valid one.
+      : o({B, T, HV, V}, NAN), final_state({N, HV, K, V}, NAN), dq({B, T, H, K}, NAN),
+        dk({B, T, H, K}, NAN), dv({B, T, HV, V}, NAN), dg({B, T, HV}, NAN),
+        dbeta({B, T, HV}, NAN), dinitial_state({N, HV, K, V}, NAN) {}
+  std::vector<Buffer*> all() {
+    return {&o, &final_state, &dq, &dk, &dv, &dg, &dbeta, &dinitial_state};
+  }
+};
+
+// gated_delta_rule with every input it takes (grouped value heads HV = 2H, g <= 0, beta in
+// [0, 2], initial state, final state, l2norm), its upstream gradients, the C views of all of
+// them, and one set of results written through the C API.
+struct Problem {
+  static constexpr int64_t H = 2, HV = 4, K = 4, V = 3;
+  int64_t B, T, N;
+  std::vector<int64_t> cu_seqlens;
+  Buffer q, k, v, g, beta, initial_state, d_o, dfinal_state;
+  Results out;
+  linattn_args args;
+  linattn_tensor o_view, final_state_view, d_o_view, dfinal_state_view;
+  linattn_grads grads;
+
+  explicit Problem(const Layout& s = {})
+      : B(s.B), T(s.T), N(s.cu_seqlens.empty() ? s.B : int64_t(s.cu_seqlens.size()) - 1),
+        cu_seqlens(s.cu_seqlens), q({B, T, H, K}), k({B, T, H, K}), v({B, T, HV, V}),
+        g({B, T, HV}), beta({B, T, HV}), initial_state({N, HV, K, V}), d_o({B, T, HV, V}),
+        dfinal_state({N, HV, K, V}), out(B, T, N, H, HV, K, V) {
+    std::mt19937 rng(1234);
+    std::normal_distribution<float> normal;
+    std::uniform_real_distribution<float> unit;
+    for (Buffer* b : {&q, &k, &v, &initial_state, &d_o, &dfinal_state})
+      for (float& x : b->data) x = normal(rng);
+    for (float& x : g.data) x = -0.5f * unit(rng);  // log decay, <= 0
+    for (float& x : beta.data) x = 2.0f * unit(rng);  // in [0, 2]
+
+    linattn_args_init(&args);
+    args.q = q.c();
+    args.k = k.c();
+    args.v = v.c();
+    args.g = g.c();
+    args.beta = beta.c();
+    args.initial_state = initial_state.c();
+    if (!cu_seqlens.empty()) {
+      const int64_t n = static_cast<int64_t>(cu_seqlens.size());
+      args.cu_seqlens = linattn_tensor_contiguous(cu_seqlens.data(), LINATTN_DTYPE_I64, 1, &n);
+    }
+    args.output_final_state = 1;
+    args.use_qk_l2norm_in_kernel = 1;  // keeps beta near 2 stable with unnormalised k
+
+    o_view = out.o.c();
+    final_state_view = out.final_state.c();
+    d_o_view = d_o.c();
+    dfinal_state_view = dfinal_state.c();
+    grads = {out.dq.c(), out.dk.c(), out.dv.c(), out.dg.c(), {}, out.dbeta.c(),
+             out.dinitial_state.c()};
+  }
+  Problem(const Problem&) = delete;  // the views point into this object's buffers
+  Problem& operator=(const Problem&) = delete;
+
+  linattn_status forward(linattn_form form = kRef) {
+    return linattn_forward(kOp, form, &args, &o_view, &final_state_view);
+  }
+  linattn_status backward(linattn_form form = kRef) {
+    return linattn_backward(kOp, form, &args, &d_o_view, &dfinal_state_view, &grads);
+  }
+
+  // The same computation through the C++ API, written into `r`.
+  void run_cpp(Results& r) {
+    linattn::OpArgs a;
+    a.q = q.cpp();
+    a.k = k.cpp();
+    a.v = v.cpp();
+    a.g = g.cpp();
+    a.beta = beta.cpp();
+    a.initial_state = initial_state.cpp();
+    if (!cu_seqlens.empty())
+      a.cu_seqlens = linattn::TensorView::contiguous_from(
+          cu_seqlens.data(), linattn::DType::i64, std::vector<int64_t>{int64_t(cu_seqlens.size())});
+    a.output_final_state = true;
+    a.use_qk_l2norm_in_kernel = true;
+    const auto op = static_cast<linattn::Op>(kOp);
+    const auto form = static_cast<linattn::Form>(kRef);
+    linattn::forward(op, form, a, {r.o.cpp(), r.final_state.cpp()});
+    linattn::backward(op, form, a, {d_o.cpp(), dfinal_state.cpp()},
+                      {r.dq.cpp(), r.dk.cpp(), r.dv.cpp(), r.dg.cpp(), {}, r.dbeta.cpp(),
+                       r.dinitial_state.cpp()});
+  }
+};
+
+TEST(CapiTest, MatchesCppApiBitwise) {
+  for (const Layout& layout : {Layout{}, Layout{1, 7, {0, 3, 7}}}) {
+    SCOPED_TRACE(layout.cu_seqlens.empty() ? "batch" : "cu_seqlens");
+    Problem p(layout);
+    ASSERT_EQ(p.forward(), LINATTN_OK) << linattn_last_error();
+    ASSERT_EQ(p.backward(), LINATTN_OK) << linattn_last_error();
+    EXPECT_STREQ(linattn_last_error(), "");
+
+    Results expected(p.B, p.T, p.N, p.H, p.HV, p.K, p.V);
+    p.run_cpp(expected);
+    const std::vector<Buffer*> got = p.out.all(), want = expected.all();
+    for (size_t i = 0; i < got.size(); ++i) {
+      SCOPED_TRACE("result " + std::to_string(i));
+      double norm = 0;
+      for (float x : got[i]->data) norm += double(x) * x;
+      EXPECT_TRUE(std::isfinite(norm) && norm > 0) << "not written, or not finite";
+      EXPECT_EQ(std::memcmp(got[i]->data.data(), want[i]->data.data(),
+                            got[i]->data.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+TEST(CapiTest, OutputShapes) {
+  Problem p(Layout{1, 7, {0, 3, 7}});
+  int64_t o[4], state[4];
+  ASSERT_EQ(linattn_output_shapes(kOp, &p.args, o, state), LINATTN_OK) << linattn_last_error();
+  EXPECT_EQ(std::vector<int64_t>(o, o + 4), (std::vector<int64_t>{1, 7, p.HV, p.V}));
+  EXPECT_EQ(std::vector<int64_t>(state, state + 4), (std::vector<int64_t>{2, p.HV, p.K, p.V}));
+  p.args.output_final_state = 0;
+  ASSERT_EQ(linattn_output_shapes(kOp, &p.args, o, state), LINATTN_OK);
+  EXPECT_EQ(std::vector<int64_t>(state, state + 4), (std::vector<int64_t>{0, 0, 0, 0}));
+  EXPECT_EQ(linattn_output_shapes(kOp, &p.args, o, nullptr), LINATTN_OK);  // optional
+}
+
+TEST(CapiTest, NamesFormsAndVersion) {
+  for (int i = 0; i < linattn::kNumOps; ++i) {
+    const auto op = static_cast<linattn_op>(i);
+    const char* name = linattn_op_name(op);
+    ASSERT_NE(name, nullptr);
+    EXPECT_STREQ(name, linattn::op_name(static_cast<linattn::Op>(i)));
+    linattn_op back = LINATTN_OP_LINEAR_ATTN;
+    ASSERT_EQ(linattn_op_from_name(name, &back), LINATTN_OK);
+    EXPECT_EQ(back, op);
+    EXPECT_EQ(linattn_has_form(op, kRef, 0), 1);
+  }
+  EXPECT_EQ(linattn_op_name(static_cast<linattn_op>(99)), nullptr);
+  EXPECT_NE(std::string(linattn_last_error()).find("unknown op id 99"), std::string::npos);
+  EXPECT_EQ(linattn_has_form(static_cast<linattn_op>(-1), kRef, 0), 0);
+  EXPECT_EQ(linattn_has_form(kOp, static_cast<linattn_form>(3), 1), 0);
+  EXPECT_NE(std::string(linattn_last_error()).find("unknown form id 3"), std::string::npos);
+  EXPECT_STREQ(linattn_version(), linattn::version());
+}
+
+// A form without an implementation is NOT_IMPLEMENTED (not a bad input), and the status always
+// agrees with linattn_has_form, whichever forms have landed by now.
+TEST(CapiTest, UnimplementedFormsReportNotImplemented) {
+  for (linattn_form form : {LINATTN_FORM_REFERENCE, LINATTN_FORM_CHUNK, LINATTN_FORM_RECURRENT}) {
+    for (int backward = 0; backward <= 1; ++backward) {
+      SCOPED_TRACE(std::string(linattn::form_name(static_cast<linattn::Form>(form))) +
+                   (backward ? " backward" : " forward"));
+      Problem p;
+      const linattn_status status = backward ? p.backward(form) : p.forward(form);
+      const std::string message = linattn_last_error();  // before has_form resets it
+      if (linattn_has_form(kOp, form, backward)) {
+        EXPECT_EQ(status, LINATTN_OK) << message;
+      } else {
+        EXPECT_EQ(status, LINATTN_ERROR_NOT_IMPLEMENTED);
+        EXPECT_NE(message.find("form has no"), std::string::npos) << message;
+      }
+    }
+  }
+}
+
+TEST(CapiTest, SuccessClearsLastError) {
+  Problem p;
+  EXPECT_EQ(linattn_forward(kOp, kRef, nullptr, &p.o_view, nullptr),
+            LINATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_STRNE(linattn_last_error(), "");
+  EXPECT_EQ(p.forward(), LINATTN_OK);
+  EXPECT_STREQ(linattn_last_error(), "");
+}
+
+TEST(CapiTest, ArgsInitDefaults) {
+  linattn_args a;
+  std::memset(&a, 0x5a, sizeof a);
+  linattn_args_init(&a);
+  EXPECT_TRUE(std::isnan(a.scale));
+  EXPECT_EQ(a.num_householder, 1);
+  EXPECT_EQ(a.output_final_state, 0);
+  EXPECT_EQ(a.q.ndim, 0);
+  EXPECT_EQ(a.cu_seqlens.ndim, 0);
+  linattn_args_init(nullptr);  // documented no-op
+}
+
+// One bad input: the case builds a valid problem from `layout`, breaks one thing in `run`
+// (which also makes the call), and expects `status` and a message containing `message`.
+struct BadInput {
+  const char* name;
+  Layout layout;
+  linattn_status (*run)(Problem&);
+  linattn_status status;
+  const char* message;
+};
+
+constexpr linattn_status kInvalid = LINATTN_ERROR_INVALID_ARGUMENT;
+
+const BadInput kBadInputs[] = {
+    // Null pointers the C++ API cannot see.
+    {"null_args", {}, [](Problem& p) { return linattn_forward(kOp, kRef, nullptr, &p.o_view, nullptr); },
+     kInvalid, "linattn_forward: args is NULL"},
+    {"null_o", {}, [](Problem& p) { return linattn_forward(kOp, kRef, &p.args, nullptr, nullptr); },
+     kInvalid, "linattn_forward: o is NULL"},
+    {"null_d_o", {}, [](Problem& p) {
+       return linattn_backward(kOp, kRef, &p.args, nullptr, nullptr, &p.grads); },
+     kInvalid, "linattn_backward: d_o is NULL"},
+    {"null_grads", {}, [](Problem& p) {
+       return linattn_backward(kOp, kRef, &p.args, &p.d_o_view, nullptr, nullptr); },
+     kInvalid, "linattn_backward: grads is NULL"},
+    {"null_backward_args", {}, [](Problem& p) {
+       return linattn_backward(kOp, kRef, nullptr, &p.d_o_view, nullptr, &p.grads); },
+     kInvalid, "linattn_backward: args is NULL"},
+    {"null_o_shape", {}, [](Problem& p) { return linattn_output_shapes(kOp, &p.args, nullptr, nullptr); },
+     kInvalid, "linattn_output_shapes: o_shape is NULL"},
+    {"null_name", {}, [](Problem&) { linattn_op op; return linattn_op_from_name(nullptr, &op); },
+     kInvalid, "linattn_op_from_name: name is NULL"},
+    {"null_op_out", {}, [](Problem&) { return linattn_op_from_name("gla", nullptr); },
+     kInvalid, "linattn_op_from_name: op is NULL"},
+    {"null_q_data", {}, [](Problem& p) { p.args.q.data = nullptr; return p.forward(); },
+     kInvalid, "q has a null data pointer"},
+    {"missing_final_state", {}, [](Problem& p) {
+       return linattn_forward(kOp, kRef, &p.args, &p.o_view, nullptr); },
+     kInvalid, "final_state is required"},
+    // Enum ids and ranks out of range.
+    {"unknown_op_id", {}, [](Problem& p) {
+       return linattn_forward(static_cast<linattn_op>(99), kRef, &p.args, &p.o_view, nullptr); },
+     kInvalid, "unknown op id 99"},
+    {"unknown_form_id", {}, [](Problem& p) { return p.forward(static_cast<linattn_form>(7)); },
+     kInvalid, "unknown form id 7"},
+    {"unknown_op_name", {}, [](Problem&) { linattn_op op; return linattn_op_from_name("nope", &op); },
+     kInvalid, "unknown op 'nope'"},
+    {"unknown_dtype", {}, [](Problem& p) { p.args.q.dtype = 17; return p.forward(); },
+     kInvalid, "linattn_forward: args->q has unknown dtype 17"},
+    {"ndim_9", {}, [](Problem& p) { p.args.v.ndim = 9; return p.forward(); },
+     kInvalid, "linattn_forward: args->v has ndim 9"},
+    {"negative_ndim", {}, [](Problem& p) { p.grads.dq.ndim = -1; return p.backward(); },
+     kInvalid, "linattn_backward: grads->dq has ndim -1"},
+    {"tensor_contiguous_ndim_9", {}, [](Problem& p) {
+       const int64_t shape[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+       p.args.k = linattn_tensor_contiguous(p.k.data.data(), LINATTN_DTYPE_F32, 9, shape);
+       return p.forward(); },
+     kInvalid, "args->k has ndim 9"},
+    // Shapes, dtypes and sizes (validated by the C++ API, reported with its message).
+    {"wrong_rank", {}, [](Problem& p) { p.args.q.ndim = 3; return p.forward(); },
+     kInvalid, "q must have rank 4"},
+    {"qk_head_dim_mismatch", {}, [](Problem& p) { p.args.k.shape[3] = 3; return p.forward(); },
+     kInvalid, "k must have shape [B, T, H, K] = [2, 5, 2, 4], got [2, 5, 2, 3]"},
+    {"v_state_mismatch", {}, [](Problem& p) {
+       p.args.initial_state.shape[3] = 2; return p.forward(); },
+     kInvalid, "initial_state must have shape [N, HV, K, V] = [2, 4, 4, 3]"},
+    {"zero_size", {}, [](Problem& p) { p.args.q.shape[1] = 0; return p.forward(); },
+     kInvalid, "q has a non-positive size 0"},
+    {"negative_size", {}, [](Problem& p) { p.args.v.shape[2] = -2; return p.forward(); },
+     kInvalid, "v has a non-positive size -2"},
+    {"int32_q", {}, [](Problem& p) { p.args.q.dtype = LINATTN_DTYPE_I32; return p.forward(); },
+     kInvalid, "q must be float32, bfloat16 or float64, got int32"},
+    {"non_contiguous_output", {}, [](Problem& p) { p.o_view.strides[3] = 2; return p.forward(); },
+     kInvalid, "output o must be contiguous"},
+    {"wrong_grad_shape", {}, [](Problem& p) { p.grads.dg.shape[2] = 1; return p.backward(); },
+     kInvalid, "dg must have shape"},
+    // Variable-length batches.
+    {"cu_seqlens_with_batch_2", {2, 5, {0, 5}}, [](Problem& p) { return p.forward(); },
+     kInvalid, "the batch size B must be 1"},
+    {"cu_seqlens_not_increasing", {1, 6, {0, 4, 2, 6}}, [](Problem& p) { return p.forward(); },
+     kInvalid, "cu_seqlens must be strictly increasing"},
+    {"cu_seqlens_not_ending_at_T", {1, 6, {0, 2, 5}}, [](Problem& p) { return p.forward(); },
+     kInvalid, "cu_seqlens must end at T = 6, got 5"},
+    // Value ranges.
+    {"beta_above_2", {}, [](Problem& p) { p.beta.data[3] = 2.5f; return p.forward(); },
+     kInvalid, "beta must be in [0, 2]"},
+    {"positive_log_decay", {}, [](Problem& p) { p.g.data[7] = 0.25f; return p.forward(); },
+     kInvalid, "g must be in [-inf, 0]"},
+};
+
+class CapiBadInput : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(CapiBadInput, ReturnsStatusAndMessage) {
+  const BadInput& c = GetParam();
+  Problem p(c.layout);
+  EXPECT_EQ(c.run(p), c.status);
+  EXPECT_NE(std::string(linattn_last_error()).find(c.message), std::string::npos)
+      << "expected a message containing \"" << c.message << "\", got \"" << linattn_last_error()
+      << "\"";
+}
+
+INSTANTIATE_TEST_SUITE_P(Capi, CapiBadInput, ::testing::ValuesIn(kBadInputs),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
