@@ -67,6 +67,7 @@ typedef LINATTN_ENUM(linattn_op){
     LINATTN_OP_DELTA_RULE = 3,       /* S_t = (I - b k k^T) S_{t-1} + b k v^T, beta required */
     LINATTN_OP_GATED_DELTA_RULE = 4, /* S_t = exp(g_t)(I - b k k^T) S_{t-1} + b k v^T */
     LINATTN_OP_DELTA_PRODUCT = 5,    /* num_householder delta steps per token, optional g */
+    LINATTN_OP_RETENTION = 6,        /* S_t = gamma_h S_{t-1} + k v^T, gamma_h = 1 - 2^(-5-h) */
 } linattn_op;
 
 /* How an op is computed; values equal linattn::Form. */

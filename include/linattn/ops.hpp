@@ -24,8 +24,9 @@ enum class Op : int32_t {
   delta_rule = 3,        // S_t = (I - b k k^T) S_{t-1} + b k v^T          (§4.5)
   gated_delta_rule = 4,  // S_t = exp(g_t)(I - b k k^T) S_{t-1} + b k v^T  (§4.6)
   delta_product = 5,     // n_h Householder steps per token, optional g    (§4.7)
+  retention = 6,         // S_t = gamma_h S_{t-1} + k v^T, gamma_h = 1 - 2^(-5-h) (§4.2)
 };
-inline constexpr int kNumOps = 6;
+inline constexpr int kNumOps = 7;
 
 enum class Form : int32_t { reference = 0, chunk = 1, recurrent = 2 };
 inline constexpr int kNumForms = 3;
@@ -46,6 +47,7 @@ struct OpSpec {
   bool takes_normalize;
   bool takes_l2norm;  // use_qk_l2norm_in_kernel
   bool takes_num_householder;
+  bool fixed_decay;   // retention: log decay log(1 - 2^(-5-h)) of value head h, no gate input
 };
 const OpSpec& op_spec(Op op);
 

@@ -65,6 +65,7 @@ def recurrent_flops_per_token(op: str, K: int, V: int, n_h: int) -> int:
         "delta_rule": 6 * K * V + 2 * V,
         "gated_delta_rule": 7 * K * V + 2 * V,
         "delta_product": (4 * n_h + 2) * K * V,
+        "retention": 5 * K * V,
     }[op]
 
 
@@ -111,6 +112,9 @@ def torch_recurrent(op: str, q, k, v, g=None, gk=None, beta=None, initial_state=
     import torch
 
     scale = q.shape[-1] ** -0.5
+    if op == "retention":  # RetNet's fixed decay 1 - 2^(-5-h) per head
+        heads = torch.arange(v.shape[2], dtype=torch.float64)
+        g = torch.log1p(-torch.exp2(-5.0 - heads)).to(q.dtype).expand(q.shape[0], q.shape[1], -1)
     S = initial_state.clone()
     outputs = []
     for t in range(q.shape[1]):

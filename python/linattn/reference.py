@@ -19,6 +19,7 @@ from ._arrays import as_input, dtype_name, empty_like
 __all__ = [
     "linear_attn",
     "simple_gla",
+    "retention",
     "gla",
     "delta_rule",
     "gated_delta_rule",
@@ -88,6 +89,14 @@ def simple_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=Fa
                cu_seqlens=None):
     """S_t = exp(g_t) S_{t-1} + k_t v_t^T with a scalar log decay g per head."""
     return _forward("simple_gla", "reference", q, k, v, g=g, scale=scale,
+                    initial_state=initial_state, output_final_state=output_final_state,
+                    cu_seqlens=cu_seqlens)
+
+
+def retention(q, k, v, scale=None, initial_state=None, output_final_state=False,
+              cu_seqlens=None):
+    """S_t = gamma_h S_{t-1} + k_t v_t^T with RetNet's fixed decay gamma_h = 1 - 2^(-5-h)."""
+    return _forward("retention", "reference", q, k, v, scale=scale,
                     initial_state=initial_state, output_final_state=output_final_state,
                     cu_seqlens=cu_seqlens)
 

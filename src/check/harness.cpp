@@ -7,6 +7,7 @@
 
 #include "core/dtype.hpp"
 #include "linattn/error.hpp"
+#include "ops/common/problem.hpp"
 
 namespace linattn::check {
 
@@ -273,6 +274,7 @@ void hebbian_attention_form(const Case& c, const Inputs& in, double scale, Outpu
           double gate = 0;
           if (in.g.given()) gate = in.g.get(at3(in.g, sp.batch, sp.start + t, hv));
           if (in.gk.given()) gate = in.gk.get(at4(in.gk, sp.batch, sp.start + t, hv, d));
+          if (op_spec(c.op).fixed_decay) gate = retention_log_decay(hv);
           L[(t + 1) * K + d] = L[t * K + d] + gate;
         }
       std::vector<double> zsum(K, 0.0);
@@ -592,7 +594,7 @@ std::vector<Case> builtin_cases(Op op) {
   add([](Case& c) { c.initial_state = false; c.output_final_state = false; });
   add([](Case& c) { c.T = 1; });
   add([](Case& c) { c.B = 1; c.seqlens = {1, 17, 40, 5}; c.T = 63; });
-  if (spec.takes_g || spec.takes_gk) {
+  if (spec.takes_g || spec.takes_gk) {  // (retention's decay is fixed: nothing to vary)
     add([](Case& c) { c.gates = Gates::decay_near_1; });
     add([](Case& c) { c.gates = Gates::decay_near_0; });
   }

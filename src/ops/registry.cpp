@@ -12,14 +12,15 @@
 namespace linattn {
 namespace {
 
-//                 op                     name                g      req_g  gk     beta   norm   l2     n_h
+//                 op                     name                g      req_g  gk     beta   norm   l2     n_h    fixed
 const OpSpec kSpecs[kNumOps] = {
-    {Op::linear_attn,      "linear_attn",      false, false, false, false, true,  false, false},
-    {Op::simple_gla,       "simple_gla",       true,  true,  false, false, false, false, false},
-    {Op::gla,              "gla",              false, false, true,  false, false, false, false},
-    {Op::delta_rule,       "delta_rule",       false, false, false, true,  false, true,  false},
-    {Op::gated_delta_rule, "gated_delta_rule", true,  true,  false, true,  false, true,  false},
-    {Op::delta_product,    "delta_product",    true,  false, false, true,  false, true,  true},
+    {Op::linear_attn,      "linear_attn",      false, false, false, false, true,  false, false, false},
+    {Op::simple_gla,       "simple_gla",       true,  true,  false, false, false, false, false, false},
+    {Op::gla,              "gla",              false, false, true,  false, false, false, false, false},
+    {Op::delta_rule,       "delta_rule",       false, false, false, true,  false, true,  false, false},
+    {Op::gated_delta_rule, "gated_delta_rule", true,  true,  false, true,  false, true,  false, false},
+    {Op::delta_product,    "delta_product",    true,  false, false, true,  false, true,  true,  false},
+    {Op::retention,        "retention",        false, false, false, false, false, false, false, true},
 };
 
 const char* const kFormNames[kNumForms] = {"reference", "chunk", "recurrent"};

@@ -103,6 +103,20 @@ TEST(ReferenceReductions, ChannelConstantGlaIsSimpleGla) {
   EXPECT_LE(rel_error(a.final_state, b.final_state), 1e-14);
 }
 
+TEST(ReferenceReductions, RetentionIsSimpleGlaWithItsFixedDecay) {
+  Case cr = small(Op::retention);
+  const Inputs in = make_inputs(cr, DType::f64);
+  Case cs = cr;
+  cs.op = Op::simple_gla;
+  Inputs gated = in;
+  gated.g = Buffer(DType::f64, {cr.B, cr.T, cr.HV});
+  for (int64_t i = 0; i < gated.g.numel(); ++i) gated.g.set(i, std::log1p(-std::exp2(-5.0 - i % cr.HV)));
+  const Outputs a = run_forward(cr, in, Form::reference);
+  const Outputs b = run_forward(cs, gated, Form::reference);
+  EXPECT_EQ(rel_error(a.o, b.o), 0.0);
+  EXPECT_EQ(rel_error(a.final_state, b.final_state), 0.0);
+}
+
 TEST(ReferenceReductions, ZeroBetaFreezesTheState) {
   Case c = small(Op::delta_rule);
   Inputs in = make_inputs(c, DType::f64);

@@ -16,6 +16,7 @@ OP_GATES = {
     "delta_rule": ("beta",),
     "gated_delta_rule": ("g", "beta"),
     "delta_product": ("g", "beta"),
+    "retention": (),
 }
 OPS = tuple(OP_GATES)
 

@@ -105,6 +105,8 @@ class Validator {
 
 }  // namespace
 
+double retention_log_decay(int64_t head) { return std::log1p(-std::exp2(-5.0 - static_cast<double>(head))); }
+
 Problem make_problem(Op op, const OpArgs& a) {
   const OpSpec& spec = op_spec(op);
   Validator check(spec.name);

@@ -29,6 +29,9 @@ struct Problem {
   int64_t group() const { return HV / H; }  // value heads sharing one q/k head
 };
 
+// retention's log decay for value head h: log(1 - 2^(-5-h)) (RetNet, fla's chunk_retention).
+double retention_log_decay(int64_t head);
+
 // Checks every input of `args` for `op` (shapes, dtypes, pointers, sizes, cu_seqlens, gate
 // ranges) and throws Error naming the first problem.
 Problem make_problem(Op op, const OpArgs& args);

@@ -135,10 +135,12 @@ void load_head(Head& h, const OpArgs& a, const Sequence& s, int64_t hv) {
     h.beta.resize(steps);
     for (int64_t r = 0; r < steps; ++r) h.beta[r] = read(a.beta, s.batch, s.start * p.n_h + r, hv);
   }
-  h.has_g = a.g.given();
-  if (h.has_g) {
+  h.has_g = a.g.given() || p.spec->fixed_decay;
+  if (a.g.given()) {
     h.g.resize(s.length);
     for (int64_t t = 0; t < s.length; ++t) h.g[t] = read(a.g, s.batch, s.start + t, hv);
+  } else if (p.spec->fixed_decay) {
+    h.g.assign(s.length, retention_log_decay(hv));
   }
   h.has_gk = a.gk.given();
   if (h.has_gk) {
