@@ -665,8 +665,9 @@ std::vector<Row> run(const std::vector<Op>& ops, DType dtype,
                           return outputs_error(got, want);
                         }});
       }
+      // float64 inputs run every form on the oracle itself (registry.cpp): nothing to compare.
       for (Form form : {Form::chunk, Form::recurrent}) {
-        if (!has_form(op, form, false)) continue;
+        if (dtype == DType::f64 || !has_form(op, form, false)) continue;
         jobs.push_back({c, form_name(form), "fwd vs reference", form_tolerance(dtype), [c, dtype, form] {
                           const Inputs low = make_inputs(c, dtype);
                           return outputs_error(run_forward(c, low, form),

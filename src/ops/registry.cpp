@@ -31,9 +31,26 @@ struct FormImpl {
 };
 
 FormImpl lookup(Op op, Form form) {
-  (void)op;  // every op has the shared reference; chunk and recurrent forms land per family
-  if (form == Form::reference) return {reference_forward, reference_backward};
+  const bool hebbian = !op_spec(op).takes_beta;  // the gated family of src/ops/gla/
+  switch (form) {
+    case Form::reference: return {reference_forward, reference_backward};
+    case Form::chunk: return {};
+    case Form::recurrent: return {};
+  }
+  (void)hebbian;
   return {};
+}
+
+// float64 inputs run every implemented form on the fp64 oracle: the fast forms compute in
+// fp32, which would throw away the precision the caller asked for (and autograd's gradcheck).
+FormImpl lookup_for(Op op, Form form, const OpArgs& args) {
+  FormImpl impl = lookup(op, form);
+  if (args.q.dtype == DType::f64 && form != Form::reference) {
+    const FormImpl ref = lookup(op, Form::reference);
+    if (impl.forward) impl.forward = ref.forward;
+    if (impl.backward) impl.backward = ref.backward;
+  }
+  return impl;
 }
 
 int op_index(Op op) {
@@ -92,7 +109,7 @@ void forward(Op op, Form form, const OpArgs& args, const OpOutputs& out) {
   const Problem p = make_problem(op, args);
   check_outputs(p, args, out);
   form_name(form);  // rejects an unknown form id
-  const FormImpl impl = lookup(op, form);
+  const FormImpl impl = lookup_for(op, form, args);
   if (!impl.forward) not_implemented(op, form, "forward");
   impl.forward(p, args, out);
 }
@@ -102,7 +119,7 @@ void backward(Op op, Form form, const OpArgs& args, const OpGradOutputs& grad_ou
   const Problem p = make_problem(op, args);
   check_grads(p, args, grad_out, grads);
   form_name(form);  // rejects an unknown form id
-  const FormImpl impl = lookup(op, form);
+  const FormImpl impl = lookup_for(op, form, args);
   if (!impl.backward) not_implemented(op, form, "backward");
   impl.backward(p, args, grad_out, grads);
 }

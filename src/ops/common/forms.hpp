@@ -14,4 +14,11 @@ void reference_forward(const Problem& p, const OpArgs& args, const OpOutputs& ou
 void reference_backward(const Problem& p, const OpArgs& args, const OpGradOutputs& grad_out,
                         const OpGrads& grads);
 
+// Fast forms of the gated (Hebbian) family: linear_attn, retention, simple_gla, gla
+// (src/ops/gla/). Inputs float32 or bfloat16; fp32 accumulation.
+void gla_chunk_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+void gla_chunk_backward(const Problem& p, const OpArgs& args, const OpGradOutputs& grad_out,
+                        const OpGrads& grads);
+void gla_recurrent_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+
 }  // namespace linattn

@@ -1,0 +1,82 @@
+// Moving rows between caller tensors (float32 / bfloat16, any strides) and the fp32 working
+// buffers of the fast forms: load-and-widen on the way in, round-and-store on the way out.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/dtype.hpp"
+#include "linattn/tensor.hpp"
+
+namespace linattn {
+
+// Offset of element [i0, i1, i2, 0] of a rank-3 or rank-4 view.
+inline int64_t row_offset(const TensorView& t, int64_t i0, int64_t i1, int64_t i2) {
+  return i0 * t.strides[0] + i1 * t.strides[1] + i2 * t.strides[2];
+}
+
+// dst[r * ld + d] = t[b, row0 + r, head, d] for r < rows, d < D (D = t.shape[3]).
+inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head,
+                      float* dst, int64_t ld) {
+  const int64_t D = t.shape[3], sd = t.strides[3];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t base = row_offset(t, b, row0 + r, head);
+    float* out = dst + r * ld;
+    if (t.dtype == DType::f32 && sd == 1) {
+      std::memcpy(out, static_cast<const float*>(t.data) + base, D * sizeof(float));
+    } else if (t.dtype == DType::bf16) {
+      const uint16_t* in = static_cast<const uint16_t*>(t.data) + base;
+      for (int64_t d = 0; d < D; ++d) out[d] = bf16_to_f32(in[d * sd]);
+    } else {
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<float>(load_as_double(t.data, t.dtype, base + d * sd));
+    }
+  }
+}
+
+// t[b, row0 + r, head, d] = src[r * ld + d], rounded to t's dtype.
+inline void store_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head,
+                       const float* src, int64_t ld) {
+  const int64_t D = t.shape[3], sd = t.strides[3];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t base = row_offset(t, b, row0 + r, head);
+    const float* in = src + r * ld;
+    if (t.dtype == DType::f32 && sd == 1) {
+      std::memcpy(static_cast<float*>(t.data) + base, in, D * sizeof(float));
+    } else if (t.dtype == DType::bf16) {
+      uint16_t* out = static_cast<uint16_t*>(t.data) + base;
+      for (int64_t d = 0; d < D; ++d) out[d * sd] = f32_to_bf16(in[d]);
+    } else {
+      for (int64_t d = 0; d < D; ++d) store_from_double(t.data, t.dtype, base + d * sd, in[d]);
+    }
+  }
+}
+
+// Scalar t[b, row, head] of a rank-3 view (gates, beta) as float.
+inline float load_scalar(const TensorView& t, int64_t b, int64_t row, int64_t head) {
+  return static_cast<float>(load_as_double(t.data, t.dtype, row_offset(t, b, row, head)));
+}
+inline void store_scalar(const TensorView& t, int64_t b, int64_t row, int64_t head, double value) {
+  store_from_double(t.data, t.dtype, row_offset(t, b, row, head), value);
+}
+
+// State [n, head] of a [N, HV, K, V] view as K*V contiguous floats (zeros if not given).
+inline void load_state(const TensorView& t, int64_t n, int64_t head, int64_t K, int64_t V, float* dst) {
+  if (!t.given()) {
+    std::memset(dst, 0, K * V * sizeof(float));
+    return;
+  }
+  for (int64_t r = 0; r < K; ++r) {
+    const int64_t base = n * t.strides[0] + head * t.strides[1] + r * t.strides[2];
+    for (int64_t c = 0; c < V; ++c)
+      dst[r * V + c] = static_cast<float>(load_as_double(t.data, t.dtype, base + c * t.strides[3]));
+  }
+}
+
+inline void store_state(const TensorView& t, int64_t n, int64_t head, int64_t K, int64_t V, const float* src) {
+  for (int64_t r = 0; r < K; ++r) {
+    const int64_t base = n * t.strides[0] + head * t.strides[1] + r * t.strides[2];
+    for (int64_t c = 0; c < V; ++c) store_from_double(t.data, t.dtype, base + c * t.strides[3], src[r * V + c]);
+  }
+}
+
+}  // namespace linattn
