@@ -34,10 +34,9 @@ FormImpl lookup(Op op, Form form) {
   const bool hebbian = !op_spec(op).takes_beta;  // the gated family of src/ops/gla/
   switch (form) {
     case Form::reference: return {reference_forward, reference_backward};
-    case Form::chunk: return {};
-    case Form::recurrent: return {};
+    case Form::chunk: return hebbian ? FormImpl{gla_chunk_forward, gla_chunk_backward} : FormImpl{};
+    case Form::recurrent: return hebbian ? FormImpl{gla_recurrent_forward, nullptr} : FormImpl{};
   }
-  (void)hebbian;
   return {};
 }
 

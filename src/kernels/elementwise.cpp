@@ -1,0 +1,63 @@
+#include "kernels/elementwise.hpp"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/elementwise.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace linattn::kernels {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using D = hn::ScalableTag<float>;
+
+void ExpInplace(float* HWY_RESTRICT x, int64_t n) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::Exp(d, hn::LoadU(d, x + i)), d, x + i);
+  if (i < n) {
+    const auto m = hn::FirstN(d, static_cast<size_t>(n - i));
+    hn::BlendedStore(hn::Exp(d, hn::MaskedLoad(m, d, x + i)), m, d, x + i);
+  }
+}
+
+void Axpy(int64_t n, float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto va = hn::Set(d, a);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(va, hn::LoadU(d, x + i), hn::LoadU(d, y + i)), d, y + i);
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void ScaleAdd(int64_t n, float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto va = hn::Set(d, a);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(va, hn::LoadU(d, y + i), hn::LoadU(d, x + i)), d, y + i);
+  for (; i < n; ++i) y[i] = a * y[i] + x[i];
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace linattn::kernels
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace linattn::kernels {
+
+HWY_EXPORT(ExpInplace);
+HWY_EXPORT(Axpy);
+HWY_EXPORT(ScaleAdd);
+
+void exp_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInplace)(x, n); }
+void axpy(int64_t n, float a, const float* x, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(n, a, x, y); }
+void scale_add(int64_t n, float a, const float* x, float* y) {
+  HWY_DYNAMIC_DISPATCH(ScaleAdd)(n, a, x, y);
+}
+
+}  // namespace linattn::kernels
+#endif  // HWY_ONCE

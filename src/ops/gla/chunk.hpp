@@ -1,0 +1,62 @@
+// Shared pieces of the chunk-parallel forward and backward of the gated (Hebbian) family:
+// linear_attn, retention, simple_gla (scalar log decay) and gla (per-key-channel log decay).
+// One chunk of one (sequence, value head) is loaded into fp32 buffers together with its gate
+// factors and its masked, decayed intra-chunk score matrix (algorithms.md §3.2, §4.1-4.4).
+#pragma once
+
+#include <cstdint>
+
+#include "ops/common/problem.hpp"
+
+namespace linattn::gla {
+
+inline constexpr int64_t kChunk = 64;
+
+enum class Gate { none, scalar, vector };
+Gate gate_of(const Problem& p);
+
+// A (sequence, value head) pair and the q/k head it reads.
+struct Item {
+  const Problem& p;
+  const OpArgs& a;
+  const Sequence& s;
+  int64_t n, hv, hq;
+  Gate gate;
+};
+
+// One chunk's working set; the buffers come from the calling thread's scratch arena.
+struct Chunk {
+  int64_t t0 = 0, rows = 0;  // tokens [t0, t0 + rows) of the sequence
+  float* q = nullptr;        // [C, K] raw queries (scale lives in the factors)
+  float* k = nullptr;        // [C, K]
+  float* v = nullptr;        // [C, V]
+  float* q_factor = nullptr; // scalar: [C] scale e^{b_i};   vector: [C, K] scale e^{B_i}
+  float* k_factor = nullptr; // scalar: [C] e^{b_last-b_j}; vector: [C, K] e^{B_last-B_j}
+  float* state_decay = nullptr;  // scalar: [1] e^{b_last}; vector: [K] e^{B_last}
+  float* A = nullptr;        // [C, C] scale * (intra scores ⊙ decay), zero above the diagonal
+  // Per-channel gates only (§3.3 S5 with the reference at the middle row m): when the chunk's
+  // decay span allows, A = scale q~ k~^T with q~ = q e^{B-B_m}, k~ = k e^{B_m-B}; the backward
+  // reuses them. `factored` false means A was formed pair by pair (extreme decays).
+  bool factored = false;
+  float* q_tilde = nullptr;  // [C, K]
+  float* k_tilde = nullptr;  // [C, K]
+  double* B = nullptr;       // [C, K] (vector) or [C] (scalar) chunk-local cumulative log decay
+};
+
+// Loads tokens [t0, t0 + rows) of the item and computes everything Chunk holds; without
+// scores, A (and q~, k~) are left out: the state pass needs only k, v and the factors.
+void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, bool with_scores);
+
+// dst[r, :] = x[r, :] * factor (factor per row for scalar gates, per element for vector gates).
+void apply_factor(Gate gate, int64_t rows, int64_t K, const float* x, const float* factor, float* dst);
+
+// S = diag(decay) S + H (decay a scalar or a K-vector): the state pass of one chunk.
+void decay_and_add(Gate gate, int64_t K, int64_t V, const float* decay, const float* H, float* S);
+
+// Scratch slots of this family (core/scratch.hpp).
+enum Slot : int {
+  kSlotQ, kSlotK, kSlotV, kSlotQFactor, kSlotKFactor, kSlotDecay, kSlotA, kSlotQTilde,
+  kSlotKTilde, kSlotB, kSlotWork0, kSlotWork1, kSlotWork2, kSlotStates, kSlotGrads,
+};
+
+}  // namespace linattn::gla

@@ -1,0 +1,260 @@
+// Chunk-parallel backward of the gated family (algorithms.md §3.4, §4.1c, §4.4c).
+// Pass 1 replays the forward state pass and keeps the state entering every chunk; pass 2 walks
+// the chunks backwards with dS = dS_[n+1] (the gradient of the state leaving the chunk):
+//   dA  = scale (dO V^T) ⊙ decay, masked to j <= i
+//   dQ  = dA K  (per-channel gates: via q~, k~)  + (dO S_[n]^T) ⊙ q_factor
+//   dK  = dA^T Q                                   + (V dS^T) ⊙ k_factor
+//   dV  = A^T dO + (K ⊙ k_factor) dS
+//   dS_[n] = diag(e^{B_last}) dS + (Q ⊙ q_factor)^T dO
+// Gate gradients use the product rule of §3.4 chunk by chunk (gradient of the chunk-local
+// cumulative gate B, then a reverse cumulative sum inside the chunk). Unlike the whole-sequence
+// identity sum_{s>=t}(q dq - k dk), every term here has the size of the decay it differentiates,
+// and the diagonal of A (decay e^0, which cancels exactly) is left out, so strongly decayed
+// gates keep their relative precision.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/parallel.hpp"
+#include "kernels/elementwise.hpp"
+#include "kernels/gemm.hpp"
+#include "ops/common/forms.hpp"
+#include "ops/common/rows.hpp"
+#include "ops/gla/chunk.hpp"
+
+namespace linattn {
+
+using gla::kChunk;
+using kernels::Accumulate;
+
+namespace gla {
+
+// Forward pieces shared with chunk_fwd.cpp.
+void chunk_output(const Item& it, const Chunk& c, const float* S, float* O);
+void advance_state(const Item& it, const Chunk& c, float* S);
+
+namespace {
+
+// Buffers of one work item's backward, reused across its value heads and chunks.
+struct Workspace {
+  std::vector<float> states, S, dS, H, dO, num, raw, dA, dQ, dK, dV, work, tmp;
+  std::vector<double> z_start, dB, pre;  // normalize key sums; gate-gradient terms per chunk
+  Workspace(int64_t K, int64_t V, int64_t n_chunks, bool normalize)
+      : states(n_chunks * K * V), S(K * V), dS(K * V), H(K * V), dO(kChunk * V), num(kChunk * V),
+        raw(kChunk * kChunk), dA(kChunk * kChunk), dQ(kChunk * K), dK(kChunk * K), dV(kChunk * V),
+        work(kChunk * std::max(K, V)), tmp(std::max(kChunk, K)),
+        z_start(normalize ? n_chunks * K : 0), dB(kChunk * K), pre(kChunk * K) {}
+};
+
+// raw = dO V^T; dA = raw ⊙ scale decay, masked to j <= i.
+void score_gradient(const Item& it, const Chunk& c, Workspace& w) {
+  kernels::gemm_nt(c.rows, c.rows, it.p.V, w.dO.data(), it.p.V, c.v, it.p.V, w.raw.data(), kChunk,
+                   Accumulate::no);
+  const float scale = static_cast<float>(it.p.scale);
+  for (int64_t i = 0; i < c.rows; ++i) {
+    const float* r = w.raw.data() + i * kChunk;
+    float* row = w.dA.data() + i * kChunk;
+    if (it.gate == Gate::vector) {
+      for (int64_t j = 0; j <= i; ++j) row[j] = scale * r[j];
+    } else {
+      for (int64_t j = 0; j <= i; ++j) w.tmp[j] = static_cast<float>(c.B[i] - c.B[j]);
+      kernels::exp_inplace(w.tmp.data(), i + 1);
+      for (int64_t j = 0; j <= i; ++j) row[j] = scale * r[j] * w.tmp[j];
+    }
+    std::fill(row + i + 1, row + c.rows, 0.0f);
+  }
+}
+
+// Intra-chunk dQ, dK for per-channel gates. The strictly lower part goes through q~, k~ (or
+// pair by pair for extreme decays) and also feeds the gate gradient; the diagonal (decay e^0)
+// goes straight to dQ, dK.
+void vector_intra(const Item& it, const Chunk& c, Workspace& w, bool want_gate) {
+  const int64_t K = it.p.K, rows = c.rows;
+  std::vector<float> dQs(rows * K, 0.0f), dKs(rows * K, 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    const float d = w.dA[i * kChunk + i];
+    kernels::axpy(K, d, c.k + i * K, w.dQ.data() + i * K);
+    kernels::axpy(K, d, c.q + i * K, w.dK.data() + i * K);
+    w.dA[i * kChunk + i] = 0.0f;
+  }
+  if (c.factored) {
+    const int64_t m = rows / 2;
+    kernels::gemm_nn(rows, K, rows, w.dA.data(), kChunk, c.k_tilde, K, dQs.data(), K, Accumulate::no);
+    kernels::gemm_tn(rows, K, rows, w.dA.data(), kChunk, c.q_tilde, K, dKs.data(), K, Accumulate::no);
+    // Back from q~ (k~) to q (k): multiply by e^{B - B_m} (e^{B_m - B}).
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t d = 0; d < K; ++d) w.tmp[d] = static_cast<float>(c.B[r * K + d] - c.B[m * K + d]);
+      kernels::exp_inplace(w.tmp.data(), K);
+      for (int64_t d = 0; d < K; ++d) {
+        dQs[r * K + d] *= w.tmp[d];
+        dKs[r * K + d] /= w.tmp[d];  // e^{B_m - B} = 1 / e^{B - B_m}, both within e^{±80}
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < i; ++j) {
+        const float a = w.dA[i * kChunk + j];
+        if (a == 0.0f) continue;
+        for (int64_t d = 0; d < K; ++d) w.tmp[d] = static_cast<float>(c.B[i * K + d] - c.B[j * K + d]);
+        kernels::exp_inplace(w.tmp.data(), K);
+        for (int64_t d = 0; d < K; ++d) {
+          dQs[i * K + d] += a * c.k[j * K + d] * w.tmp[d];
+          dKs[j * K + d] += a * c.q[i * K + d] * w.tmp[d];
+        }
+      }
+  }
+  kernels::axpy(rows * K, 1.0f, dQs.data(), w.dQ.data());
+  kernels::axpy(rows * K, 1.0f, dKs.data(), w.dK.data());
+  if (want_gate)
+    for (int64_t i = 0; i < rows * K; ++i) w.dB[i] += double(c.q[i]) * dQs[i] - double(c.k[i]) * dKs[i];
+}
+
+// Scalar gates: intra-chunk part of dB from P = A ⊙ (dO V^T), strictly below the diagonal:
+// dB_i += sum_j P_ij, dB_j -= sum_i P_ij.
+void scalar_intra_gate(const Chunk& c, Workspace& w) {
+  for (int64_t i = 0; i < c.rows; ++i)
+    for (int64_t j = 0; j < i; ++j) {
+      const double pij = double(c.A[i * kChunk + j]) * w.raw[i * kChunk + j];
+      w.dB[i] += pij;
+      w.dB[j] -= pij;
+    }
+}
+
+}  // namespace
+}  // namespace gla
+
+void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& go,
+                        const OpGrads& gr) {
+  const gla::Gate gate = gla::gate_of(p);
+  const bool vector = gate == gla::Gate::vector;
+  const int64_t K = p.K, V = p.V, KV = K * V, width = vector ? K : 1;
+  parallel_for(p.N() * p.H, [&](int64_t item) {
+    const int64_t n = item / p.H, hq = item % p.H;
+    const Sequence& s = p.sequences[n];
+    const int64_t len = s.length, n_chunks = (len + kChunk - 1) / kChunk;
+    gla::Workspace w(K, V, n_chunks, a.normalize);
+    std::vector<float> dq_group(len * K, 0.0f), dk_group(len * K, 0.0f);  // summed over hv
+
+    for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
+      const gla::Item it{p, a, s, n, hv, hq, gate};
+      const TensorView& dgate = vector ? gr.dgk : gr.dg;
+      const bool want_gate = gate != gla::Gate::none && dgate.given();
+      gla::Chunk c;
+      // Pass 1: the state entering each chunk (and the key sums, for normalize).
+      load_state(a.initial_state, n, hv, K, V, w.S.data());
+      std::vector<double> z(K, 0.0);
+      for (int64_t ci = 0; ci < n_chunks; ++ci) {
+        const int64_t t0 = ci * kChunk;
+        std::copy(w.S.begin(), w.S.end(), w.states.begin() + ci * KV);
+        gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, /*with_scores=*/false);
+        if (a.normalize) {
+          std::copy(z.begin(), z.end(), w.z_start.begin() + ci * K);
+          for (int64_t r = 0; r < c.rows; ++r)
+            for (int64_t d = 0; d < K; ++d) z[d] += c.k[r * K + d];
+        }
+        gla::advance_state(it, c, w.S.data());
+      }
+      // Pass 2, last chunk first.
+      load_state(go.dfinal_state, n, hv, K, V, w.dS.data());
+      std::vector<double> dz_run(a.normalize ? K : 0, 0.0);
+      for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
+        const int64_t t0 = ci * kChunk;
+        gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, /*with_scores=*/true);
+        const int64_t rows = c.rows;
+        const float* Sn = w.states.data() + ci * KV;
+        float* work = w.work.data();
+        load_rows(go.d_o, s.batch, s.start + t0, rows, hv, w.dO.data(), V);
+        std::fill(w.dQ.begin(), w.dQ.begin() + rows * K, 0.0f);
+        std::fill(w.dK.begin(), w.dK.begin() + rows * K, 0.0f);
+        std::fill(w.dB.begin(), w.dB.begin() + rows * width, 0.0);
+        if (a.normalize) {
+          // o = num / den: the rest runs on dnum = dO / den; the denominator adds scale z_t dden
+          // to dq_t and scale q_t dden to every dk_{s <= t}.
+          gla::chunk_output(it, c, Sn, w.num.data());
+          std::vector<double> zr(w.z_start.begin() + ci * K, w.z_start.begin() + (ci + 1) * K);
+          std::vector<double> dden(rows);
+          for (int64_t r = 0; r < rows; ++r) {
+            double den = 1e-10, dot = 0;
+            for (int64_t d = 0; d < K; ++d) den += p.scale * c.q[r * K + d] * (zr[d] += c.k[r * K + d]);
+            for (int64_t e = 0; e < V; ++e) dot += double(w.dO[r * V + e]) * w.num[r * V + e];
+            dden[r] = -dot / (den * den);
+            for (int64_t e = 0; e < V; ++e) w.dO[r * V + e] = static_cast<float>(w.dO[r * V + e] / den);
+            for (int64_t d = 0; d < K; ++d) w.dQ[r * K + d] += static_cast<float>(p.scale * zr[d] * dden[r]);
+          }
+          for (int64_t r = rows - 1; r >= 0; --r)
+            for (int64_t d = 0; d < K; ++d) {
+              dz_run[d] += p.scale * c.q[r * K + d] * dden[r];
+              w.dK[r * K + d] += static_cast<float>(dz_run[d]);
+            }
+        }
+        // Intra-chunk terms.
+        gla::score_gradient(it, c, w);
+        if (vector) {
+          gla::vector_intra(it, c, w, want_gate);
+        } else {
+          if (want_gate) gla::scalar_intra_gate(c, w);
+          kernels::gemm_nn(rows, K, rows, w.dA.data(), kChunk, c.k, K, w.dQ.data(), K, Accumulate::yes);
+          kernels::gemm_tn(rows, K, rows, w.dA.data(), kChunk, c.q, K, w.dK.data(), K, Accumulate::yes);
+        }
+        // Inter-chunk terms: dQ += (dO S_n^T) ⊙ qf;  dK += (V dS^T) ⊙ kf.
+        kernels::gemm_nt(rows, K, V, w.dO.data(), V, Sn, V, work, K, Accumulate::no);
+        gla::apply_factor(gate, rows, K, work, c.q_factor, work);
+        kernels::axpy(rows * K, 1.0f, work, w.dQ.data());
+        if (want_gate)  // query factor e^{B_r}: dB_r += q_r ⊙ dQinter_r
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t d = 0; d < K; ++d) w.dB[r * width + (vector ? d : 0)] += double(c.q[r * K + d]) * work[r * K + d];
+        kernels::gemm_nt(rows, K, V, c.v, V, w.dS.data(), V, work, K, Accumulate::no);
+        gla::apply_factor(gate, rows, K, work, c.k_factor, work);
+        kernels::axpy(rows * K, 1.0f, work, w.dK.data());
+        if (want_gate) {  // key-to-end factor e^{B_last - B_j}: kept as k_j ⊙ dKinter_j
+          std::fill(w.pre.begin(), w.pre.begin() + rows * width, 0.0);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t d = 0; d < K; ++d) w.pre[r * width + (vector ? d : 0)] += double(c.k[r * K + d]) * work[r * K + d];
+        }
+        // dV = A^T dO + (K ⊙ kf) dS.
+        kernels::gemm_tn(rows, V, rows, c.A, kChunk, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
+        gla::apply_factor(gate, rows, K, c.k, c.k_factor, work);
+        kernels::gemm_nn(rows, V, K, work, K, w.dS.data(), V, w.dV.data(), V, Accumulate::yes);
+        if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, hv, w.dV.data(), V);
+        // Gate gradient of the chunk's tokens: dg_t = sum_{r>=t} dB_r + sum_{j<t} pre_j + state
+        // term (the decay e^{B_last} of S_[n]: rowsum(e^{B_last} S_n ⊙ dS), shared by all t).
+        if (want_gate) {
+          std::vector<double> state_term(width, 0.0), run(width, 0.0), before(width, 0.0);
+          for (int64_t d = 0; d < K; ++d) {
+            double acc = 0;
+            for (int64_t e = 0; e < V; ++e) acc += double(Sn[d * V + e]) * w.dS[d * V + e];
+            state_term[vector ? d : 0] += acc * c.state_decay[vector ? d : 0];
+          }
+          std::vector<double> prefix(rows * width);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t d = 0; d < width; ++d) {
+              prefix[r * width + d] = before[d];
+              before[d] += w.pre[r * width + d];
+            }
+          for (int64_t r = rows - 1; r >= 0; --r)
+            for (int64_t d = 0; d < width; ++d) {
+              run[d] += w.dB[r * width + d];
+              const double dg = run[d] + prefix[r * width + d] + state_term[d];
+              if (vector) {
+                store_from_double(dgate.data, dgate.dtype,
+                                  row_offset(dgate, s.batch, s.start + t0 + r, hv) + d * dgate.strides[3], dg);
+              } else {
+                store_scalar(dgate, s.batch, s.start + t0 + r, hv, dg);
+              }
+            }
+        }
+        // dS_[n] = diag(e^{B_last}) dS + (Q ⊙ qf)^T dO.
+        gla::apply_factor(gate, rows, K, c.q, c.q_factor, work);
+        kernels::gemm_tn(K, V, rows, work, K, w.dO.data(), V, w.H.data(), V, Accumulate::no);
+        gla::decay_and_add(gate, K, V, c.state_decay, w.H.data(), w.dS.data());
+        kernels::axpy(rows * K, 1.0f, w.dQ.data(), dq_group.data() + t0 * K);
+        kernels::axpy(rows * K, 1.0f, w.dK.data(), dk_group.data() + t0 * K);
+      }
+      if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, w.dS.data());
+    }
+    if (gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group.data(), K);
+    if (gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group.data(), K);
+  });
+}
+
+}  // namespace linattn
