@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "ops/common/problem.hpp"
 
@@ -52,6 +53,24 @@ void apply_factor(Gate gate, int64_t rows, int64_t K, const float* x, const floa
 
 // S = diag(decay) S + H (decay a scalar or a K-vector): the state pass of one chunk.
 void decay_and_add(Gate gate, int64_t K, int64_t V, const float* decay, const float* H, float* S);
+
+// The state entering every chunk of one (sequence, value head) (phases A and B of the chunk
+// form): S[n * K*V ...] for n = 0..n_chunks (the last is the final state), and for normalize the
+// key sums before each chunk.
+struct ChunkStates {
+  int64_t n_chunks = 0;
+  std::vector<float> S;
+  std::vector<double> z_start;
+};
+ChunkStates chunk_states(const Item& it);
+
+// One chunk's unnormalised output O = A V + (Q ⊙ q_factor) S  (rows x V).
+void chunk_output(const Item& it, const Chunk& c, const float* S, float* O);
+
+// normalize: den_r = scale q_r . z_r + 1e-10 with z_r = z_start + the chunk's keys up to r;
+// divides O's rows by it (if O) and stores it in den (if den).
+void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const double* z_start,
+                      float* O, double* den);
 
 // Scratch slots of this family (core/scratch.hpp).
 enum Slot : int {

@@ -29,21 +29,16 @@ using kernels::Accumulate;
 
 namespace gla {
 
-// Forward pieces shared with chunk_fwd.cpp.
-void chunk_output(const Item& it, const Chunk& c, const float* S, float* O);
-void advance_state(const Item& it, const Chunk& c, float* S);
-
 namespace {
 
-// Buffers of one work item's backward, reused across its value heads and chunks.
+// Per-chunk buffers of phase C'.
 struct Workspace {
-  std::vector<float> states, S, dS, H, dO, num, raw, dA, dQ, dK, dV, work, tmp;
-  std::vector<double> z_start, dB, pre;  // normalize key sums; gate-gradient terms per chunk
-  Workspace(int64_t K, int64_t V, int64_t n_chunks, bool normalize)
-      : states(n_chunks * K * V), S(K * V), dS(K * V), H(K * V), dO(kChunk * V), num(kChunk * V),
-        raw(kChunk * kChunk), dA(kChunk * kChunk), dQ(kChunk * K), dK(kChunk * K), dV(kChunk * V),
-        work(kChunk * std::max(K, V)), tmp(std::max(kChunk, K)),
-        z_start(normalize ? n_chunks * K : 0), dB(kChunk * K), pre(kChunk * K) {}
+  std::vector<float> dO, num, raw, dA, dQ, dK, dV, work, tmp, H;
+  std::vector<double> dB, pre, den;
+  Workspace(int64_t K, int64_t V)
+      : dO(kChunk * V), num(kChunk * V), raw(kChunk * kChunk), dA(kChunk * kChunk), dQ(kChunk * K),
+        dK(kChunk * K), dV(kChunk * V), work(kChunk * std::max(K, V)), tmp(std::max(kChunk, K)),
+        H(K * V), dB(kChunk * K), pre(kChunk * K), den(kChunk) {}
 };
 
 // raw = dO V^T; dA = raw ⊙ scale decay, masked to j <= i.
@@ -120,6 +115,38 @@ void scalar_intra_gate(const Chunk& c, Workspace& w) {
     }
 }
 
+// normalize: o = num / den. The rest of the backward runs on dnum = dO / den (in place); the
+// denominator contributes dden_r = -(dO_r . num_r) / den_r^2, i.e. scale z_r dden_r to dq_r and
+// scale q_r dden_r to every dk_{s <= r}. Returns the chunk's sum of scale q_r dden_r (K values)
+// in dz and adds the within-chunk terms to dQ, dK (dz_after: the sum over later chunks).
+void normalised_gradient(const Item& it, const Chunk& c, const ChunkStates& st, int64_t ci,
+                         Workspace& w, const double* dz_after, double* dz) {
+  const int64_t K = it.p.K, V = it.p.V;
+  const double scale = it.p.scale;
+  chunk_output(it, c, &st.S[ci * K * V], w.num.data());
+  normalise_rows(c, K, V, scale, &st.z_start[ci * K], nullptr, w.den.data());
+  std::vector<double> z(&st.z_start[ci * K], &st.z_start[(ci + 1) * K]);
+  std::vector<double> dden(c.rows), run(K, 0.0);
+  if (dz_after) std::copy(dz_after, dz_after + K, run.begin());
+  for (int64_t r = 0; r < c.rows; ++r) {
+    double dot = 0;
+    for (int64_t e = 0; e < V; ++e) dot += double(w.dO[r * V + e]) * w.num[r * V + e];
+    dden[r] = -dot / (w.den[r] * w.den[r]);
+    for (int64_t e = 0; e < V; ++e) w.dO[r * V + e] = static_cast<float>(w.dO[r * V + e] / w.den[r]);
+    for (int64_t d = 0; d < K; ++d) {
+      z[d] += c.k[r * K + d];
+      w.dQ[r * K + d] += static_cast<float>(scale * z[d] * dden[r]);
+    }
+  }
+  for (int64_t r = c.rows - 1; r >= 0; --r)
+    for (int64_t d = 0; d < K; ++d) {
+      run[d] += scale * c.q[r * K + d] * dden[r];
+      w.dK[r * K + d] += static_cast<float>(run[d]);
+    }
+  if (dz)
+    for (int64_t d = 0; d < K; ++d) dz[d] = run[d] - (dz_after ? dz_after[d] : 0.0);
+}
+
 }  // namespace
 }  // namespace gla
 
@@ -128,65 +155,61 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
   const gla::Gate gate = gla::gate_of(p);
   const bool vector = gate == gla::Gate::vector;
   const int64_t K = p.K, V = p.V, KV = K * V, width = vector ? K : 1;
-  parallel_for(p.N() * p.H, [&](int64_t item) {
+  const int64_t items = p.N() * p.H;
+  auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
-    const int64_t len = s.length, n_chunks = (len + kChunk - 1) / kChunk;
-    gla::Workspace w(K, V, n_chunks, a.normalize);
+    const int64_t len = s.length;
     std::vector<float> dq_group(len * K, 0.0f), dk_group(len * K, 0.0f);  // summed over hv
 
     for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
       const gla::Item it{p, a, s, n, hv, hq, gate};
       const TensorView& dgate = vector ? gr.dgk : gr.dg;
       const bool want_gate = gate != gla::Gate::none && dgate.given();
-      gla::Chunk c;
-      // Pass 1: the state entering each chunk (and the key sums, for normalize).
-      load_state(a.initial_state, n, hv, K, V, w.S.data());
-      std::vector<double> z(K, 0.0);
-      for (int64_t ci = 0; ci < n_chunks; ++ci) {
-        const int64_t t0 = ci * kChunk;
-        std::copy(w.S.begin(), w.S.end(), w.states.begin() + ci * KV);
-        gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, /*with_scores=*/false);
-        if (a.normalize) {
-          std::copy(z.begin(), z.end(), w.z_start.begin() + ci * K);
-          for (int64_t r = 0; r < c.rows; ++r)
-            for (int64_t d = 0; d < K; ++d) z[d] += c.k[r * K + d];
-        }
-        gla::advance_state(it, c, w.S.data());
-      }
-      // Pass 2, last chunk first.
-      load_state(go.dfinal_state, n, hv, K, V, w.dS.data());
-      std::vector<double> dz_run(a.normalize ? K : 0, 0.0);
+      const gla::ChunkStates st = gla::chunk_states(it);  // phases A and B
+      const int64_t n_chunks = st.n_chunks;
+
+      // Phase A': each chunk's own term of the state gradient, G_n = (Q ⊙ qf)^T dnum, its
+      // decay, and (normalize) its keys' share of the denominator gradient.
+      std::vector<float> G(n_chunks * KV), decay(n_chunks * width);
+      std::vector<double> dz_chunk(a.normalize ? n_chunks * K : 0);
+      parallel_for(n_chunks, [&](int64_t ci) {
+        gla::Chunk c;
+        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, a.normalize);
+        gla::Workspace w(K, V);
+        load_rows(go.d_o, s.batch, s.start + ci * kChunk, c.rows, hv, w.dO.data(), V);
+        if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, nullptr, &dz_chunk[ci * K]);
+        gla::apply_factor(gate, c.rows, K, c.q, c.q_factor, w.work.data());
+        kernels::gemm_tn(K, V, c.rows, w.work.data(), K, w.dO.data(), V, &G[ci * KV], V, Accumulate::no);
+        std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
+      });
+      // Phase B': dS_[n] = diag(e^{B_last}) dS_[n+1] + G_n, from the final state's gradient.
+      std::vector<float> dS((n_chunks + 1) * KV);
+      load_state(go.dfinal_state, n, hv, K, V, &dS[n_chunks * KV]);
+      std::vector<double> dz_after(a.normalize ? (n_chunks + 1) * K : 0, 0.0);
       for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
+        std::copy(&dS[(ci + 1) * KV], &dS[(ci + 2) * KV], &dS[ci * KV]);
+        gla::decay_and_add(gate, K, V, &decay[ci * width], &G[ci * KV], &dS[ci * KV]);
+        for (int64_t d = 0; d < (a.normalize ? K : 0); ++d)
+          dz_after[ci * K + d] = dz_after[(ci + 1) * K + d] + dz_chunk[ci * K + d];
+      }
+      if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS.data());
+
+      // Phase C': every gradient of each chunk, from S_[n] and dS_[n+1].
+      parallel_for(n_chunks, [&](int64_t ci) {
         const int64_t t0 = ci * kChunk;
+        gla::Chunk c;
         gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, /*with_scores=*/true);
         const int64_t rows = c.rows;
-        const float* Sn = w.states.data() + ci * KV;
+        const float* Sn = &st.S[ci * KV];
+        const float* dSn = &dS[(ci + 1) * KV];
+        gla::Workspace w(K, V);
         float* work = w.work.data();
         load_rows(go.d_o, s.batch, s.start + t0, rows, hv, w.dO.data(), V);
-        std::fill(w.dQ.begin(), w.dQ.begin() + rows * K, 0.0f);
-        std::fill(w.dK.begin(), w.dK.begin() + rows * K, 0.0f);
-        std::fill(w.dB.begin(), w.dB.begin() + rows * width, 0.0);
-        if (a.normalize) {
-          // o = num / den: the rest runs on dnum = dO / den; the denominator adds scale z_t dden
-          // to dq_t and scale q_t dden to every dk_{s <= t}.
-          gla::chunk_output(it, c, Sn, w.num.data());
-          std::vector<double> zr(w.z_start.begin() + ci * K, w.z_start.begin() + (ci + 1) * K);
-          std::vector<double> dden(rows);
-          for (int64_t r = 0; r < rows; ++r) {
-            double den = 1e-10, dot = 0;
-            for (int64_t d = 0; d < K; ++d) den += p.scale * c.q[r * K + d] * (zr[d] += c.k[r * K + d]);
-            for (int64_t e = 0; e < V; ++e) dot += double(w.dO[r * V + e]) * w.num[r * V + e];
-            dden[r] = -dot / (den * den);
-            for (int64_t e = 0; e < V; ++e) w.dO[r * V + e] = static_cast<float>(w.dO[r * V + e] / den);
-            for (int64_t d = 0; d < K; ++d) w.dQ[r * K + d] += static_cast<float>(p.scale * zr[d] * dden[r]);
-          }
-          for (int64_t r = rows - 1; r >= 0; --r)
-            for (int64_t d = 0; d < K; ++d) {
-              dz_run[d] += p.scale * c.q[r * K + d] * dden[r];
-              w.dK[r * K + d] += static_cast<float>(dz_run[d]);
-            }
-        }
+        std::fill(w.dQ.begin(), w.dQ.end(), 0.0f);
+        std::fill(w.dK.begin(), w.dK.end(), 0.0f);
+        std::fill(w.dB.begin(), w.dB.end(), 0.0);
+        if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, &dz_after[(ci + 1) * K], nullptr);
         // Intra-chunk terms.
         gla::score_gradient(it, c, w);
         if (vector) {
@@ -203,29 +226,28 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
         if (want_gate)  // query factor e^{B_r}: dB_r += q_r ⊙ dQinter_r
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t d = 0; d < K; ++d) w.dB[r * width + (vector ? d : 0)] += double(c.q[r * K + d]) * work[r * K + d];
-        kernels::gemm_nt(rows, K, V, c.v, V, w.dS.data(), V, work, K, Accumulate::no);
+        kernels::gemm_nt(rows, K, V, c.v, V, dSn, V, work, K, Accumulate::no);
         gla::apply_factor(gate, rows, K, work, c.k_factor, work);
         kernels::axpy(rows * K, 1.0f, work, w.dK.data());
         if (want_gate) {  // key-to-end factor e^{B_last - B_j}: kept as k_j ⊙ dKinter_j
-          std::fill(w.pre.begin(), w.pre.begin() + rows * width, 0.0);
+          std::fill(w.pre.begin(), w.pre.end(), 0.0);
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t d = 0; d < K; ++d) w.pre[r * width + (vector ? d : 0)] += double(c.k[r * K + d]) * work[r * K + d];
         }
         // dV = A^T dO + (K ⊙ kf) dS.
         kernels::gemm_tn(rows, V, rows, c.A, kChunk, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
         gla::apply_factor(gate, rows, K, c.k, c.k_factor, work);
-        kernels::gemm_nn(rows, V, K, work, K, w.dS.data(), V, w.dV.data(), V, Accumulate::yes);
+        kernels::gemm_nn(rows, V, K, work, K, dSn, V, w.dV.data(), V, Accumulate::yes);
         if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, hv, w.dV.data(), V);
-        // Gate gradient of the chunk's tokens: dg_t = sum_{r>=t} dB_r + sum_{j<t} pre_j + state
-        // term (the decay e^{B_last} of S_[n]: rowsum(e^{B_last} S_n ⊙ dS), shared by all t).
+        // Gate gradient of the chunk's tokens: dg_t = sum_{r>=t} dB_r + sum_{j<t} pre_j + the
+        // state term rowsum(e^{B_last} S_n ⊙ dS) (the decay of S_[n], shared by all t).
         if (want_gate) {
-          std::vector<double> state_term(width, 0.0), run(width, 0.0), before(width, 0.0);
+          std::vector<double> state_term(width, 0.0), run(width, 0.0), before(width, 0.0), prefix(rows * width);
           for (int64_t d = 0; d < K; ++d) {
             double acc = 0;
-            for (int64_t e = 0; e < V; ++e) acc += double(Sn[d * V + e]) * w.dS[d * V + e];
+            for (int64_t e = 0; e < V; ++e) acc += double(Sn[d * V + e]) * dSn[d * V + e];
             state_term[vector ? d : 0] += acc * c.state_decay[vector ? d : 0];
           }
-          std::vector<double> prefix(rows * width);
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t d = 0; d < width; ++d) {
               prefix[r * width + d] = before[d];
@@ -243,18 +265,19 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
               }
             }
         }
-        // dS_[n] = diag(e^{B_last}) dS + (Q ⊙ qf)^T dO.
-        gla::apply_factor(gate, rows, K, c.q, c.q_factor, work);
-        kernels::gemm_tn(K, V, rows, work, K, w.dO.data(), V, w.H.data(), V, Accumulate::no);
-        gla::decay_and_add(gate, K, V, c.state_decay, w.H.data(), w.dS.data());
+        // Chunks own disjoint rows of the group's dq, dk.
         kernels::axpy(rows * K, 1.0f, w.dQ.data(), dq_group.data() + t0 * K);
         kernels::axpy(rows * K, 1.0f, w.dK.data(), dk_group.data() + t0 * K);
-      }
-      if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, w.dS.data());
+      });
     }
     if (gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group.data(), K);
     if (gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group.data(), K);
-  });
+  };
+  if (items >= max_threads()) {
+    parallel_for(items, run_item);
+  } else {
+    for (int64_t item = 0; item < items; ++item) run_item(item);
+  }
 }
 
 }  // namespace linattn

@@ -1,11 +1,15 @@
-// Chunk-parallel forward of the gated family (algorithms.md §3.2, §4.1-4.4 (b)), per chunk:
-//   O_n     = A_n V_n + (Q ⊙ scale e^{B}) S_[n]             A_n = scale (Q K^T ⊙ decay) masked
-//   S_[n+1] = diag(e^{B_last}) S_[n] + (K ⊙ e^{B_last - B})^T V_n
+// Chunk-parallel forward of the gated family (algorithms.md §3.2, §4.1-4.4 (b)) in three phases
+// per (sequence, value head):
+//   A (parallel over chunks): H_n = (K ⊙ e^{B_last - B})^T V_n and the chunk's decay e^{B_last}
+//   B (serial scan):          S_[n+1] = diag(e^{B_last}) S_[n] + H_n
+//   C (parallel over chunks): O_n = A_n V_n + (Q ⊙ scale e^{B}) S_[n],  A_n = scale (QK^T ⊙ decay)
 // normalize (linear_attn, fla semantics): o_t /= scale q_t . sum_{s<=t} k_s + 1e-10.
-// Work items are (sequence, q/k head), looping over the value heads of the group, so that the
-// result never depends on the thread count.
-#include <cmath>
-#include <vector>
+// Work items are (sequence, q/k head), looping over the group's value heads. With at least as
+// many items as threads the items run in parallel (chunks serially inside); with fewer, each
+// item's chunk loops run on all threads. The arithmetic is the same either way, so results are
+// bitwise identical for every thread count.
+#include <algorithm>
+#include <cstring>
 
 #include "core/parallel.hpp"
 #include "core/scratch.hpp"
@@ -21,24 +25,6 @@ using kernels::Accumulate;
 
 namespace gla {
 
-// Running key sums of normalised linear attention: den_t = scale q_t . z_t + eps, z_t = sum k.
-struct Normaliser {
-  std::vector<double> z;
-  explicit Normaliser(int64_t K) : z(K, 0.0) {}
-  // Divides the chunk's output rows by their denominators (advancing z over the chunk's keys).
-  void apply(const Chunk& c, int64_t K, int64_t V, double scale, float* O) {
-    for (int64_t r = 0; r < c.rows; ++r) {
-      double den = 1e-10;
-      for (int64_t d = 0; d < K; ++d) {
-        z[d] += c.k[r * K + d];
-        den += scale * c.q[r * K + d] * z[d];
-      }
-      for (int64_t e = 0; e < V; ++e) O[r * V + e] = static_cast<float>(O[r * V + e] / den);
-    }
-  }
-};
-
-// One chunk's unnormalised output O = A V + (Q ⊙ qf) S  (rows x V).
 void chunk_output(const Item& it, const Chunk& c, const float* S, float* O) {
   const int64_t K = it.p.K, V = it.p.V;
   float* Qs = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
@@ -47,43 +33,82 @@ void chunk_output(const Item& it, const Chunk& c, const float* S, float* O) {
   kernels::gemm_nn(c.rows, V, K, Qs, K, S, V, O, V, Accumulate::yes);
 }
 
-// S <- diag(e^{B_last}) S + (K ⊙ e^{B_last - B})^T V.
-void advance_state(const Item& it, const Chunk& c, float* S) {
-  const int64_t K = it.p.K, V = it.p.V;
-  ScratchArena& arena = ScratchArena::local();
-  float* Kd = arena.get<float>(kSlotWork1, kChunk * K);
-  float* H = arena.get<float>(kSlotWork2, K * V);
-  apply_factor(it.gate, c.rows, K, c.k, c.k_factor, Kd);
-  kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, H, V, Accumulate::no);
-  decay_and_add(it.gate, K, V, c.state_decay, H, S);
+void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const double* z_start,
+                      float* O, double* den_out) {
+  std::vector<double> z(z_start, z_start + K);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    double den = 1e-10;
+    for (int64_t d = 0; d < K; ++d) den += scale * c.q[r * K + d] * (z[d] += c.k[r * K + d]);
+    if (den_out) den_out[r] = den;
+    if (O)
+      for (int64_t e = 0; e < V; ++e) O[r * V + e] = static_cast<float>(O[r * V + e] / den);
+  }
+}
+
+ChunkStates chunk_states(const Item& it) {
+  const Problem& p = it.p;
+  const int64_t K = p.K, V = p.V, KV = K * V, len = it.s.length;
+  const int64_t n_chunks = (len + kChunk - 1) / kChunk;
+  const int64_t width = it.gate == Gate::vector ? K : 1;
+  ChunkStates st;
+  st.n_chunks = n_chunks;
+  st.S.resize((n_chunks + 1) * KV);
+  std::vector<float> H(n_chunks * KV), decay(n_chunks * width);
+  std::vector<double> key_sums(it.a.normalize ? n_chunks * K : 0);
+  // Phase A.
+  parallel_for(n_chunks, [&](int64_t ci) {
+    Chunk c;
+    prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, /*with_scores=*/false);
+    float* Kd = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
+    apply_factor(it.gate, c.rows, K, c.k, c.k_factor, Kd);
+    kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, &H[ci * KV], V, Accumulate::no);
+    std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
+    if (it.a.normalize)
+      for (int64_t r = 0; r < c.rows; ++r)
+        for (int64_t d = 0; d < K; ++d) key_sums[ci * K + d] += c.k[r * K + d];
+  });
+  // Phase B.
+  load_state(it.a.initial_state, it.n, it.hv, K, V, st.S.data());
+  st.z_start.assign(it.a.normalize ? (n_chunks + 1) * K : 0, 0.0);
+  for (int64_t ci = 0; ci < n_chunks; ++ci) {
+    float* next = &st.S[(ci + 1) * KV];
+    std::memcpy(next, &st.S[ci * KV], KV * sizeof(float));
+    decay_and_add(it.gate, K, V, &decay[ci * width], &H[ci * KV], next);
+    for (size_t d = 0; d < static_cast<size_t>(it.a.normalize ? K : 0); ++d)
+      st.z_start[(ci + 1) * K + d] = st.z_start[ci * K + d] + key_sums[ci * K + d];
+  }
+  return st;
 }
 
 }  // namespace gla
 
 void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) {
   const gla::Gate gate = gla::gate_of(p);
-  const int64_t K = p.K, V = p.V;
-  parallel_for(p.N() * p.H, [&](int64_t item) {
+  const int64_t K = p.K, V = p.V, KV = K * V;
+  const int64_t items = p.N() * p.H;
+  auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
     for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
       const gla::Item it{p, a, s, n, hv, hq, gate};
-      ScratchArena& arena = ScratchArena::local();
-      float* S = arena.get<float>(gla::kSlotStates, K * V);
-      float* O = arena.get<float>(gla::kSlotGrads, kChunk * V);
-      load_state(a.initial_state, n, hv, K, V, S);
-      gla::Normaliser norm(K);
-      gla::Chunk c;
-      for (int64_t t0 = 0; t0 < s.length; t0 += kChunk) {
-        gla::prepare_chunk(it, t0, std::min(kChunk, s.length - t0), c, /*with_scores=*/true);
-        gla::chunk_output(it, c, S, O);
-        if (a.normalize) norm.apply(c, K, V, p.scale, O);
-        store_rows(out.o, s.batch, s.start + t0, c.rows, hv, O, V);
-        gla::advance_state(it, c, S);
-      }
-      if (a.output_final_state) store_state(out.final_state, n, hv, K, V, S);
+      const gla::ChunkStates st = gla::chunk_states(it);
+      // Phase C.
+      parallel_for(st.n_chunks, [&](int64_t ci) {
+        gla::Chunk c;
+        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, s.length - ci * kChunk), c, /*with_scores=*/true);
+        float* O = ScratchArena::local().get<float>(gla::kSlotGrads, kChunk * V);
+        gla::chunk_output(it, c, &st.S[ci * KV], O);
+        if (a.normalize) gla::normalise_rows(c, K, V, p.scale, &st.z_start[ci * K], O, nullptr);
+        store_rows(out.o, s.batch, s.start + ci * kChunk, c.rows, hv, O, V);
+      });
+      if (a.output_final_state) store_state(out.final_state, n, hv, K, V, &st.S[st.n_chunks * KV]);
     }
-  });
+  };
+  if (items >= max_threads()) {
+    parallel_for(items, run_item);
+  } else {
+    for (int64_t item = 0; item < items; ++item) run_item(item);
+  }
 }
 
 }  // namespace linattn

@@ -1,0 +1,62 @@
+// Chunk-parallel forward and backward of the gated family at issue 3's shape (B=1, H=16,
+// T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS). GFLOP/s counts the
+// chunked forward FLOPs of algorithms.md §5: 2C(K+V) + 4KV per token and head.
+#include <benchmark/benchmark.h>
+
+#include "check/harness.hpp"
+#include "linattn/ops.hpp"
+
+namespace {
+
+using namespace linattn;
+using namespace linattn::check;
+
+Case target_case(Op op, int64_t T) {
+  Case c;
+  c.op = op;
+  c.B = 1;
+  c.T = T;
+  c.H = c.HV = 16;
+  c.K = c.V = 128;
+  c.initial_state = false;
+  c.output_final_state = false;
+  return c;
+}
+
+double forward_flops(const Case& c) { return double(c.B * c.T * c.H) * (2.0 * 64 * (c.K + c.V) + 4.0 * c.K * c.V); }
+
+void BM_ChunkForward(benchmark::State& state) {
+  const Case c = target_case(static_cast<Op>(state.range(0)), state.range(1));
+  const Inputs in = make_inputs(c, DType::f32);
+  const OpArgs args = in.args(c);
+  const Buffer o(DType::f32, output_shapes(c.op, args).o);
+  for (auto _ : state) forward(c.op, Form::chunk, args, {o.view(), {}});
+  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(c), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(double(c.T), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(op_name(c.op));
+}
+
+void BM_ChunkBackward(benchmark::State& state) {
+  const Case c = target_case(static_cast<Op>(state.range(0)), state.range(1));
+  const Inputs in = make_inputs(c, DType::f32);
+  const Outputs out = run_forward(c, in, Form::chunk);
+  const OpArgs args = in.args(c);
+  const Buffer dq(DType::f32, in.q.shape()), dk(DType::f32, in.k.shape()), dv(DType::f32, in.v.shape());
+  const Buffer dg = in.g.given() ? Buffer(DType::f32, in.g.shape()) : Buffer();
+  const Buffer dgk = in.gk.given() ? Buffer(DType::f32, in.gk.shape()) : Buffer();
+  for (auto _ : state)
+    backward(c.op, Form::chunk, args, {out.o.view(), {}},
+             {dq.view(), dk.view(), dv.view(), dg.view(), dgk.view(), {}, {}});
+  state.counters["tokens/s"] = benchmark::Counter(double(c.T), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(op_name(c.op));
+}
+
+#define GATED_OPS                                                                           \
+  ->Args({static_cast<int>(Op::linear_attn), 4096})->Args({static_cast<int>(Op::simple_gla), 4096}) \
+  ->Args({static_cast<int>(Op::gla), 4096})->Unit(benchmark::kMillisecond)->UseRealTime()
+BENCHMARK(BM_ChunkForward) GATED_OPS;
+BENCHMARK(BM_ChunkBackward) GATED_OPS;
+
+}  // namespace
+
+BENCHMARK_MAIN();
