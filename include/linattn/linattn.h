@@ -68,6 +68,8 @@ typedef LINATTN_ENUM(linattn_op){
     LINATTN_OP_GATED_DELTA_RULE = 4, /* S_t = exp(g_t)(I - b k k^T) S_{t-1} + b k v^T */
     LINATTN_OP_DELTA_PRODUCT = 5,    /* num_householder delta steps per token, optional g */
     LINATTN_OP_RETENTION = 6,        /* S_t = gamma_h S_{t-1} + k v^T, gamma_h = 1 - 2^(-5-h) */
+    LINATTN_OP_NONCAUSAL_LINEAR_ATTN = 7, /* o_t = scale q_t^T sum_s k_s v_s^T over the whole
+                                             sequence; no state; fast form = CHUNK */
 } linattn_op;
 
 /* How an op is computed; values equal linattn::Form. */
@@ -99,7 +101,7 @@ typedef struct linattn_args {
   linattn_tensor cu_seqlens;    /* [N+1] int32/int64 token offsets; requires B == 1 */
   double scale;                 /* NaN (the default) means K^-0.5 */
   int32_t output_final_state;   /* nonzero: write final_state in linattn_forward */
-  int32_t normalize;            /* linear_attn only: fla's normalize */
+  int32_t normalize;            /* linear_attn, noncausal_linear_attn: fla's normalize */
   int32_t use_qk_l2norm_in_kernel; /* delta family: L2-normalise q and k rows first */
   int32_t num_householder;      /* delta_product: n_h >= 1; 1 for every other op */
 } linattn_args;

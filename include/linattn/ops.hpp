@@ -25,8 +25,12 @@ enum class Op : int32_t {
   gated_delta_rule = 4,  // S_t = exp(g_t)(I - b k k^T) S_{t-1} + b k v^T  (§4.6)
   delta_product = 5,     // n_h Householder steps per token, optional g    (§4.7)
   retention = 6,         // S_t = gamma_h S_{t-1} + k v^T, gamma_h = 1 - 2^(-5-h) (§4.2)
+  // Bidirectional (LinFusion, LiT, LION): o_t = scale q_t^T (sum_s k_s v_s^T) over every token s
+  // of the sequence (§4.1 without the mask), optionally normalised. It has no recurrence and no
+  // state, so its fast form, KV = K^T V then O = Q KV, is registered as the chunk form.
+  noncausal_linear_attn = 7,
 };
-inline constexpr int kNumOps = 7;
+inline constexpr int kNumOps = 8;
 
 enum class Form : int32_t { reference = 0, chunk = 1, recurrent = 2 };
 inline constexpr int kNumForms = 3;
@@ -48,6 +52,7 @@ struct OpSpec {
   bool takes_l2norm;  // use_qk_l2norm_in_kernel
   bool takes_num_householder;
   bool fixed_decay;   // retention: log decay log(1 - 2^(-5-h)) of value head h, no gate input
+  bool causal;        // false: every token reads its whole sequence; no initial/final state
 };
 const OpSpec& op_spec(Op op);
 
@@ -60,7 +65,8 @@ struct OpArgs {
   TensorView cu_seqlens;       // [N+1] int32/int64 token offsets; requires B == 1
   double scale = NAN;          // NaN means the default K^-0.5
   bool output_final_state = false;
-  bool normalize = false;               // linear_attn: divide by scale*q.cumsum(k) (fla)
+  bool normalize = false;               // linear_attn: divide by scale*q.cumsum(k) (fla);
+                                        // noncausal_linear_attn: by scale*q.sum(k)
   bool use_qk_l2norm_in_kernel = false; // delta family: L2-normalise q and k rows first
   int32_t num_householder = 1;          // delta_product: n_h
 };

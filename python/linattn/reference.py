@@ -1,9 +1,10 @@
 """fp64 oracles with fla's op names and arguments.
 
-Every function runs the C++ reference form (src/ops/common/reference.cpp): a token-by-token
-recurrence computed in float64 whatever the storage dtype, forward and backward. Inputs are
-numpy arrays or torch tensors (CPU), read in place; outputs are allocated here in the kind of
-``q`` and written in place by C++. Each op returns ``(o, final_state)``: ``o`` has v's dtype,
+Every function runs the C++ reference form (src/ops/common/reference.cpp: a token-by-token
+recurrence; src/ops/noncausal/reference.cpp for the stateless noncausal_linear_attn) computed in
+float64 whatever the storage dtype, forward and backward. Inputs are numpy arrays or torch
+tensors (CPU), read in place; outputs are allocated here in the kind of ``q`` and written in
+place by C++. Each op returns ``(o, final_state)``: ``o`` has v's dtype,
 ``final_state`` is float32 (float64 when q is float64) and None unless ``output_final_state``.
 Layout and meaning follow fla: q, k [B, T, H, K]; v [B, T, HV, V]; g, beta [B, T, HV];
 gk [B, T, HV, K]; states [N, HV, K, V]; decays in log space (g, gk <= 0); beta in [0, 2].
@@ -24,6 +25,7 @@ __all__ = [
     "delta_rule",
     "gated_delta_rule",
     "delta_product",
+    "noncausal_linear_attn",
     "backward",
 ]
 
@@ -133,6 +135,14 @@ def delta_product(q, k, v, beta, num_householder, g=None, scale=None, initial_st
                     initial_state=initial_state, output_final_state=output_final_state,
                     cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
                     num_householder=num_householder)
+
+
+def noncausal_linear_attn(q, k, v, scale=None, normalize=False, cu_seqlens=None):
+    """Bidirectional linear attention (LinFusion, LiT, LION): o_t = scale q_t^T sum_s k_s v_s^T
+    over every token s of t's sequence (divided by scale q_t.sum(k) + 1e-10 when normalize).
+    No state: returns (o, None)."""
+    return _forward("noncausal_linear_attn", "reference", q, k, v, scale=scale,
+                    normalize=normalize, cu_seqlens=cu_seqlens)
 
 
 def backward(op: str, q, k, v, do, dfinal_state=None, *, g=None, gk=None, beta=None,

@@ -375,6 +375,31 @@ void delta_matrix_form(const Case& c, const Inputs& in, double scale, Outputs& o
   }
 }
 
+// noncausal_linear_attn as attention without a mask: o_t = sum_s w_ts v_s / den_t with
+// w_ts = scale q_t . k_s over every token s of the sequence, den_t = sum_s w_ts + 1e-10 with
+// normalize, else 1 (algorithms.md §4.1, all of (Q K^T) kept).
+void noncausal_attention_form(const Case& c, const Inputs& in, double scale, Outputs& out) {
+  for (const Span& sp : spans(c)) {
+    for (int64_t hv = 0; hv < c.HV; ++hv) {
+      const int64_t hq = hv / (c.HV / c.H);
+      std::vector<std::vector<double>> keys;
+      for (int64_t s = 0; s < sp.length; ++s) keys.push_back(row(in.k, sp.batch, sp.start + s, hq, false));
+      for (int64_t t = 0; t < sp.length; ++t) {
+        const auto q = row(in.q, sp.batch, sp.start + t, hq, false);
+        std::vector<double> o(c.V, 0.0);
+        double den = c.normalize ? 1e-10 : 1.0;
+        for (int64_t s = 0; s < sp.length; ++s) {
+          double w = 0;
+          for (int64_t d = 0; d < c.K; ++d) w += scale * q[d] * keys[s][d];
+          if (c.normalize) den += w;
+          for (int64_t e = 0; e < c.V; ++e) o[e] += w * in.v.get(at4(in.v, sp.batch, sp.start + s, hv, e));
+        }
+        for (int64_t e = 0; e < c.V; ++e) out.o.set(at4(out.o, sp.batch, sp.start + t, hv, e), o[e] / den);
+      }
+    }
+  }
+}
+
 double outputs_error(const Outputs& got, const Outputs& want) {
   double err = rel_error(got.o, want.o);
   if (want.final_state.given()) err = std::max(err, rel_error(got.final_state, want.final_state));
@@ -390,7 +415,9 @@ double independent_form_error(const Case& c) {
   alt.o = Buffer(DType::f64, ref.o.shape());
   if (c.output_final_state) alt.final_state = Buffer(DType::f64, ref.final_state.shape());
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.K));
-  if (op_spec(c.op).takes_beta) {
+  if (!op_spec(c.op).causal) {
+    noncausal_attention_form(c, in, scale, alt);
+  } else if (op_spec(c.op).takes_beta) {
     delta_matrix_form(c, in, scale, alt);
   } else {
     hebbian_attention_form(c, in, scale, alt);
@@ -545,8 +572,8 @@ double varlen_error(const Case& c) {
 }
 
 double split_run_error(const Case& c) {
-  if (!c.seqlens.empty() || c.normalize || c.T < 2)
-    fail("split_run_error: needs a fixed-length case without normalize and T >= 2");
+  if (!op_spec(c.op).causal || !c.seqlens.empty() || c.normalize || c.T < 2)
+    fail("split_run_error: needs a causal op and a fixed-length case without normalize and T >= 2");
   Case full_case = c;
   full_case.output_final_state = true;
   const Inputs in = make_inputs(full_case, DType::f64);
@@ -583,6 +610,10 @@ std::vector<Case> builtin_cases(Op op) {
   base.K = 8;
   base.V = 6;
   base.n_h = spec.takes_num_householder ? 2 : 1;
+  if (!spec.causal) {  // no state in or out; grouped value heads (HV % H == 0) as the delta family
+    base.HV = 4;
+    base.initial_state = base.output_final_state = false;
+  }
   std::vector<Case> cases;
   auto add = [&](auto&& edit) {
     Case c = base;
@@ -591,7 +622,7 @@ std::vector<Case> builtin_cases(Op op) {
     cases.push_back(c);
   };
   add([](Case&) {});
-  add([](Case& c) { c.initial_state = false; c.output_final_state = false; });
+  if (spec.causal) add([](Case& c) { c.initial_state = false; c.output_final_state = false; });
   add([](Case& c) { c.T = 1; });
   add([](Case& c) { c.B = 1; c.seqlens = {1, 17, 40, 5}; c.T = 63; });
   if (spec.takes_g || spec.takes_gk) {  // (retention's decay is fixed: nothing to vary)
@@ -599,6 +630,8 @@ std::vector<Case> builtin_cases(Op op) {
     add([](Case& c) { c.gates = Gates::decay_near_0; });
   }
   if (spec.takes_normalize) add([](Case& c) { c.normalize = true; });
+  if (!spec.causal)  // the key sum of each sequence stays within it
+    add([](Case& c) { c.normalize = true; c.B = 1; c.seqlens = {1, 17, 40, 5}; c.T = 63; });
   if (spec.takes_beta) {
     add([](Case& c) { c.gates = Gates::beta_near_0; });
     add([](Case& c) { c.gates = Gates::beta_near_2; c.l2norm = true; });
@@ -653,7 +686,7 @@ std::vector<Row> run(const std::vector<Op>& ops, DType dtype,
           jobs.push_back({c, "reference", "bwd vs finite differences", 1e-6, [c] { return finite_difference_error(c); }});
         if (!c.seqlens.empty())
           jobs.push_back({c, "reference", "varlen = separate runs", 1e-12, [c] { return varlen_error(c); }});
-        else if (!c.normalize && c.T >= 2 && c.T <= 64)
+        else if (op_spec(op).causal && !c.normalize && c.T >= 2 && c.T <= 64)  // (no state to carry)
           jobs.push_back({c, "reference", "split run = one run", 1e-12, [c] { return split_run_error(c); }});
       } else {
         // The oracle on inputs stored in `dtype` vs on the same values in fp64.

@@ -87,7 +87,7 @@ Gradients run_backward(const Case& c, const Inputs& in, Form form, const Buffer&
 double independent_form_error(const Case& c);  // vs an attention/matrix form written apart
 double finite_difference_error(const Case& c); // reference backward vs central differences
 double varlen_error(const Case& c);            // cu_seqlens run vs separate runs (needs seqlens)
-double split_run_error(const Case& c);         // [0,T1) then [T1,T) via the state vs one run
+double split_run_error(const Case& c);         // [0,T1) then [T1,T) via the state vs one run (causal ops)
 
 // One row of `linattn check`.
 struct Row {

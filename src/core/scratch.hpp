@@ -14,7 +14,7 @@ inline constexpr int kScratchSlots = 24;
 
 class ScratchArena {
  public:
-  // Slots are owned by one user each; kernels/gemm.cpp owns the last one, callers the rest.
+  // Slots are owned by one user each; kernels/gemm.cpp owns the last two, callers the rest.
   static constexpr int kGemmSlot = kScratchSlots - 1;
 
   // A buffer of at least `count` elements of T for `slot`, 64-byte aligned, contents undefined.

@@ -1,5 +1,7 @@
 #include "kernels/elementwise.hpp"
 
+#include <algorithm>
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/elementwise.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
@@ -18,9 +20,12 @@ void ExpInplace(float* HWY_RESTRICT x, int64_t n) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   int64_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(hn::Exp(d, hn::LoadU(d, x + i)), d, x + i);
-  if (i < n) {
-    const auto m = hn::FirstN(d, static_cast<size_t>(n - i));
-    hn::BlendedStore(hn::Exp(d, hn::MaskedLoad(m, d, x + i)), m, d, x + i);
+  if (i < n) {  // tail through a full-width buffer: no access past x[n-1] on any target
+    HWY_ALIGN float tail[HWY_MAX_BYTES / sizeof(float)];
+    std::fill(tail, tail + N, 0.0f);
+    std::copy(x + i, x + n, tail);
+    hn::Store(hn::Exp(d, hn::Load(d, tail)), d, tail);
+    std::copy(tail, tail + (n - i), x + i);
   }
 }
 

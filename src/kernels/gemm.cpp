@@ -1,7 +1,7 @@
 // Register-blocked fp32 GEMM microkernel (Highway, dynamic dispatch). The nn kernel keeps an
 // MR x (2 vectors) tile of C in registers and streams A (broadcast) and B (two vector loads)
 // over k: 2*MR FMAs per 2 loads + MR broadcasts. MR = 8 on 512-bit targets (16 accumulators of
-// 32 registers), 4 on 256-bit ones (8 of 16). The nt and tn variants transpose the operand that
+// 32 registers), 4 on narrower ones (8 of 16). The nt and tn variants transpose the operand that
 // is not row-major into thread-local scratch first: O(k*n) moves against O(m*n*k) FMAs.
 #include "kernels/gemm.hpp"
 
@@ -22,30 +22,21 @@ namespace hn = hwy::HWY_NAMESPACE;
 using D = hn::ScalableTag<float>;
 using Vf = hn::Vec<D>;
 
-// One MR x cols tile (cols <= 2 vectors; with kFull false, lanes past cols are masked off).
-template <int MR, bool kFull>
-HWY_INLINE void TileImpl(int64_t k, const float* HWY_RESTRICT A, int64_t lda,
-                         const float* HWY_RESTRICT B, int64_t ldb, float* HWY_RESTRICT C,
-                         int64_t ldc, size_t cols, bool accumulate) {
+// One MR x (2 vectors) tile of C, all in registers.
+template <int MR>
+HWY_INLINE void Tile(int64_t k, const float* HWY_RESTRICT A, int64_t lda,
+                     const float* HWY_RESTRICT B, int64_t ldb, float* HWY_RESTRICT C,
+                     int64_t ldc, bool accumulate) {
   const D d;
   const size_t N = hn::Lanes(d);
-  const auto m0 = hn::FirstN(d, std::min(cols, N));
-  const auto m1 = hn::FirstN(d, cols > N ? cols - N : 0);
-  constexpr bool full = kFull;
   Vf c0[MR], c1[MR];
   for (int r = 0; r < MR; ++r) {
-    if (accumulate) {
-      c0[r] = full ? hn::LoadU(d, C + r * ldc) : hn::MaskedLoad(m0, d, C + r * ldc);
-      c1[r] = full ? hn::LoadU(d, C + r * ldc + N) : hn::MaskedLoad(m1, d, C + r * ldc + N);
-    } else {
-      c0[r] = hn::Zero(d);
-      c1[r] = hn::Zero(d);
-    }
+    c0[r] = accumulate ? hn::LoadU(d, C + r * ldc) : hn::Zero(d);
+    c1[r] = accumulate ? hn::LoadU(d, C + r * ldc + N) : hn::Zero(d);
   }
   for (int64_t p = 0; p < k; ++p) {
-    const float* b = B + p * ldb;
-    const Vf b0 = full ? hn::LoadU(d, b) : hn::MaskedLoad(m0, d, b);
-    const Vf b1 = full ? hn::LoadU(d, b + N) : hn::MaskedLoad(m1, d, b + N);
+    const Vf b0 = hn::LoadU(d, B + p * ldb);
+    const Vf b1 = hn::LoadU(d, B + p * ldb + N);
     for (int r = 0; r < MR; ++r) {
       const Vf a = hn::Set(d, A[r * lda + p]);
       c0[r] = hn::MulAdd(a, b0, c0[r]);
@@ -53,48 +44,55 @@ HWY_INLINE void TileImpl(int64_t k, const float* HWY_RESTRICT A, int64_t lda,
     }
   }
   for (int r = 0; r < MR; ++r) {
-    if (full) {
-      hn::StoreU(c0[r], d, C + r * ldc);
-      hn::StoreU(c1[r], d, C + r * ldc + N);
-    } else {
-      hn::BlendedStore(c0[r], m0, d, C + r * ldc);
-      hn::BlendedStore(c1[r], m1, d, C + r * ldc + N);
-    }
+    hn::StoreU(c0[r], d, C + r * ldc);
+    hn::StoreU(c1[r], d, C + r * ldc + N);
   }
-}
-
-template <int MR>
-HWY_INLINE void Tile(int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                     float* C, int64_t ldc, size_t cols, bool accumulate) {
-  if (cols == 2 * hn::Lanes(D())) return TileImpl<MR, true>(k, A, lda, B, ldb, C, ldc, cols, accumulate);
-  TileImpl<MR, false>(k, A, lda, B, ldb, C, ldc, cols, accumulate);
 }
 
 constexpr int kRowsPerTile = HWY_MAX_BYTES >= 64 ? 8 : 4;
 
 template <int MR>
 HWY_INLINE void RowTail(int rows, int64_t k, const float* A, int64_t lda, const float* B,
-                        int64_t ldb, float* C, int64_t ldc, size_t cols, bool accumulate) {
+                        int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   if constexpr (MR > 0) {
-    if (rows == MR) return Tile<MR>(k, A, lda, B, ldb, C, ldc, cols, accumulate);
-    RowTail<MR - 1>(rows, k, A, lda, B, ldb, C, ldc, cols, accumulate);
+    if (rows == MR) return Tile<MR>(k, A, lda, B, ldb, C, ldc, accumulate);
+    RowTail<MR - 1>(rows, k, A, lda, B, ldb, C, ldc, accumulate);
   }
 }
 
+// All rows of one block of `width` columns of C.
+void ColumnBlock(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                 float* C, int64_t ldc, bool accumulate) {
+  int64_t i = 0;
+  for (; i + kRowsPerTile <= m; i += kRowsPerTile)
+    Tile<kRowsPerTile>(k, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate);
+  if (i < m)
+    RowTail<kRowsPerTile - 1>(static_cast<int>(m - i), k, A + i * lda, lda, B, ldb, C + i * ldc,
+                              ldc, accumulate);
+}
+
 void GemmNN(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
-            int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+            int64_t ldb, float* C, int64_t ldc, bool accumulate, float* pad) {
   const D d;
   const int64_t width = 2 * static_cast<int64_t>(hn::Lanes(d));
-  for (int64_t j = 0; j < n; j += width) {
-    const size_t cols = static_cast<size_t>(std::min(width, n - j));
-    int64_t i = 0;
-    for (; i + kRowsPerTile <= m; i += kRowsPerTile)
-      Tile<kRowsPerTile>(k, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, cols, accumulate);
-    if (i < m)
-      RowTail<kRowsPerTile - 1>(static_cast<int>(m - i), k, A + i * lda, lda, B + j, ldb,
-                                C + i * ldc + j, ldc, cols, accumulate);
-  }
+  int64_t j = 0;
+  for (; j + width <= n; j += width) ColumnBlock(m, k, A, lda, B + j, ldb, C + j, ldc, accumulate);
+  if (j == n) return;
+  // Column tail: copied into zero-padded full-width panels, so no load or store ever reaches
+  // past the caller's rows (masked loads are plain loads on pre-AVX2 targets).
+  const int64_t cols = n - j;
+  float* Bp = pad;
+  float* Cp = pad + k * width;
+  for (int64_t p = 0; p < k; ++p)
+    for (int64_t c = 0; c < width; ++c) Bp[p * width + c] = c < cols ? B[p * ldb + j + c] : 0.0f;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < width; ++c) Cp[r * width + c] = accumulate && c < cols ? C[r * ldc + j + c] : 0.0f;
+  ColumnBlock(m, k, A, lda, Bp, width, Cp, width, accumulate);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < cols; ++c) C[r * ldc + j + c] = Cp[r * width + c];
 }
+
+int64_t Width() { return 2 * static_cast<int64_t>(hn::Lanes(D())); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace linattn::kernels
@@ -104,11 +102,18 @@ HWY_AFTER_NAMESPACE();
 namespace linattn::kernels {
 
 HWY_EXPORT(GemmNN);
+HWY_EXPORT(Width);
+
+// Scratch slots: the transposed operand of nt/tn, and the padded column tail of nn.
+constexpr int kTransposeSlot = ScratchArena::kGemmSlot;
+constexpr int kPadSlot = ScratchArena::kGemmSlot - 1;
 
 void gemm_nn(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
              int64_t ldb, float* C, int64_t ldc, Accumulate acc) {
   if (m <= 0 || n <= 0) return;
-  HWY_DYNAMIC_DISPATCH(GemmNN)(m, n, k, A, lda, B, ldb, C, ldc, acc == Accumulate::yes);
+  const int64_t width = HWY_DYNAMIC_DISPATCH(Width)();
+  float* pad = n % width ? ScratchArena::local().get<float>(kPadSlot, (k + m) * width) : nullptr;
+  HWY_DYNAMIC_DISPATCH(GemmNN)(m, n, k, A, lda, B, ldb, C, ldc, acc == Accumulate::yes, pad);
 }
 
 void transpose(int64_t rows, int64_t cols, const float* in, int64_t ld_in, float* out,
@@ -119,9 +124,6 @@ void transpose(int64_t rows, int64_t cols, const float* in, int64_t ld_in, float
       for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r)
         for (int64_t c = c0; c < std::min(cols, c0 + kBlock); ++c) out[c * ld_out + r] = in[r * ld_in + c];
 }
-
-// Scratch slot reserved for the transposed operand (see core/scratch.hpp).
-constexpr int kTransposeSlot = ScratchArena::kGemmSlot;
 
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
              int64_t ldb, float* C, int64_t ldc, Accumulate acc) {

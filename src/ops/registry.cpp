@@ -12,15 +12,16 @@
 namespace linattn {
 namespace {
 
-//                 op                     name                g      req_g  gk     beta   norm   l2     n_h    fixed
+//                 op                     name                     g      req_g  gk     beta   norm   l2     n_h    fixed  causal
 const OpSpec kSpecs[kNumOps] = {
-    {Op::linear_attn,      "linear_attn",      false, false, false, false, true,  false, false, false},
-    {Op::simple_gla,       "simple_gla",       true,  true,  false, false, false, false, false, false},
-    {Op::gla,              "gla",              false, false, true,  false, false, false, false, false},
-    {Op::delta_rule,       "delta_rule",       false, false, false, true,  false, true,  false, false},
-    {Op::gated_delta_rule, "gated_delta_rule", true,  true,  false, true,  false, true,  false, false},
-    {Op::delta_product,    "delta_product",    true,  false, false, true,  false, true,  true,  false},
-    {Op::retention,        "retention",        false, false, false, false, false, false, false, true},
+    {Op::linear_attn,           "linear_attn",           false, false, false, false, true,  false, false, false, true},
+    {Op::simple_gla,            "simple_gla",            true,  true,  false, false, false, false, false, false, true},
+    {Op::gla,                   "gla",                   false, false, true,  false, false, false, false, false, true},
+    {Op::delta_rule,            "delta_rule",            false, false, false, true,  false, true,  false, false, true},
+    {Op::gated_delta_rule,      "gated_delta_rule",      true,  true,  false, true,  false, true,  false, false, true},
+    {Op::delta_product,         "delta_product",         true,  false, false, true,  false, true,  true,  false, true},
+    {Op::retention,             "retention",             false, false, false, false, false, false, false, true,  true},
+    {Op::noncausal_linear_attn, "noncausal_linear_attn", false, false, false, false, true,  false, false, false, false},
 };
 
 const char* const kFormNames[kNumForms] = {"reference", "chunk", "recurrent"};
@@ -31,6 +32,11 @@ struct FormImpl {
 };
 
 FormImpl lookup(Op op, Form form) {
+  if (!op_spec(op).causal) {  // src/ops/noncausal/: no recurrence, so no recurrent form
+    if (form == Form::reference) return {noncausal_reference_forward, noncausal_reference_backward};
+    if (form == Form::chunk) return {noncausal_chunk_forward, noncausal_chunk_backward};
+    return {};
+  }
   const bool hebbian = !op_spec(op).takes_beta;  // the gated family of src/ops/gla/
   switch (form) {
     case Form::reference: return {reference_forward, reference_backward};

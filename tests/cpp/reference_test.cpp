@@ -44,6 +44,8 @@ TEST_P(ReferenceOracle, VarlenOrSplitRunIsConsistent) {
   const Case& c = GetParam().c;
   if (!c.seqlens.empty()) {
     EXPECT_EQ(varlen_error(c), 0.0) << c.describe();
+  } else if (!op_spec(c.op).causal) {
+    GTEST_SKIP() << "a non-causal op has no state to carry from one run to the next";
   } else if (!c.normalize && c.T >= 2 && c.T <= 64) {
     EXPECT_LE(split_run_error(c), 1e-12) << c.describe();
   } else {

@@ -17,8 +17,11 @@ OP_GATES = {
     "gated_delta_rule": ("g", "beta"),
     "delta_product": ("g", "beta"),
     "retention": (),
+    "noncausal_linear_attn": (),
 }
 OPS = tuple(OP_GATES)
+# Ops without a recurrent state: initial_state and output_final_state=True are rejected.
+STATELESS = ("noncausal_linear_attn",)
 
 
 def random_inputs(op, *, B=2, T=7, H=2, HV=None, K=8, V=6, num_householder=None,

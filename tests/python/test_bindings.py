@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import linattn
+from conftest import STATELESS
 from linattn import _arrays, reference
 
 OPS = linattn.op_names()
@@ -47,11 +48,12 @@ def strided_views(inputs, kind):
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
 @pytest.mark.parametrize("op", OPS)
 def test_strided_inputs_are_read_in_place(op, kind, make_inputs, as_torch):
-    inputs = make_inputs(op, initial_state=True, dtype=np.float32)
+    state = {} if op in STATELESS else {"output_final_state": True}
+    inputs = make_inputs(op, initial_state=bool(state), dtype=np.float32)
     contiguous = as_torch(inputs) if kind == "torch" else inputs
     fn = getattr(reference, op)
-    o_ref, s_ref = fn(**contiguous, output_final_state=True)
-    o, s = fn(**strided_views(inputs, kind), output_final_state=True)
+    o_ref, s_ref = fn(**contiguous, **state)
+    o, s = fn(**strided_views(inputs, kind), **state)
     np.testing.assert_array_equal(np.asarray(o), np.asarray(o_ref))
     np.testing.assert_array_equal(np.asarray(s), np.asarray(s_ref))
 
@@ -135,7 +137,7 @@ def test_non_cpu_tensor_is_refused_with_its_device(make_inputs):
 def test_module_api():
     assert linattn.__version__ == linattn.version() == "0.1.0"
     assert OPS == ["linear_attn", "simple_gla", "gla", "delta_rule", "gated_delta_rule",
-                   "delta_product", "retention"]
+                   "delta_product", "retention", "noncausal_linear_attn"]
     assert all(linattn.has_form(op, "reference", backward=b) for op in OPS for b in (False, True))
     q = np.zeros((1, 3, 2, 4), np.float32)
     v = np.zeros((1, 3, 4, 5), np.float32)

@@ -74,6 +74,15 @@ class Validator {
   // Every element x must satisfy lo <= x <= hi (NaN fails).
   void range(const char* name, const TensorView& t, double lo, double hi,
              const char* meaning) const {
+    // Common case first: a contiguous float32 tensor that is in range, checked in one
+    // branch-free pass (gates are scanned on every call, so this runs on the hot path).
+    if (t.dtype == DType::f32 && t.is_contiguous()) {
+      const float* x = static_cast<const float*>(t.data);
+      const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
+      bool ok = true;
+      for (int64_t i = 0, n = t.numel(); i < n; ++i) ok &= (x[i] >= flo) & (x[i] <= fhi);
+      if (ok) return;
+    }
     std::array<int64_t, kMaxDims> index{};
     const int64_t n = t.numel();
     for (int64_t flat = 0; flat < n; ++flat) {
@@ -130,7 +139,7 @@ Problem make_problem(Op op, const OpArgs& a) {
     fail(spec.name, ": num_householder must be 1 (only delta_product takes several steps), got ",
          a.num_householder);
   if (!spec.takes_normalize && a.normalize)
-    fail(spec.name, ": normalize=True is only supported by linear_attn");
+    fail(spec.name, ": normalize=True is only supported by linear_attn and noncausal_linear_attn");
   if (!spec.takes_l2norm && a.use_qk_l2norm_in_kernel)
     fail(spec.name, ": use_qk_l2norm_in_kernel=True is only supported by the delta-rule ops");
 
@@ -223,6 +232,12 @@ Problem make_problem(Op op, const OpArgs& a) {
     for (int64_t b = 0; b < p.B; ++b) p.sequences.push_back({b, 0, p.T});
   }
 
+  if (!spec.causal) {  // every token reads its whole sequence: no state goes in or comes out
+    check.absent("initial_state", a.initial_state, "a non-causal op has no recurrent state");
+    if (a.output_final_state)
+      fail(spec.name, ": output_final_state=True is not supported (a non-causal op has no "
+           "recurrent state to return)");
+  }
   if (a.initial_state.given()) {
     check.basic("initial_state", a.initial_state);
     check.floating("initial_state", a.initial_state);
@@ -257,6 +272,7 @@ void check_grads(const Problem& p, const OpArgs& a, const OpGradOutputs& go, con
   check.basic("do", go.d_o);
   check.floating("do", go.d_o);
   check.shape("do", go.d_o, {p.B, p.T, p.HV, p.V}, "[B, T, HV, V]");
+  if (!p.spec->causal) check.absent("dfinal_state", go.dfinal_state, "a non-causal op has no final state");
   if (go.dfinal_state.given()) {
     check.basic("dfinal_state", go.dfinal_state);
     check.floating("dfinal_state", go.dfinal_state);
