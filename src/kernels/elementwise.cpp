@@ -1,6 +1,7 @@
 #include "kernels/elementwise.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/elementwise.cpp"
@@ -35,16 +36,7 @@ void Axpy(int64_t n, float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y
   const auto va = hn::Set(d, a);
   int64_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(va, hn::LoadU(d, x + i), hn::LoadU(d, y + i)), d, y + i);
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
-void ScaleAdd(int64_t n, float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y) {
-  const D d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const auto va = hn::Set(d, a);
-  int64_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(va, hn::LoadU(d, y + i), hn::LoadU(d, x + i)), d, y + i);
-  for (; i < n; ++i) y[i] = a * y[i] + x[i];
+  for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);  // one rounding, as the vector body
 }
 
 }  // namespace HWY_NAMESPACE
@@ -56,13 +48,9 @@ namespace linattn::kernels {
 
 HWY_EXPORT(ExpInplace);
 HWY_EXPORT(Axpy);
-HWY_EXPORT(ScaleAdd);
 
 void exp_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInplace)(x, n); }
 void axpy(int64_t n, float a, const float* x, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(n, a, x, y); }
-void scale_add(int64_t n, float a, const float* x, float* y) {
-  HWY_DYNAMIC_DISPATCH(ScaleAdd)(n, a, x, y);
-}
 
 }  // namespace linattn::kernels
 #endif  // HWY_ONCE

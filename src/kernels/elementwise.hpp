@@ -11,7 +11,4 @@ void exp_inplace(float* x, int64_t n);
 // y[i] += a * x[i]
 void axpy(int64_t n, float a, const float* x, float* y);
 
-// y[i] = a * y[i] + x[i]
-void scale_add(int64_t n, float a, const float* x, float* y);
-
 }  // namespace linattn::kernels

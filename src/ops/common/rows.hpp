@@ -33,6 +33,18 @@ inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows
   }
 }
 
+// Asks the cache for rows [row0, row0 + rows) of t[b, :, head, :] ahead of use. Rows of one head
+// are H*K elements apart (fla's layout), a page or more: the hardware prefetcher does not follow
+// such strides, so the chunk kernels prefetch their next chunk while computing this one.
+inline void prefetch_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head) {
+  const int64_t bytes = t.shape[3] * t.strides[3] * static_cast<int64_t>(dtype_size(t.dtype));
+  for (int64_t r = 0; r < rows; ++r) {
+    const char* row = static_cast<const char*>(t.data) +
+                      row_offset(t, b, row0 + r, head) * static_cast<int64_t>(dtype_size(t.dtype));
+    for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset);
+  }
+}
+
 // t[b, row0 + r, head, d] = src[r * ld + d], rounded to t's dtype.
 inline void store_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head,
                        const float* src, int64_t ld) {

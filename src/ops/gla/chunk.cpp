@@ -59,12 +59,13 @@ void apply_factor(Gate gate, int64_t rows, int64_t K, const float* x, const floa
       dst[r * K + d] = x[r * K + d] * (gate == Gate::vector ? factor[r * K + d] : factor[r]);
 }
 
-void decay_and_add(Gate gate, int64_t K, int64_t V, const float* decay, const float* H, float* S) {
+void scan_step(Gate gate, int64_t K, int64_t V, const float* decay, const float* prev, float* next) {
   for (int64_t r = 0; r < K; ++r)
-    kernels::scale_add(V, gate == Gate::vector ? decay[r] : decay[0], H + r * V, S + r * V);
+    kernels::axpy(V, gate == Gate::vector ? decay[r] : decay[0], prev + r * V, next + r * V);
 }
 
-void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, bool with_scores) {
+void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need) {
+  const bool with_queries = need != Need::state, with_scores = need == Need::scores;
   const Problem& p = it.p;
   const int64_t K = p.K, V = p.V, b = it.s.batch, row0 = it.s.start + t0;
   ScratchArena& arena = ScratchArena::local();
@@ -73,9 +74,15 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, bool with
   c.q = arena.get<float>(kSlotQ, kChunk * K);
   c.k = arena.get<float>(kSlotK, kChunk * K);
   c.v = arena.get<float>(kSlotV, kChunk * V);
-  load_rows(it.a.q, b, row0, rows, it.hq, c.q, K);
+  if (with_queries) load_rows(it.a.q, b, row0, rows, it.hq, c.q, K);
   load_rows(it.a.k, b, row0, rows, it.hq, c.k, K);
   load_rows(it.a.v, b, row0, rows, it.hv, c.v, V);
+  const int64_t next = std::min(kChunk, it.s.length - (t0 + rows));  // the next chunk's rows
+  if (next > 0) {
+    if (with_queries) prefetch_rows(it.a.q, b, row0 + rows, next, it.hq);
+    prefetch_rows(it.a.k, b, row0 + rows, next, it.hq);
+    prefetch_rows(it.a.v, b, row0 + rows, next, it.hv);
+  }
   c.A = arena.get<float>(kSlotA, kChunk * kChunk);
   float* tmp = arena.get<float>(kSlotWork0, std::max(kChunk, K));
   const bool vector = it.gate == Gate::vector;
@@ -86,64 +93,82 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, bool with
   c.state_decay = arena.get<float>(kSlotDecay, width);
 
   // Chunk-local inclusive cumulative log decays (S1), in double.
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t d = 0; d < width; ++d) {
+  if (vector) {
+    float* g = arena.get<float>(kSlotWork2, kChunk * K);
+    load_rows(it.a.gk, b, row0, rows, it.hv, g, K);
+    for (int64_t d = 0; d < K; ++d) c.B[d] = g[d];
+    for (int64_t i = K; i < rows * K; ++i) c.B[i] = c.B[i - K] + g[i];
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
       double g = 0;
-      if (vector) {
-        g = load_as_double(it.a.gk.data, it.a.gk.dtype,
-                           row_offset(it.a.gk, b, row0 + r, it.hv) + d * it.a.gk.strides[3]);
-      } else if (it.a.g.given()) {
-        g = load_scalar(it.a.g, b, row0 + r, it.hv);
-      } else if (p.spec->fixed_decay) {
-        g = retention_log_decay(it.hv);
-      }
-      c.B[r * width + d] = (r ? c.B[(r - 1) * width + d] : 0.0) + g;
+      if (it.a.g.given()) g = load_scalar(it.a.g, b, row0 + r, it.hv);
+      if (p.spec->fixed_decay) g = retention_log_decay(it.hv);
+      c.B[r] = (r ? c.B[r - 1] : 0.0) + g;
     }
   }
-  // Factors, every exponent <= 0 (S2): queries e^{B_i}, keys-to-end e^{B_last - B_j}, state e^{B_last}.
   const double* last = c.B + (rows - 1) * width;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t d = 0; d < width; ++d) {
-      c.q_factor[r * width + d] = static_cast<float>(c.B[r * width + d]);
-      c.k_factor[r * width + d] = static_cast<float>(last[d] - c.B[r * width + d]);
-    }
   for (int64_t d = 0; d < width; ++d) c.state_decay[d] = static_cast<float>(last[d]);
-  kernels::exp_inplace(c.q_factor, rows * width);
-  kernels::exp_inplace(c.k_factor, rows * width);
   kernels::exp_inplace(c.state_decay, width);
-  for (int64_t i = 0; i < rows * width; ++i) c.q_factor[i] *= static_cast<float>(p.scale);
+
+  // Per-channel gates whose decays within the chunk allow it use the factored form (§3.3 S5,
+  // reference row m in the middle): ratio = e^{B - B_m} within e^{±80}, then every factor is a
+  // product with a per-channel constant instead of its own exponential.
+  c.factored = false;
+  const int64_t m = rows / 2;
+  if (vector) {
+    double before = 0, after = 0;  // largest decay from row 0 to m, and from m to the last row
+    for (int64_t d = 0; d < K; ++d) {
+      before = std::max(before, c.B[d] - c.B[m * K + d]);
+      after = std::max(after, c.B[m * K + d] - last[d]);
+    }
+    c.factored = before <= kMaxFactorExponent && after <= kMaxFactorExponent;
+  }
+  if (c.factored) {
+    c.ratio = arena.get<float>(kSlotRatio, kChunk * K);
+    float* column = arena.get<float>(kSlotWork2, 2 * K);  // e^{B_m}, e^{B_last - B_m}
+    for (int64_t i = 0; i < rows * K; ++i) c.ratio[i] = static_cast<float>(c.B[i] - c.B[m * K + i % K]);
+    for (int64_t d = 0; d < K; ++d) {
+      column[d] = static_cast<float>(c.B[m * K + d]);
+      column[K + d] = static_cast<float>(last[d] - c.B[m * K + d]);
+    }
+    kernels::exp_inplace(c.ratio, rows * K);
+    kernels::exp_inplace(column, 2 * K);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < K; ++d) c.k_factor[r * K + d] = column[K + d] / c.ratio[r * K + d];
+    if (with_queries)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t d = 0; d < K; ++d)
+          c.q_factor[r * K + d] = static_cast<float>(p.scale) * column[d] * c.ratio[r * K + d];
+  } else {
+    // Factors with every exponent <= 0 (S2): queries e^{B_i}, keys-to-end e^{B_last - B_j}.
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < width; ++d) {
+        c.q_factor[r * width + d] = static_cast<float>(c.B[r * width + d]);
+        c.k_factor[r * width + d] = static_cast<float>(last[d] - c.B[r * width + d]);
+      }
+    kernels::exp_inplace(c.k_factor, rows * width);
+    if (with_queries) {
+      kernels::exp_inplace(c.q_factor, rows * width);
+      for (int64_t i = 0; i < rows * width; ++i) c.q_factor[i] *= static_cast<float>(p.scale);
+    }
+  }
+  if (!with_scores) return;
 
   // Intra-chunk scores.
-  c.factored = false;
-  if (!with_scores) return;
   if (!vector) {
     kernels::gemm_nt(rows, rows, K, c.q, K, c.k, K, c.A, kChunk, Accumulate::no);
     decay_scalar_scores(c, p.scale, tmp);
     return;
   }
-  const int64_t m = rows / 2;
-  double before = 0, after = 0;  // largest decay from row 0 to m, and from m to the last row
-  for (int64_t d = 0; d < K; ++d) {
-    before = std::max(before, c.B[d] - c.B[m * K + d]);
-    after = std::max(after, c.B[m * K + d] - last[d]);
-  }
-  if (before > kMaxFactorExponent || after > kMaxFactorExponent) {
+  if (!c.factored) {
     vector_scores_pairwise(c, K, p.scale, tmp);
     return;
   }
-  c.factored = true;
   c.q_tilde = arena.get<float>(kSlotQTilde, kChunk * K);
   c.k_tilde = arena.get<float>(kSlotKTilde, kChunk * K);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t d = 0; d < K; ++d) {
-      c.q_tilde[r * K + d] = static_cast<float>(c.B[r * K + d] - c.B[m * K + d]);
-      c.k_tilde[r * K + d] = static_cast<float>(c.B[m * K + d] - c.B[r * K + d]);
-    }
-  kernels::exp_inplace(c.q_tilde, rows * K);
-  kernels::exp_inplace(c.k_tilde, rows * K);
   for (int64_t i = 0; i < rows * K; ++i) {
-    c.q_tilde[i] *= c.q[i];
-    c.k_tilde[i] *= c.k[i];
+    c.q_tilde[i] = c.q[i] * c.ratio[i];
+    c.k_tilde[i] = c.k[i] / c.ratio[i];
   }
   kernels::gemm_nt(rows, rows, K, c.q_tilde, K, c.k_tilde, K, c.A, kChunk, Accumulate::no);
   for (int64_t i = 0; i < rows; ++i) {

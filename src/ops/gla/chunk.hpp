@@ -39,27 +39,33 @@ struct Chunk {
   // decay span allows, A = scale q~ k~^T with q~ = q e^{B-B_m}, k~ = k e^{B_m-B}; the backward
   // reuses them. `factored` false means A was formed pair by pair (extreme decays).
   bool factored = false;
+  float* ratio = nullptr;    // [C, K] e^{B - B_m}
   float* q_tilde = nullptr;  // [C, K]
   float* k_tilde = nullptr;  // [C, K]
   double* B = nullptr;       // [C, K] (vector) or [C] (scalar) chunk-local cumulative log decay
 };
 
-// Loads tokens [t0, t0 + rows) of the item and computes everything Chunk holds; without
-// scores, A (and q~, k~) are left out: the state pass needs only k, v and the factors.
-void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, bool with_scores);
+// How much of a Chunk to prepare: the state pass needs k, v, k_factor and the state decay;
+// the state-gradient pass also q and q_factor; outputs and gradients also the scores A.
+enum class Need { state, queries, scores };
+
+// Loads tokens [t0, t0 + rows) of the item and computes what `need` asks of Chunk.
+void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need);
 
 // dst[r, :] = x[r, :] * factor (factor per row for scalar gates, per element for vector gates).
 void apply_factor(Gate gate, int64_t rows, int64_t K, const float* x, const float* factor, float* dst);
 
-// S = diag(decay) S + H (decay a scalar or a K-vector): the state pass of one chunk.
-void decay_and_add(Gate gate, int64_t K, int64_t V, const float* decay, const float* H, float* S);
+// next = diag(decay) prev + next, in place (decay a scalar or a K-vector): one step of the
+// state scans, S_[n+1] = e^{B_last} S_[n] + H_n and dS_[n] = e^{B_last} dS_[n+1] + G_n, with
+// next holding H_n (G_n) on entry. One pass over memory, one rounding per element.
+void scan_step(Gate gate, int64_t K, int64_t V, const float* decay, const float* prev, float* next);
 
 // The state entering every chunk of one (sequence, value head) (phases A and B of the chunk
 // form): S[n * K*V ...] for n = 0..n_chunks (the last is the final state), and for normalize the
 // key sums before each chunk.
 struct ChunkStates {
   int64_t n_chunks = 0;
-  std::vector<float> S;
+  float* S = nullptr;  // (n_chunks + 1) * K * V floats in the calling thread's arena (kSlotStates)
   std::vector<double> z_start;
 };
 ChunkStates chunk_states(const Item& it);
@@ -76,6 +82,7 @@ void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const do
 enum Slot : int {
   kSlotQ, kSlotK, kSlotV, kSlotQFactor, kSlotKFactor, kSlotDecay, kSlotA, kSlotQTilde,
   kSlotKTilde, kSlotB, kSlotWork0, kSlotWork1, kSlotWork2, kSlotStates, kSlotGrads,
+  kSlotStateGrads, kSlotDecays, kSlotRatio,
 };
 
 }  // namespace linattn::gla

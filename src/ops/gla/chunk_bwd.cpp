@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "core/scratch.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
 #include "ops/common/forms.hpp"
@@ -73,17 +74,12 @@ void vector_intra(const Item& it, const Chunk& c, Workspace& w, bool want_gate) 
     w.dA[i * kChunk + i] = 0.0f;
   }
   if (c.factored) {
-    const int64_t m = rows / 2;
     kernels::gemm_nn(rows, K, rows, w.dA.data(), kChunk, c.k_tilde, K, dQs.data(), K, Accumulate::no);
     kernels::gemm_tn(rows, K, rows, w.dA.data(), kChunk, c.q_tilde, K, dKs.data(), K, Accumulate::no);
-    // Back from q~ (k~) to q (k): multiply by e^{B - B_m} (e^{B_m - B}).
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t d = 0; d < K; ++d) w.tmp[d] = static_cast<float>(c.B[r * K + d] - c.B[m * K + d]);
-      kernels::exp_inplace(w.tmp.data(), K);
-      for (int64_t d = 0; d < K; ++d) {
-        dQs[r * K + d] *= w.tmp[d];
-        dKs[r * K + d] /= w.tmp[d];  // e^{B_m - B} = 1 / e^{B - B_m}, both within e^{±80}
-      }
+    // Back from q~ (k~) to q (k): multiply by e^{B - B_m} (divide: e^{B_m - B}).
+    for (int64_t i = 0; i < rows * K; ++i) {
+      dQs[i] *= c.ratio[i];
+      dKs[i] /= c.ratio[i];
     }
   } else {
     for (int64_t i = 0; i < rows; ++i)
@@ -171,35 +167,35 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
 
       // Phase A': each chunk's own term of the state gradient, G_n = (Q ⊙ qf)^T dnum, its
       // decay, and (normalize) its keys' share of the denominator gradient.
-      std::vector<float> G(n_chunks * KV), decay(n_chunks * width);
+      // Slot n of dS first receives G_n (phase A'), then becomes dS_[n] (phase B'), in place.
+      float* dS = ScratchArena::local().get<float>(gla::kSlotStateGrads, (n_chunks + 1) * KV);
+      std::vector<float> decay(n_chunks * width);
       std::vector<double> dz_chunk(a.normalize ? n_chunks * K : 0);
       parallel_for(n_chunks, [&](int64_t ci) {
         gla::Chunk c;
-        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, a.normalize);
+        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, a.normalize ? gla::Need::scores : gla::Need::queries);
         gla::Workspace w(K, V);
         load_rows(go.d_o, s.batch, s.start + ci * kChunk, c.rows, hv, w.dO.data(), V);
         if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, nullptr, &dz_chunk[ci * K]);
         gla::apply_factor(gate, c.rows, K, c.q, c.q_factor, w.work.data());
-        kernels::gemm_tn(K, V, c.rows, w.work.data(), K, w.dO.data(), V, &G[ci * KV], V, Accumulate::no);
+        kernels::gemm_tn(K, V, c.rows, w.work.data(), K, w.dO.data(), V, dS + ci * KV, V, Accumulate::no);
         std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
       });
       // Phase B': dS_[n] = diag(e^{B_last}) dS_[n+1] + G_n, from the final state's gradient.
-      std::vector<float> dS((n_chunks + 1) * KV);
-      load_state(go.dfinal_state, n, hv, K, V, &dS[n_chunks * KV]);
+      load_state(go.dfinal_state, n, hv, K, V, dS + n_chunks * KV);
       std::vector<double> dz_after(a.normalize ? (n_chunks + 1) * K : 0, 0.0);
       for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
-        std::copy(&dS[(ci + 1) * KV], &dS[(ci + 2) * KV], &dS[ci * KV]);
-        gla::decay_and_add(gate, K, V, &decay[ci * width], &G[ci * KV], &dS[ci * KV]);
+        gla::scan_step(gate, K, V, &decay[ci * width], dS + (ci + 1) * KV, dS + ci * KV);
         for (int64_t d = 0; d < (a.normalize ? K : 0); ++d)
           dz_after[ci * K + d] = dz_after[(ci + 1) * K + d] + dz_chunk[ci * K + d];
       }
-      if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS.data());
+      if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS);
 
       // Phase C': every gradient of each chunk, from S_[n] and dS_[n+1].
       parallel_for(n_chunks, [&](int64_t ci) {
         const int64_t t0 = ci * kChunk;
         gla::Chunk c;
-        gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, /*with_scores=*/true);
+        gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, gla::Need::scores);
         const int64_t rows = c.rows;
         const float* Sn = &st.S[ci * KV];
         const float* dSn = &dS[(ci + 1) * KV];

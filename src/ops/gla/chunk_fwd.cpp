@@ -52,28 +52,28 @@ ChunkStates chunk_states(const Item& it) {
   const int64_t width = it.gate == Gate::vector ? K : 1;
   ChunkStates st;
   st.n_chunks = n_chunks;
-  st.S.resize((n_chunks + 1) * KV);
-  std::vector<float> H(n_chunks * KV), decay(n_chunks * width);
+  // Slot n+1 first receives H_n (phase A), then becomes S_[n+1] (phase B), in place.
+  ScratchArena& arena = ScratchArena::local();
+  st.S = arena.get<float>(kSlotStates, (n_chunks + 1) * KV);
+  float* decay = arena.get<float>(kSlotDecays, n_chunks * width);
   std::vector<double> key_sums(it.a.normalize ? n_chunks * K : 0);
   // Phase A.
   parallel_for(n_chunks, [&](int64_t ci) {
     Chunk c;
-    prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, /*with_scores=*/false);
+    prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, Need::state);
     float* Kd = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
     apply_factor(it.gate, c.rows, K, c.k, c.k_factor, Kd);
-    kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, &H[ci * KV], V, Accumulate::no);
+    kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, st.S + (ci + 1) * KV, V, Accumulate::no);
     std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
     if (it.a.normalize)
       for (int64_t r = 0; r < c.rows; ++r)
         for (int64_t d = 0; d < K; ++d) key_sums[ci * K + d] += c.k[r * K + d];
   });
   // Phase B.
-  load_state(it.a.initial_state, it.n, it.hv, K, V, st.S.data());
+  load_state(it.a.initial_state, it.n, it.hv, K, V, st.S);
   st.z_start.assign(it.a.normalize ? (n_chunks + 1) * K : 0, 0.0);
   for (int64_t ci = 0; ci < n_chunks; ++ci) {
-    float* next = &st.S[(ci + 1) * KV];
-    std::memcpy(next, &st.S[ci * KV], KV * sizeof(float));
-    decay_and_add(it.gate, K, V, &decay[ci * width], &H[ci * KV], next);
+    scan_step(it.gate, K, V, &decay[ci * width], &st.S[ci * KV], &st.S[(ci + 1) * KV]);
     for (size_t d = 0; d < static_cast<size_t>(it.a.normalize ? K : 0); ++d)
       st.z_start[(ci + 1) * K + d] = st.z_start[ci * K + d] + key_sums[ci * K + d];
   }
@@ -95,7 +95,7 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
       // Phase C.
       parallel_for(st.n_chunks, [&](int64_t ci) {
         gla::Chunk c;
-        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, s.length - ci * kChunk), c, /*with_scores=*/true);
+        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, s.length - ci * kChunk), c, gla::Need::scores);
         float* O = ScratchArena::local().get<float>(gla::kSlotGrads, kChunk * V);
         gla::chunk_output(it, c, &st.S[ci * KV], O);
         if (a.normalize) gla::normalise_rows(c, K, V, p.scale, &st.z_start[ci * K], O, nullptr);
