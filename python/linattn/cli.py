@@ -28,11 +28,27 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from . import bench  # imports torch lazily: check does not need it
 
-    ops = _core.op_names() if args.op == "all" else [args.op]
-    rows = bench.run(ops, threads=args.threads, quick=args.quick)
-    print(format_table([r.cells() for r in rows]))
+    ops = _core.op_names() if "all" in args.op else list(dict.fromkeys(args.op))
+    config = bench.QUICK if args.quick else bench.FULL
+    if args.only:
+        sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
+        unknown = [s for s in sections if s not in bench.SECTIONS]
+        if unknown:
+            raise ValueError(f"bench: --only takes {', '.join(bench.SECTIONS)}, got "
+                             f"{', '.join(unknown)}")
+        config = dataclasses.replace(config, sections=sections)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"bench: --threads must be >= 1, got {args.threads}")
+    guard = bench.QuietGuard(enabled=not args.no_quiet_guard)
+    report = bench.run(ops, threads=args.threads, quick=args.quick, forms=args.forms,
+                       plot=args.plot, config=config, malloc=not args.default_malloc, guard=guard)
+    print(report.format())
+    if args.plot and report.sweep:
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -51,11 +67,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="storage dtype of the inputs (default: all three)")
     check.set_defaults(run=cmd_check)
 
-    bench = sub.add_parser("bench", help="time each form against baselines from the same run")
-    bench.add_argument("--op", default="all", choices=ops, help="one op, or all (default)")
+    bench = sub.add_parser(
+        "bench", help="time each form against baselines from the same run",
+        description="Times linattn against PyTorch baselines measured in the same run on the same "
+                    "threads. Gated-family ops (linear_attn, retention, simple_gla, gla) get the "
+                    "fast-form suite: chunk forward vs a torch chunked formulation, forward+"
+                    "backward vs torch autograd, a decode step (recurrent form) vs torch, a T "
+                    "sweep and bf16 vs fp32 (B=1, H=16, T=4096, K=V=128, chunk 64; decode B=8).")
+    bench.add_argument("--op", default=["all"], nargs="+", choices=ops, metavar="OP",
+                       help="one or more ops (run together: one peak probe, one table each), "
+                            "or all (default); choices: " + ", ".join(ops))
     bench.add_argument("--threads", type=int, default=None,
                        help="threads for linattn and PyTorch (default: all cores)")
-    bench.add_argument("--quick", action="store_true", help="smaller shapes, shorter timing")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller shapes (T=1024, sweep 256..4096), shorter timing; < 1 min")
+    bench.add_argument("--forms", default="auto", choices=["auto", "fast", "reference", "all"],
+                       help="fast: the fast-form suite; reference: the fp64 oracle rows; all: "
+                            "both; auto (default): the suite where a chunk/recurrent form exists")
+    bench.add_argument("--only", default=None, metavar="SECTIONS",
+                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16")
+    bench.add_argument("--plot", default=None, metavar="PATH",
+                       help="write tokens/s vs T of the sweep as a PNG (e.g. "
+                            "docs/img/throughput_vs_T.png)")
+    bench.add_argument("--no-quiet-guard", action="store_true",
+                       help="keep every measurement; by default one during which other processes "
+                            "used > 3%% of the CPU time is repeated (up to 4 times)")
+    bench.add_argument("--default-malloc", action="store_true",
+                       help="keep glibc's malloc defaults (by default freed blocks are reused, "
+                            "which spares PyTorch's temporaries fresh page faults)")
     bench.set_defaults(run=cmd_bench)
     return parser
 

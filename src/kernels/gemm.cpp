@@ -139,5 +139,31 @@ void gemm_tn(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const
   gemm_nn(m, n, k, At, k, B, ldb, C, ldc, acc);
 }
 
+void lower_gemm_nn(int64_t m, int64_t n, const float* L, int64_t ldl, const float* B, int64_t ldb,
+                   float* C, int64_t ldc, Accumulate acc) {
+  for (int64_t i0 = 0; i0 < m; i0 += kTriangleBlock) {
+    const int64_t rows = std::min(kTriangleBlock, m - i0), end = i0 + rows;
+    gemm_nn(rows, n, end, L + i0 * ldl, ldl, B, ldb, C + i0 * ldc, ldc, acc);
+  }
+}
+
+void lower_gemm_tn(int64_t m, int64_t n, const float* L, int64_t ldl, const float* B, int64_t ldb,
+                   float* C, int64_t ldc, Accumulate acc) {
+  for (int64_t j0 = 0; j0 < m; j0 += kTriangleBlock) {  // rows j0.. of C need L rows >= j0
+    const int64_t rows = std::min(kTriangleBlock, m - j0);
+    gemm_tn(rows, n, m - j0, L + j0 * ldl + j0, ldl, B + j0 * ldb, ldb, C + j0 * ldc, ldc, acc);
+  }
+}
+
+void lower_gemm_nt(int64_t m, int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   float* C, int64_t ldc) {
+  float* Bt = ScratchArena::local().get<float>(kTransposeSlot, static_cast<size_t>(k * m));
+  transpose(m, k, B, ldb, Bt, m);
+  for (int64_t i0 = 0; i0 < m; i0 += kTriangleBlock) {
+    const int64_t rows = std::min(kTriangleBlock, m - i0), end = i0 + rows;
+    gemm_nn(rows, end, k, A + i0 * lda, lda, Bt, m, C + i0 * ldc, ldc, Accumulate::no);
+  }
+}
+
 }  // namespace linattn::kernels
 #endif  // HWY_ONCE

@@ -156,7 +156,7 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
 
   // Intra-chunk scores.
   if (!vector) {
-    kernels::gemm_nt(rows, rows, K, c.q, K, c.k, K, c.A, kChunk, Accumulate::no);
+    kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.A, kChunk);
     decay_scalar_scores(c, p.scale, tmp);
     return;
   }
@@ -170,7 +170,7 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
     c.q_tilde[i] = c.q[i] * c.ratio[i];
     c.k_tilde[i] = c.k[i] / c.ratio[i];
   }
-  kernels::gemm_nt(rows, rows, K, c.q_tilde, K, c.k_tilde, K, c.A, kChunk, Accumulate::no);
+  kernels::lower_gemm_nt(rows, K, c.q_tilde, K, c.k_tilde, K, c.A, kChunk);
   for (int64_t i = 0; i < rows; ++i) {
     float* row = c.A + i * kChunk;
     for (int64_t j = 0; j <= i; ++j) row[j] *= static_cast<float>(p.scale);

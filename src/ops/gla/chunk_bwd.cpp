@@ -44,8 +44,7 @@ struct Workspace {
 
 // raw = dO V^T; dA = raw ⊙ scale decay, masked to j <= i.
 void score_gradient(const Item& it, const Chunk& c, Workspace& w) {
-  kernels::gemm_nt(c.rows, c.rows, it.p.V, w.dO.data(), it.p.V, c.v, it.p.V, w.raw.data(), kChunk,
-                   Accumulate::no);
+  kernels::lower_gemm_nt(c.rows, it.p.V, w.dO.data(), it.p.V, c.v, it.p.V, w.raw.data(), kChunk);
   const float scale = static_cast<float>(it.p.scale);
   for (int64_t i = 0; i < c.rows; ++i) {
     const float* r = w.raw.data() + i * kChunk;
@@ -74,8 +73,8 @@ void vector_intra(const Item& it, const Chunk& c, Workspace& w, bool want_gate) 
     w.dA[i * kChunk + i] = 0.0f;
   }
   if (c.factored) {
-    kernels::gemm_nn(rows, K, rows, w.dA.data(), kChunk, c.k_tilde, K, dQs.data(), K, Accumulate::no);
-    kernels::gemm_tn(rows, K, rows, w.dA.data(), kChunk, c.q_tilde, K, dKs.data(), K, Accumulate::no);
+    kernels::lower_gemm_nn(rows, K, w.dA.data(), kChunk, c.k_tilde, K, dQs.data(), K, Accumulate::no);
+    kernels::lower_gemm_tn(rows, K, w.dA.data(), kChunk, c.q_tilde, K, dKs.data(), K, Accumulate::no);
     // Back from q~ (k~) to q (k): multiply by e^{B - B_m} (divide: e^{B_m - B}).
     for (int64_t i = 0; i < rows * K; ++i) {
       dQs[i] *= c.ratio[i];
@@ -212,8 +211,8 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
           gla::vector_intra(it, c, w, want_gate);
         } else {
           if (want_gate) gla::scalar_intra_gate(c, w);
-          kernels::gemm_nn(rows, K, rows, w.dA.data(), kChunk, c.k, K, w.dQ.data(), K, Accumulate::yes);
-          kernels::gemm_tn(rows, K, rows, w.dA.data(), kChunk, c.q, K, w.dK.data(), K, Accumulate::yes);
+          kernels::lower_gemm_nn(rows, K, w.dA.data(), kChunk, c.k, K, w.dQ.data(), K, Accumulate::yes);
+          kernels::lower_gemm_tn(rows, K, w.dA.data(), kChunk, c.q, K, w.dK.data(), K, Accumulate::yes);
         }
         // Inter-chunk terms: dQ += (dO S_n^T) ⊙ qf;  dK += (V dS^T) ⊙ kf.
         kernels::gemm_nt(rows, K, V, w.dO.data(), V, Sn, V, work, K, Accumulate::no);
@@ -231,7 +230,7 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
             for (int64_t d = 0; d < K; ++d) w.pre[r * width + (vector ? d : 0)] += double(c.k[r * K + d]) * work[r * K + d];
         }
         // dV = A^T dO + (K ⊙ kf) dS.
-        kernels::gemm_tn(rows, V, rows, c.A, kChunk, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
+        kernels::lower_gemm_tn(rows, V, c.A, kChunk, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
         gla::apply_factor(gate, rows, K, c.k, c.k_factor, work);
         kernels::gemm_nn(rows, V, K, work, K, dSn, V, w.dV.data(), V, Accumulate::yes);
         if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, hv, w.dV.data(), V);

@@ -28,7 +28,7 @@ namespace gla {
 void chunk_output(const Item& it, const Chunk& c, const float* S, float* O) {
   const int64_t K = it.p.K, V = it.p.V;
   float* Qs = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
-  kernels::gemm_nn(c.rows, V, c.rows, c.A, kChunk, c.v, V, O, V, Accumulate::no);
+  kernels::lower_gemm_nn(c.rows, V, c.A, kChunk, c.v, V, O, V, Accumulate::no);
   apply_factor(it.gate, c.rows, K, c.q, c.q_factor, Qs);
   kernels::gemm_nn(c.rows, V, K, Qs, K, S, V, O, V, Accumulate::yes);
 }
