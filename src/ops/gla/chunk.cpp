@@ -125,20 +125,33 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
   }
   if (c.factored) {
     c.ratio = arena.get<float>(kSlotRatio, kChunk * K);
+    c.inverse_ratio = arena.get<float>(kSlotInverseRatio, kChunk * K);
     float* column = arena.get<float>(kSlotWork2, 2 * K);  // e^{B_m}, e^{B_last - B_m}
-    for (int64_t i = 0; i < rows * K; ++i) c.ratio[i] = static_cast<float>(c.B[i] - c.B[m * K + i % K]);
+    const double* Bm = c.B + m * K;
+    for (int64_t r = 0; r < rows; ++r) {
+      const double* Br = c.B + r * K;
+      float* out = c.ratio + r * K;
+      for (int64_t d = 0; d < K; ++d) out[d] = static_cast<float>(Br[d] - Bm[d]);
+    }
     for (int64_t d = 0; d < K; ++d) {
-      column[d] = static_cast<float>(c.B[m * K + d]);
-      column[K + d] = static_cast<float>(last[d] - c.B[m * K + d]);
+      column[d] = static_cast<float>(Bm[d]);
+      column[K + d] = static_cast<float>(last[d] - Bm[d]);
     }
     kernels::exp_inplace(c.ratio, rows * K);
     kernels::exp_inplace(column, 2 * K);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < K; ++d) c.k_factor[r * K + d] = column[K + d] / c.ratio[r * K + d];
-    if (with_queries)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t d = 0; d < K; ++d)
-          c.q_factor[r * K + d] = static_cast<float>(p.scale) * column[d] * c.ratio[r * K + d];
+    const float scale = static_cast<float>(p.scale);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* ratio = c.ratio + r * K;
+      float* inverse = c.inverse_ratio + r * K;
+      float* kf = c.k_factor + r * K;
+      for (int64_t d = 0; d < K; ++d) {
+        inverse[d] = 1.0f / ratio[d];
+        kf[d] = column[K + d] * inverse[d];
+      }
+      if (!with_queries) continue;
+      float* qf = c.q_factor + r * K;
+      for (int64_t d = 0; d < K; ++d) qf[d] = scale * column[d] * ratio[d];
+    }
   } else {
     // Factors with every exponent <= 0 (S2): queries e^{B_i}, keys-to-end e^{B_last - B_j}.
     for (int64_t r = 0; r < rows; ++r)
@@ -168,7 +181,7 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
   c.k_tilde = arena.get<float>(kSlotKTilde, kChunk * K);
   for (int64_t i = 0; i < rows * K; ++i) {
     c.q_tilde[i] = c.q[i] * c.ratio[i];
-    c.k_tilde[i] = c.k[i] / c.ratio[i];
+    c.k_tilde[i] = c.k[i] * c.inverse_ratio[i];
   }
   kernels::lower_gemm_nt(rows, K, c.q_tilde, K, c.k_tilde, K, c.A, kChunk);
   for (int64_t i = 0; i < rows; ++i) {

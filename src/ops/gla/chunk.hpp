@@ -40,6 +40,7 @@ struct Chunk {
   // reuses them. `factored` false means A was formed pair by pair (extreme decays).
   bool factored = false;
   float* ratio = nullptr;    // [C, K] e^{B - B_m}
+  float* inverse_ratio = nullptr;  // [C, K] e^{B_m - B} = 1 / ratio
   float* q_tilde = nullptr;  // [C, K]
   float* k_tilde = nullptr;  // [C, K]
   double* B = nullptr;       // [C, K] (vector) or [C] (scalar) chunk-local cumulative log decay
@@ -82,7 +83,7 @@ void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const do
 enum Slot : int {
   kSlotQ, kSlotK, kSlotV, kSlotQFactor, kSlotKFactor, kSlotDecay, kSlotA, kSlotQTilde,
   kSlotKTilde, kSlotB, kSlotWork0, kSlotWork1, kSlotWork2, kSlotStates, kSlotGrads,
-  kSlotStateGrads, kSlotDecays, kSlotRatio,
+  kSlotStateGrads, kSlotDecays, kSlotRatio, kSlotInverseRatio,
 };
 
 }  // namespace linattn::gla

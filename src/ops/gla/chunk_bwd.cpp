@@ -78,7 +78,7 @@ void vector_intra(const Item& it, const Chunk& c, Workspace& w, bool want_gate) 
     // Back from q~ (k~) to q (k): multiply by e^{B - B_m} (divide: e^{B_m - B}).
     for (int64_t i = 0; i < rows * K; ++i) {
       dQs[i] *= c.ratio[i];
-      dKs[i] /= c.ratio[i];
+      dKs[i] *= c.inverse_ratio[i];
     }
   } else {
     for (int64_t i = 0; i < rows; ++i)
