@@ -32,14 +32,27 @@ namespace gla {
 
 namespace {
 
-// Per-chunk buffers of phase C'.
+// Per-chunk buffers of phases A' and C', one set per thread, grown once and then reused (no
+// allocation per chunk). `for_chunk` clears what each chunk accumulates into.
 struct Workspace {
-  std::vector<float> dO, num, raw, dA, dQ, dK, dV, work, tmp, H;
+  std::vector<float> dO, num, raw, dA, dQ, dK, dV, work, tmp;
   std::vector<double> dB, pre, den;
-  Workspace(int64_t K, int64_t V)
-      : dO(kChunk * V), num(kChunk * V), raw(kChunk * kChunk), dA(kChunk * kChunk), dQ(kChunk * K),
-        dK(kChunk * K), dV(kChunk * V), work(kChunk * std::max(K, V)), tmp(std::max(kChunk, K)),
-        H(K * V), dB(kChunk * K), pre(kChunk * K), den(kChunk) {}
+  static Workspace& for_chunk(int64_t K, int64_t V) {
+    thread_local Workspace w;
+    const auto grow = [](auto& v, int64_t n) { if (v.size() < static_cast<size_t>(n)) v.resize(n); };
+    for (auto* v : {&w.dO, &w.num, &w.dV}) grow(*v, kChunk * V);
+    for (auto* v : {&w.raw, &w.dA}) grow(*v, kChunk * kChunk);
+    grow(w.dQ, kChunk * K);
+    grow(w.dK, kChunk * K);
+    grow(w.work, kChunk * std::max(K, V));
+    grow(w.tmp, std::max(kChunk, K));
+    for (auto* v : {&w.dB, &w.pre}) grow(*v, kChunk * K);
+    grow(w.den, kChunk);
+    std::fill(w.dQ.begin(), w.dQ.end(), 0.0f);
+    std::fill(w.dK.begin(), w.dK.end(), 0.0f);
+    std::fill(w.dB.begin(), w.dB.end(), 0.0);
+    return w;
+  }
 };
 
 // raw = dO V^T; dA = raw ⊙ scale decay, masked to j <= i.
@@ -173,7 +186,7 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
       parallel_for(n_chunks, [&](int64_t ci) {
         gla::Chunk c;
         gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, a.normalize ? gla::Need::scores : gla::Need::queries);
-        gla::Workspace w(K, V);
+        gla::Workspace& w = gla::Workspace::for_chunk(K, V);
         load_rows(go.d_o, s.batch, s.start + ci * kChunk, c.rows, hv, w.dO.data(), V);
         if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, nullptr, &dz_chunk[ci * K]);
         gla::apply_factor(gate, c.rows, K, c.q, c.q_factor, w.work.data());
@@ -198,12 +211,9 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
         const int64_t rows = c.rows;
         const float* Sn = &st.S[ci * KV];
         const float* dSn = &dS[(ci + 1) * KV];
-        gla::Workspace w(K, V);
+        gla::Workspace& w = gla::Workspace::for_chunk(K, V);
         float* work = w.work.data();
         load_rows(go.d_o, s.batch, s.start + t0, rows, hv, w.dO.data(), V);
-        std::fill(w.dQ.begin(), w.dQ.end(), 0.0f);
-        std::fill(w.dK.begin(), w.dK.end(), 0.0f);
-        std::fill(w.dB.begin(), w.dB.end(), 0.0);
         if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, &dz_after[(ci + 1) * K], nullptr);
         // Intra-chunk terms.
         gla::score_gradient(it, c, w);
