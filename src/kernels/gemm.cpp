@@ -94,6 +94,24 @@ void GemmNN(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const 
 
 int64_t Width() { return 2 * static_cast<int64_t>(hn::Lanes(D())); }
 
+// Transpose in 8 x 8 tiles of fixed size, compiled per target so that the compiler turns each
+// tile into vector shuffles; edges element by element.
+void Transpose(int64_t rows, int64_t cols, const float* HWY_RESTRICT in, int64_t ld_in,
+               float* HWY_RESTRICT out, int64_t ld_out) {
+  constexpr int64_t kTile = 8;
+  const int64_t full_rows = rows / kTile * kTile, full_cols = cols / kTile * kTile;
+  for (int64_t r0 = 0; r0 < full_rows; r0 += kTile)
+    for (int64_t c0 = 0; c0 < full_cols; c0 += kTile) {
+      float tile[kTile][kTile];
+      for (int64_t r = 0; r < kTile; ++r)
+        for (int64_t c = 0; c < kTile; ++c) tile[c][r] = in[(r0 + r) * ld_in + c0 + c];
+      for (int64_t c = 0; c < kTile; ++c)
+        for (int64_t r = 0; r < kTile; ++r) out[(c0 + c) * ld_out + r0 + r] = tile[c][r];
+    }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = (r < full_rows ? full_cols : 0); c < cols; ++c) out[c * ld_out + r] = in[r * ld_in + c];
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace linattn::kernels
 HWY_AFTER_NAMESPACE();
@@ -103,6 +121,7 @@ namespace linattn::kernels {
 
 HWY_EXPORT(GemmNN);
 HWY_EXPORT(Width);
+HWY_EXPORT(Transpose);
 
 // Scratch slots: the transposed operand of nt/tn, and the padded column tail of nn.
 constexpr int kTransposeSlot = ScratchArena::kGemmSlot;
@@ -118,11 +137,7 @@ void gemm_nn(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const
 
 void transpose(int64_t rows, int64_t cols, const float* in, int64_t ld_in, float* out,
                int64_t ld_out) {
-  constexpr int64_t kBlock = 16;  // cache-friendly blocks
-  for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
-    for (int64_t c0 = 0; c0 < cols; c0 += kBlock)
-      for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + kBlock); ++c) out[c * ld_out + r] = in[r * ld_in + c];
+  HWY_DYNAMIC_DISPATCH(Transpose)(rows, cols, in, ld_in, out, ld_out);
 }
 
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
