@@ -597,6 +597,28 @@ double split_run_error(const Case& c) {
   return worst;
 }
 
+// ------------------------------------------------------------------- fast forms vs oracle
+
+double form_forward_error(const Case& c, DType dtype, Form form) {
+  const Inputs low = make_inputs(c, dtype);
+  return outputs_error(run_forward(c, low, form), run_forward(c, low.to(DType::f64), Form::reference));
+}
+
+double form_backward_error(const Case& c, DType dtype, Form form) {
+  const Inputs low = make_inputs(c, dtype);
+  const Inputs wide = low.to(DType::f64);
+  std::mt19937_64 rng(c.seed + 29);
+  const Outputs out = run_forward(c, wide, Form::reference);
+  const Buffer d_o = random_like(out.o.shape(), rng);
+  const Buffer d_f = c.output_final_state ? random_like(out.final_state.shape(), rng) : Buffer();
+  const Gradients want = run_backward(c, wide, Form::reference, d_o, d_f);
+  const Gradients got = run_backward(c, low, form, d_o.to(low.v.dtype()), d_f);
+  double worst = 0;
+  const auto w = want.list(), g = got.list();
+  for (size_t i = 0; i < w.size(); ++i) worst = std::max(worst, rel_error(*g[i].second, *w[i].second));
+  return worst;
+}
+
 // ------------------------------------------------------------------------ built-in cases
 
 std::vector<Case> builtin_cases(Op op) {
@@ -701,26 +723,11 @@ std::vector<Row> run(const std::vector<Op>& ops, DType dtype,
       // float64 inputs run every form on the oracle itself (registry.cpp): nothing to compare.
       for (Form form : {Form::chunk, Form::recurrent}) {
         if (dtype == DType::f64 || !has_form(op, form, false)) continue;
-        jobs.push_back({c, form_name(form), "fwd vs reference", form_tolerance(dtype), [c, dtype, form] {
-                          const Inputs low = make_inputs(c, dtype);
-                          return outputs_error(run_forward(c, low, form),
-                                               run_forward(c, low.to(DType::f64), Form::reference));
-                        }});
+        jobs.push_back({c, form_name(form), "fwd vs reference", form_tolerance(dtype),
+                        [c, dtype, form] { return form_forward_error(c, dtype, form); }});
         if (!has_form(op, form, true)) continue;
-        jobs.push_back({c, form_name(form), "bwd vs reference", form_tolerance(dtype), [c, dtype, form] {
-                          const Inputs low = make_inputs(c, dtype);
-                          const Inputs wide = low.to(DType::f64);
-                          std::mt19937_64 rng(c.seed + 29);
-                          const Outputs out = run_forward(c, wide, Form::reference);
-                          const Buffer d_o = random_like(out.o.shape(), rng);
-                          const Buffer d_f = c.output_final_state ? random_like(out.final_state.shape(), rng) : Buffer();
-                          const Gradients want = run_backward(c, wide, Form::reference, d_o, d_f);
-                          const Gradients got = run_backward(c, low, form, d_o.to(low.v.dtype()), d_f);
-                          double worst = 0;
-                          const auto w = want.list(), g = got.list();
-                          for (size_t i = 0; i < w.size(); ++i) worst = std::max(worst, rel_error(*g[i].second, *w[i].second));
-                          return worst;
-                        }});
+        jobs.push_back({c, form_name(form), "bwd vs reference", form_tolerance(dtype),
+                        [c, dtype, form] { return form_backward_error(c, dtype, form); }});
       }
     }
   }

@@ -89,6 +89,12 @@ double finite_difference_error(const Case& c); // reference backward vs central 
 double varlen_error(const Case& c);            // cu_seqlens run vs separate runs (needs seqlens)
 double split_run_error(const Case& c);         // [0,T1) then [T1,T) via the state vs one run (causal ops)
 
+// A fast form against the oracle on the same inputs stored as `dtype` (the oracle reads them
+// widened to fp64): relative error of o and final_state, and the largest relative error over
+// the gradients of every input for random upstream gradients.
+double form_forward_error(const Case& c, DType dtype, Form form);
+double form_backward_error(const Case& c, DType dtype, Form form);
+
 // One row of `linattn check`.
 struct Row {
   std::string op, form, dtype, shape, check;

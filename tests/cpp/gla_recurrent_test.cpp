@@ -34,25 +34,16 @@ std::vector<Case> cases(Op op) {
   return out;
 }
 
-double oracle_error(const Case& c, DType dtype) {
-  const Inputs low = make_inputs(c, dtype);
-  const Outputs got = run_forward(c, low, Form::recurrent);
-  const Outputs want = run_forward(c, low.to(DType::f64), Form::reference);
-  double err = rel_error(got.o, want.o);
-  if (c.output_final_state) err = std::max(err, rel_error(got.final_state, want.final_state));
-  return err;
-}
-
 TEST(GlaRecurrent, MatchesOracleFloat32) {
   for (Op op : kOps)
     for (const Case& c : cases(op))
-      EXPECT_LE(oracle_error(c, DType::f32), 1e-5) << op_name(op) << " " << c.describe();
+      EXPECT_LE(form_forward_error(c, DType::f32, Form::recurrent), 1e-5) << op_name(op) << " " << c.describe();
 }
 
 TEST(GlaRecurrent, MatchesOracleBfloat16) {
   for (Op op : kOps)
     for (const Case& c : cases(op))
-      EXPECT_LE(oracle_error(c, DType::bf16), 1e-2) << op_name(op) << " " << c.describe();
+      EXPECT_LE(form_forward_error(c, DType::bf16, Form::recurrent), 1e-2) << op_name(op) << " " << c.describe();
 }
 
 // Decode: 20 calls of one token each, final_state written over initial_state (the same
