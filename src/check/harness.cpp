@@ -67,6 +67,7 @@ const char* gates_name(Gates gates) {
     case Gates::beta_near_0: return "beta~0";
     case Gates::beta_near_2: return "beta~2";
     case Gates::beta_wide: return "beta[0,2]";
+    case Gates::decay_wide: return "decay[-20,-1e-6]";
   }
   return "?";
 }
@@ -96,6 +97,7 @@ double log_decay(std::mt19937_64& rng, Gates gates) {
   switch (gates) {
     case Gates::decay_near_1: return -1e-6;
     case Gates::decay_near_0: return -10.0 - 20.0 * u(rng);
+    case Gates::decay_wide: return -std::exp(std::log(1e-6) + (std::log(20.0) - std::log(1e-6)) * u(rng));
     default: return -0.01 - 0.99 * u(rng);
   }
 }
@@ -670,6 +672,7 @@ std::vector<Case> builtin_cases(Op op) {
   add([&](Case& c) {
     c.B = 1; c.H = 1; c.HV = 1; c.K = 4; c.V = 4; c.T = 4096;
     if (spec.takes_beta) { c.gates = Gates::beta_wide; c.l2norm = true; }
+    else if (spec.takes_g || spec.takes_gk) { c.gates = Gates::decay_wide; }
   });
   return cases;
 }
