@@ -3,6 +3,8 @@
 // chunked forward FLOPs of algorithms.md §5: 2C(K+V) + 4KV per token and head.
 #include <benchmark/benchmark.h>
 
+#include <string>
+
 #include "check/harness.hpp"
 #include "linattn/ops.hpp"
 
@@ -27,13 +29,14 @@ double forward_flops(const Case& c) { return double(c.B * c.T * c.H) * (2.0 * 64
 
 void BM_ChunkForward(benchmark::State& state) {
   const Case c = target_case(static_cast<Op>(state.range(0)), state.range(1));
-  const Inputs in = make_inputs(c, DType::f32);
+  const DType dtype = state.range(2) ? DType::bf16 : DType::f32;
+  const Inputs in = make_inputs(c, dtype);
   const OpArgs args = in.args(c);
-  const Buffer o(DType::f32, output_shapes(c.op, args).o);
+  const Buffer o(dtype, output_shapes(c.op, args).o);
   for (auto _ : state) forward(c.op, Form::chunk, args, {o.view(), {}});
   state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(c), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["tokens/s"] = benchmark::Counter(double(c.T), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(op_name(c.op));
+  state.SetLabel(std::string(op_name(c.op)) + " " + dtype_name(dtype));
 }
 
 void BM_ChunkBackward(benchmark::State& state) {
@@ -51,10 +54,11 @@ void BM_ChunkBackward(benchmark::State& state) {
   state.SetLabel(op_name(c.op));
 }
 
-#define GATED_OPS                                                                           \
-  ->Args({static_cast<int>(Op::linear_attn), 4096})->Args({static_cast<int>(Op::simple_gla), 4096}) \
-  ->Args({static_cast<int>(Op::gla), 4096})->Unit(benchmark::kMillisecond)->UseRealTime()
-BENCHMARK(BM_ChunkForward) GATED_OPS;
+// Args: op, T, bf16 inputs (1) or fp32 (0).
+#define GATED_OPS                                                                                   \
+  ->Args({static_cast<int>(Op::linear_attn), 4096, 0})->Args({static_cast<int>(Op::simple_gla), 4096, 0}) \
+  ->Args({static_cast<int>(Op::gla), 4096, 0})->Unit(benchmark::kMillisecond)->UseRealTime()
+BENCHMARK(BM_ChunkForward) GATED_OPS->Args({static_cast<int>(Op::simple_gla), 4096, 1});
 BENCHMARK(BM_ChunkBackward) GATED_OPS;
 
 }  // namespace

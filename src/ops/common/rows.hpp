@@ -24,6 +24,13 @@ inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows
     float* out = dst + r * ld;
     if (t.dtype == DType::f32 && sd == 1) {
       std::memcpy(out, static_cast<const float*>(t.data) + base, D * sizeof(float));
+    } else if (t.dtype == DType::bf16 && sd == 1) {
+      // Widening is a 16-bit shift into the high half: a loop the compiler vectorises.
+      const uint16_t* in = static_cast<const uint16_t*>(t.data) + base;
+      for (int64_t d = 0; d < D; ++d) {
+        const uint32_t bits = static_cast<uint32_t>(in[d]) << 16;
+        std::memcpy(out + d, &bits, sizeof bits);
+      }
     } else if (t.dtype == DType::bf16) {
       const uint16_t* in = static_cast<const uint16_t*>(t.data) + base;
       for (int64_t d = 0; d < D; ++d) out[d] = bf16_to_f32(in[d * sd]);
