@@ -45,10 +45,39 @@ void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const do
   }
 }
 
+namespace {
+
+// Chunk n's own part of the state pass: H_n = (K ⊙ k_factor)^T V into H, its decay, and (for
+// normalize) its key sum. The fused and the phased forward both use exactly this.
+void state_contribution(const Item& it, const Chunk& c, float* H, float* decay, double* key_sum) {
+  const int64_t K = it.p.K, V = it.p.V;
+  float* Kd = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
+  apply_factor(it.gate, c.rows, K, c.k, c.k_factor, Kd);
+  kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, H, V, Accumulate::no);
+  std::copy(c.state_decay, c.state_decay + (it.gate == Gate::vector ? K : 1), decay);
+  if (it.a.normalize) {
+    std::fill(key_sum, key_sum + K, 0.0);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t d = 0; d < K; ++d) key_sum[d] += c.k[r * K + d];
+  }
+}
+
+// Chunk n's output rows from the state entering it.
+void write_output(const Item& it, const Chunk& c, const float* S, const double* z_start,
+                  const TensorView& o) {
+  float* O = ScratchArena::local().get<float>(kSlotGrads, kChunk * it.p.V);
+  chunk_output(it, c, S, O);
+  if (it.a.normalize) normalise_rows(c, it.p.K, it.p.V, it.p.scale, z_start, O, nullptr);
+  store_rows(o, it.s.batch, it.s.start + c.t0, c.rows, it.hv, O, it.p.V);
+}
+
+int64_t chunk_rows(const Item& it, int64_t ci) { return std::min(kChunk, it.s.length - ci * kChunk); }
+
+}  // namespace
+
 ChunkStates chunk_states(const Item& it) {
-  const Problem& p = it.p;
-  const int64_t K = p.K, V = p.V, KV = K * V, len = it.s.length;
-  const int64_t n_chunks = (len + kChunk - 1) / kChunk;
+  const int64_t K = it.p.K, V = it.p.V, KV = K * V;
+  const int64_t n_chunks = (it.s.length + kChunk - 1) / kChunk;
   const int64_t width = it.gate == Gate::vector ? K : 1;
   ChunkStates st;
   st.n_chunks = n_chunks;
@@ -57,24 +86,16 @@ ChunkStates chunk_states(const Item& it) {
   st.S = arena.get<float>(kSlotStates, (n_chunks + 1) * KV);
   float* decay = arena.get<float>(kSlotDecays, n_chunks * width);
   std::vector<double> key_sums(it.a.normalize ? n_chunks * K : 0);
-  // Phase A.
-  parallel_for(n_chunks, [&](int64_t ci) {
+  parallel_for(n_chunks, [&](int64_t ci) {  // phase A
     Chunk c;
-    prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, Need::state);
-    float* Kd = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
-    apply_factor(it.gate, c.rows, K, c.k, c.k_factor, Kd);
-    kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, st.S + (ci + 1) * KV, V, Accumulate::no);
-    std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
-    if (it.a.normalize)
-      for (int64_t r = 0; r < c.rows; ++r)
-        for (int64_t d = 0; d < K; ++d) key_sums[ci * K + d] += c.k[r * K + d];
+    prepare_chunk(it, ci * kChunk, chunk_rows(it, ci), c, Need::state);
+    state_contribution(it, c, st.S + (ci + 1) * KV, &decay[ci * width], key_sums.data() + ci * K);
   });
-  // Phase B.
-  load_state(it.a.initial_state, it.n, it.hv, K, V, st.S);
+  load_state(it.a.initial_state, it.n, it.hv, K, V, st.S);  // phase B
   st.z_start.assign(it.a.normalize ? (n_chunks + 1) * K : 0, 0.0);
   for (int64_t ci = 0; ci < n_chunks; ++ci) {
     scan_step(it.gate, K, V, &decay[ci * width], &st.S[ci * KV], &st.S[(ci + 1) * KV]);
-    for (size_t d = 0; d < static_cast<size_t>(it.a.normalize ? K : 0); ++d)
+    for (int64_t d = 0; d < (it.a.normalize ? K : 0); ++d)
       st.z_start[(ci + 1) * K + d] = st.z_start[ci * K + d] + key_sums[ci * K + d];
   }
   return st;
@@ -84,27 +105,49 @@ ChunkStates chunk_states(const Item& it) {
 
 void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) {
   const gla::Gate gate = gla::gate_of(p);
-  const int64_t K = p.K, V = p.V, KV = K * V;
+  const int64_t K = p.K, V = p.V, KV = K * V, width = gate == gla::Gate::vector ? K : 1;
   const int64_t items = p.N() * p.H;
+  // Enough items for every thread: one pass per item, the state carried chunk to chunk in
+  // cache. Fewer: phases A-C with every thread on each item's chunks. Both do the same
+  // operations on the same values, so the choice (made by the thread count) changes no bit.
+  const bool fused = items >= max_threads();
   auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
     for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
       const gla::Item it{p, a, s, n, hv, hq, gate};
-      const gla::ChunkStates st = gla::chunk_states(it);
-      // Phase C.
-      parallel_for(st.n_chunks, [&](int64_t ci) {
-        gla::Chunk c;
-        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, s.length - ci * kChunk), c, gla::Need::scores);
-        float* O = ScratchArena::local().get<float>(gla::kSlotGrads, kChunk * V);
-        gla::chunk_output(it, c, &st.S[ci * KV], O);
-        if (a.normalize) gla::normalise_rows(c, K, V, p.scale, &st.z_start[ci * K], O, nullptr);
-        store_rows(out.o, s.batch, s.start + ci * kChunk, c.rows, hv, O, V);
-      });
-      if (a.output_final_state) store_state(out.final_state, n, hv, K, V, &st.S[st.n_chunks * KV]);
+      const float* final_state = nullptr;
+      gla::ChunkStates st;
+      if (fused) {
+        ScratchArena& arena = ScratchArena::local();
+        float* S = arena.get<float>(gla::kSlotStates, 2 * KV);
+        float* next = S + KV;
+        float* decay = arena.get<float>(gla::kSlotDecays, width);
+        std::vector<double> z(a.normalize ? K : 0, 0.0), key_sum(z.size());
+        load_state(a.initial_state, n, hv, K, V, S);
+        for (int64_t ci = 0; ci * kChunk < s.length; ++ci) {
+          gla::Chunk c;
+          gla::prepare_chunk(it, ci * kChunk, gla::chunk_rows(it, ci), c, gla::Need::scores);
+          gla::write_output(it, c, S, z.data(), out.o);
+          gla::state_contribution(it, c, next, decay, key_sum.data());
+          gla::scan_step(gate, K, V, decay, S, next);
+          std::swap(S, next);
+          for (size_t d = 0; d < z.size(); ++d) z[d] += key_sum[d];
+        }
+        final_state = S;
+      } else {
+        st = gla::chunk_states(it);
+        parallel_for(st.n_chunks, [&](int64_t ci) {  // phase C
+          gla::Chunk c;
+          gla::prepare_chunk(it, ci * kChunk, gla::chunk_rows(it, ci), c, gla::Need::scores);
+          gla::write_output(it, c, &st.S[ci * KV], a.normalize ? &st.z_start[ci * K] : nullptr, out.o);
+        });
+        final_state = &st.S[st.n_chunks * KV];
+      }
+      if (a.output_final_state) store_state(out.final_state, n, hv, K, V, final_state);
     }
   };
-  if (items >= max_threads()) {
+  if (fused) {
     parallel_for(items, run_item);
   } else {
     for (int64_t item = 0; item < items; ++item) run_item(item);
