@@ -129,7 +129,11 @@ Inputs make_inputs(const Case& c, DType dtype) {
   in.k = Buffer(DType::f64, {c.B, TK, c.H, c.K});
   in.v = Buffer(DType::f64, {c.B, TK, c.HV, c.V});
   fill(in.q, feature);
-  fill(in.k, feature);
+  // Delta-rule keys have norm ~1 even without the in-kernel L2 norm (as after a layer's own
+  // normalisation): beta |k|^2 in (0, 2) keeps the transition non-expansive (algorithms.md
+  // §4.5), so fp32 forms and the oracle solve a well-conditioned problem.
+  const double key_scale = spec.takes_beta ? 1.0 / std::sqrt(static_cast<double>(c.K)) : 1.0;
+  fill(in.k, [&] { return key_scale * feature(); });
   fill(in.v, [&] { return normal(rng); });
   if (has_g(c)) {
     in.g = Buffer(DType::f64, {c.B, c.T, c.HV});

@@ -37,11 +37,15 @@ FormImpl lookup(Op op, Form form) {
     if (form == Form::chunk) return {noncausal_chunk_forward, noncausal_chunk_backward};
     return {};
   }
-  const bool hebbian = !op_spec(op).takes_beta;  // the gated family of src/ops/gla/
+  const bool hebbian = !op_spec(op).takes_beta;  // src/ops/gla/, else src/ops/delta/
   switch (form) {
     case Form::reference: return {reference_forward, reference_backward};
-    case Form::chunk: return hebbian ? FormImpl{gla_chunk_forward, gla_chunk_backward} : FormImpl{};
-    case Form::recurrent: return hebbian ? FormImpl{gla_recurrent_forward, nullptr} : FormImpl{};
+    case Form::chunk:
+      return hebbian ? FormImpl{gla_chunk_forward, gla_chunk_backward}
+                     : FormImpl{delta_chunk_forward, delta_chunk_backward};
+    case Form::recurrent:
+      return hebbian ? FormImpl{gla_recurrent_forward, nullptr}
+                     : FormImpl{delta_recurrent_forward, nullptr};
   }
   return {};
 }

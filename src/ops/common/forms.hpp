@@ -21,6 +21,12 @@ void gla_chunk_backward(const Problem& p, const OpArgs& args, const OpGradOutput
                         const OpGrads& grads);
 void gla_recurrent_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
 
+// Fast forms of the delta family: delta_rule, gated_delta_rule, delta_product (src/ops/delta/).
+void delta_chunk_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+void delta_chunk_backward(const Problem& p, const OpArgs& args, const OpGradOutputs& grad_out,
+                          const OpGrads& grads);
+void delta_recurrent_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+
 // noncausal_linear_attn (src/ops/noncausal/): the fp64 oracle, and the fast form (KV = K^T V,
 // O = Q KV; float32 or bfloat16, fp32 accumulation) registered as the chunk form.
 void noncausal_reference_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);

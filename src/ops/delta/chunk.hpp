@@ -1,0 +1,55 @@
+// Shared pieces of the chunk-parallel forward and backward of delta_rule (algorithms.md §4.5b),
+// gated_delta_rule (§4.6b) and delta_product (§4.7b): one chunk of one (sequence, value head)
+// loaded into fp32 buffers with its chunk-local gates and the UT-transform quantities (§3.5).
+// delta_product runs on the expanded sequence of n_h * T steps: step e = t n_h + j carries
+// (k, v, beta) row e, the gate g_t at j = 0 (0 elsewhere) and the query q_t at j = n_h - 1 (0
+// elsewhere); o_t is the expanded output of step t n_h + n_h - 1. For n_h = 1 steps are tokens.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/common/problem.hpp"
+
+namespace linattn::delta {
+
+inline constexpr int64_t kChunk = 64;
+
+// One chunk's working set (buffers from the calling thread's scratch arena, slots kSlotChunk..).
+// C x C matrices have leading dimension kChunk and hold zeros outside their triangle.
+struct Chunk {
+  int64_t rows = 0;        // steps [t0, t0 + rows) of the expanded sequence
+  float* q = nullptr;     // [C, K] queries (0 on steps without one), L2-normalised if asked
+  float* k = nullptr;     // [C, K] keys, likewise
+  float* v = nullptr;     // [C, V]
+  float* q_rstd = nullptr;  // [C] 1 / sqrt(|q|^2 + eps) (1 without l2norm)
+  float* k_rstd = nullptr;  // [C]
+  float* beta = nullptr;  // [C]
+  double* G = nullptr;    // [C] chunk-local inclusive cumulative log gate
+  float* eG = nullptr;    // [C] e^{G_r}
+  float* eGd = nullptr;   // [C] e^{G_C - G_r}
+  float decay = 1.0f;     // e^{G_C}
+  float* KKg = nullptr;   // [C, C] (k_i . k_j) Γ_ij, strictly lower
+  float* L = nullptr;     // [C, C] β_i KKg_ij, strictly lower
+  float* T0 = nullptr;    // [C, C] (I + L)^{-1}, unit lower
+  float* P = nullptr;     // [C, C] scale (q_i . k_j) Γ_ij, lower with the diagonal
+  float* Kb = nullptr;    // [C, K] β ⊙ K ⊙ e^{G}
+  float* Vb = nullptr;    // [C, V] β ⊙ V
+  float* Qg = nullptr;    // [C, K] scale Q ⊙ e^{G}
+  float* Kd = nullptr;    // [C, K] K ⊙ e^{G_C - G}
+  float* W = nullptr;     // [C, K] T0 Kb
+  float* U = nullptr;     // [C, V] T0 Vb
+};
+
+// True when expanded step e (counted from the sequence start) carries a query / a gate.
+inline bool query_step(int64_t e, int64_t n_h) { return e % n_h == n_h - 1; }
+inline bool gate_step(int64_t e, int64_t n_h) { return e % n_h == 0; }
+
+// Loads expanded steps [t0, t0 + rows) of sequence s for value head hv (q/k head hq) and
+// computes every field of c.
+void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
+                   int64_t t0, int64_t rows, Chunk& c);
+
+// Scratch slots (core/scratch.hpp); slot kSlotChunk onwards holds the Chunk.
+enum Slot : int { kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2 };
+
+}  // namespace linattn::delta

@@ -1,0 +1,265 @@
+// Fused recurrent (decode) forward of the delta family: delta_rule (§4.5a), gated_delta_rule
+// (§4.6a) and delta_product (§4.7a: n_h Householder steps per token, optional gate). Per token
+// per value head, on the K x V fp32 state (algorithms.md §3.1):
+//     a   = exp(g_t)                        (1 without a gate; applied once, before step 1)
+//     for j = 1..n_h:
+//         p = S^T k_j                       (read pass)
+//         u = beta_j (v_j - a p)            (a S is the decayed state: (a S)^T k = a p)
+//         S = a S + k_j u^T                 (write pass; a = 1 after step 1)
+//     o = scale S^T q
+// The read pass of step j+1 is fused into the write pass of step j, and the read o = S^T q of
+// token t into the write pass of its last step together with p = S^T k_{t+1,1} of the next
+// token, so a token costs n_h passes over S (plus one read pass at the start of a call).
+// Every column of every accumulation sums over the rows in the same order with the same
+// instructions whichever pass computes it, so a chain of T = 1 calls equals one T-token call
+// bitwise. Work items are (sequence, value head): each owns its o rows and its final state, so
+// results do not depend on the thread count.
+#include <algorithm>
+#include <cmath>
+
+#include "core/parallel.hpp"
+#include "core/scratch.hpp"
+#include "ops/common/forms.hpp"
+#include "ops/common/rows.hpp"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/delta/recurrent.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace linattn {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+namespace {  // helpers private to this file (the exported entry points follow)
+
+using D = hn::ScalableTag<float>;
+using Vf = hn::Vec<D>;
+
+// acc = src^T x over NV vectors of columns (accumulators in registers while the rows stream).
+template <int NV>
+HWY_INLINE void ReadColumns(int64_t K, const float* HWY_RESTRICT src, int64_t ld_src,
+                            const float* HWY_RESTRICT x, float* HWY_RESTRICT acc) {
+  const D d;
+  const size_t N = hn::Lanes(d);
+  Vf sum[NV];
+  for (int i = 0; i < NV; ++i) sum[i] = hn::Zero(d);
+  for (int64_t r = 0; r < K; ++r) {
+    const Vf xr = hn::Set(d, x[r]);
+    const float* row = src + r * ld_src;
+    for (int i = 0; i < NV; ++i) sum[i] = hn::MulAdd(xr, hn::LoadU(d, row + i * N), sum[i]);
+  }
+  for (int i = 0; i < NV; ++i) hn::StoreU(sum[i], d, acc + i * N);
+}
+
+// dst = a src + k u^T; acc1 = dst^T x1 and, when TWO, acc2 = dst^T x2 (src may equal dst:
+// each element is read before it is written).
+template <int NV, bool TWO>
+HWY_INLINE void UpdateColumns(int64_t K, const float* src, int64_t ld_src, float* dst,
+                              int64_t ld_dst, float a, const float* HWY_RESTRICT k,
+                              const float* HWY_RESTRICT u, const float* HWY_RESTRICT x1,
+                              float* HWY_RESTRICT acc1, const float* HWY_RESTRICT x2,
+                              float* HWY_RESTRICT acc2) {
+  const D d;
+  const size_t N = hn::Lanes(d);
+  const Vf av = hn::Set(d, a);
+  Vf uv[NV], s1[NV], s2[TWO ? NV : 1];
+  for (int i = 0; i < NV; ++i) {
+    uv[i] = hn::LoadU(d, u + i * N);
+    s1[i] = hn::Zero(d);
+    if constexpr (TWO) s2[i] = hn::Zero(d);
+  }
+  for (int64_t r = 0; r < K; ++r) {
+    const Vf kr = hn::Set(d, k[r]), x1r = hn::Set(d, x1[r]);
+    const float* s_row = src + r * ld_src;
+    float* d_row = dst + r * ld_dst;
+    if constexpr (TWO) {
+      const Vf x2r = hn::Set(d, x2[r]);
+      for (int i = 0; i < NV; ++i) {
+        const Vf s = hn::MulAdd(av, hn::LoadU(d, s_row + i * N), hn::Mul(kr, uv[i]));
+        hn::StoreU(s, d, d_row + i * N);
+        s1[i] = hn::MulAdd(x1r, s, s1[i]);
+        s2[i] = hn::MulAdd(x2r, s, s2[i]);
+      }
+    } else {
+      for (int i = 0; i < NV; ++i) {
+        const Vf s = hn::MulAdd(av, hn::LoadU(d, s_row + i * N), hn::Mul(kr, uv[i]));
+        hn::StoreU(s, d, d_row + i * N);
+        s1[i] = hn::MulAdd(x1r, s, s1[i]);
+      }
+    }
+  }
+  for (int i = 0; i < NV; ++i) {
+    hn::StoreU(s1[i], d, acc1 + i * N);
+    if constexpr (TWO) hn::StoreU(s2[i], d, acc2 + i * N);
+  }
+}
+
+// Full blocks of NV vectors from column c on, then the narrower widths for what is left.
+template <int NV>
+HWY_INLINE size_t ReadBlocks(size_t c, size_t cols, int64_t K, const float* src, int64_t ld_src,
+                             const float* x, float* acc) {
+  const size_t width = NV * hn::Lanes(D());
+  for (; c + width <= cols; c += width) ReadColumns<NV>(K, src + c, ld_src, x, acc + c);
+  if constexpr (NV > 1) c = ReadBlocks<NV / 2>(c, cols, K, src, ld_src, x, acc);
+  return c;
+}
+
+template <int NV, bool TWO>
+HWY_INLINE size_t UpdateBlocks(size_t c, size_t cols, int64_t K, const float* src,
+                               int64_t ld_src, float* dst, int64_t ld_dst, float a,
+                               const float* k, const float* u, const float* x1, float* acc1,
+                               const float* x2, float* acc2) {
+  const size_t width = NV * hn::Lanes(D());
+  for (; c + width <= cols; c += width)
+    UpdateColumns<NV, TWO>(K, src + c, ld_src, dst + c, ld_dst, a, k, u + c, x1, acc1 + c, x2,
+                           TWO ? acc2 + c : nullptr);
+  if constexpr (NV > 1)
+    c = UpdateBlocks<NV / 2, TWO>(c, cols, K, src, ld_src, dst, ld_dst, a, k, u, x1, acc1, x2, acc2);
+  return c;
+}
+
+}  // namespace
+
+// acc = src^T x (K x V rows with leading dimension ld_src).
+void DeltaRead(int64_t K, int64_t V, const float* src, int64_t ld_src, const float* x, float* acc) {
+  constexpr int kWide = HWY_MAX_BYTES >= 64 ? 8 : 4;
+  const size_t cols = static_cast<size_t>(V);
+  const size_t c0 = ReadBlocks<kWide>(0, cols, K, src, ld_src, x, acc);
+  // The last V % lanes columns in scalar code (no masked loads: see gla/recurrent.cpp). fma
+  // keeps them bitwise equal to the tail of DeltaUpdate's accumulations.
+  if (c0 == cols) return;
+  std::fill(acc + c0, acc + cols, 0.0f);
+  for (int64_t r = 0; r < K; ++r)
+    for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], src[r * ld_src + c], acc[c]);
+}
+
+// dst = a src + k u^T; acc1 = dst^T x1; acc2 = dst^T x2 unless x2 is null.
+void DeltaUpdate(int64_t K, int64_t V, const float* src, int64_t ld_src, float* dst,
+                 int64_t ld_dst, float a, const float* k, const float* u, const float* x1,
+                 float* acc1, const float* x2, float* acc2) {
+  const size_t cols = static_cast<size_t>(V);
+  size_t c0;
+  if (x2) {  // three register sets (u, acc1, acc2): half the width
+    constexpr int kWide = HWY_MAX_BYTES >= 64 ? 4 : 2;
+    c0 = UpdateBlocks<kWide, true>(0, cols, K, src, ld_src, dst, ld_dst, a, k, u, x1, acc1, x2, acc2);
+  } else {
+    constexpr int kWide = HWY_MAX_BYTES >= 64 ? 8 : 4;
+    c0 = UpdateBlocks<kWide, false>(0, cols, K, src, ld_src, dst, ld_dst, a, k, u, x1, acc1, nullptr, nullptr);
+  }
+  if (c0 == cols) return;
+  std::fill(acc1 + c0, acc1 + cols, 0.0f);
+  if (x2) std::fill(acc2 + c0, acc2 + cols, 0.0f);
+  for (int64_t r = 0; r < K; ++r)
+    for (size_t c = c0; c < cols; ++c) {
+      const float s = std::fma(a, src[r * ld_src + c], k[r] * u[c]);
+      dst[r * ld_dst + c] = s;
+      acc1[c] = std::fma(x1[r], s, acc1[c]);
+      if (x2) acc2[c] = std::fma(x2[r], s, acc2[c]);
+    }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace linattn
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace linattn {
+
+HWY_EXPORT(DeltaRead);
+HWY_EXPORT(DeltaUpdate);
+
+namespace delta_recurrent {
+
+constexpr int kStateSlot = 0;         // ScratchArena slot: state and per-token rows
+constexpr double kL2NormEps = 1e-6;   // fla's l2norm: x / sqrt(sum x^2 + eps), as the oracle
+
+// A state row pointer usable in place: float32 with unit column stride.
+bool f32_rows(const TensorView& t) { return t.dtype == DType::f32 && t.strides[3] == 1; }
+
+// Row `row` of q or k for head `head`, L2-normalised when asked, times `mul`.
+void load_qk(const TensorView& t, int64_t b, int64_t row, int64_t head, int64_t K, bool l2norm,
+             float mul, float* dst) {
+  load_rows(t, b, row, 1, head, dst, K);
+  if (l2norm) {
+    double sq = 0;
+    for (int64_t d = 0; d < K; ++d) sq += static_cast<double>(dst[d]) * dst[d];
+    mul = static_cast<float>(mul / std::sqrt(sq + kL2NormEps));
+  }
+  if (mul != 1.0f)
+    for (int64_t d = 0; d < K; ++d) dst[d] *= mul;
+}
+
+// One (sequence, value head) recurrence.
+void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_t n, int64_t hv) {
+  const int64_t K = p.K, V = p.V, n_h = p.n_h, hq = hv / p.group();
+  const bool l2 = args.use_qk_l2norm_in_kernel, gated = args.g.given();
+  const Sequence& s = p.sequences[n];
+  // State, q, the token's keys and the next token's first key, its values, then p, u, o.
+  float* S = ScratchArena::local().get<float>(kStateSlot, K * V + (n_h + 2) * K + (n_h + 3) * V);
+  float *q = S + K * V, *keys = q + K, *next_key = keys + n_h * K, *vals = next_key + K;
+  float *pk = vals + n_h * V, *u = pk + V, *o = u + V;
+
+  // The first token reads the caller's state in place when it is f32 with unit column stride
+  // (no copy on the decode path); otherwise it is widened into S (zeros when not given).
+  const float* src = S;
+  int64_t ld_src = V;
+  if (args.initial_state.given() && f32_rows(args.initial_state)) {
+    const TensorView& h0 = args.initial_state;
+    src = static_cast<const float*>(h0.data) + n * h0.strides[0] + hv * h0.strides[1];
+    ld_src = h0.strides[2];
+  } else {
+    load_state(args.initial_state, n, hv, K, V, S);
+  }
+  // Likewise the last write of the last token goes to an f32 final state directly.
+  float* final_rows = nullptr;
+  if (args.output_final_state && out.final_state.dtype == DType::f32)
+    final_rows = static_cast<float*>(out.final_state.data) + (n * p.HV + hv) * K * V;
+
+  const float scale = static_cast<float>(p.scale);
+  // p = S^T k of the first key of the first token: the one read pass of the call.
+  load_qk(args.k, s.batch, s.start * n_h, hq, K, l2, 1.0f, keys);
+  HWY_DYNAMIC_DISPATCH(DeltaRead)(K, V, src, ld_src, keys, pk);
+
+  for (int64_t t = 0; t < s.length; ++t) {
+    const int64_t row = s.start + t, key_row = row * n_h;
+    const bool last_token = t == s.length - 1;
+    load_qk(args.q, s.batch, row, hq, K, l2, scale, q);
+    if (t > 0) std::copy(next_key, next_key + K, keys);  // (first key of token 0 loaded above)
+    for (int64_t j = 1; j < n_h; ++j) load_qk(args.k, s.batch, key_row + j, hq, K, l2, 1.0f, keys + j * K);
+    load_rows(args.v, s.batch, key_row, n_h, hv, vals, V);
+    if (!last_token) load_qk(args.k, s.batch, (row + 1) * n_h, hq, K, l2, 1.0f, next_key);
+    float a = gated ? std::exp(load_scalar(args.g, s.batch, row, hv)) : 1.0f;
+
+    for (int64_t j = 0; j < n_h; ++j) {
+      const float beta = load_scalar(args.beta, s.batch, key_row + j, hv);
+      const float* vj = vals + j * V;
+      for (int64_t c = 0; c < V; ++c) u[c] = beta * (vj[c] - a * pk[c]);
+      const bool last_step = j == n_h - 1;
+      float* dst = (final_rows && last_token && last_step) ? final_rows : S;
+      const float* kj = keys + j * K;
+      if (!last_step)  // fused: p = S^T k of the next step
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, kj + K, pk, nullptr, nullptr);
+      else if (!last_token)  // fused: o = S^T q and p = S^T k of the next token's first step
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, next_key, pk);
+      else
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, nullptr, nullptr);
+      src = dst;
+      ld_src = V;
+      a = 1.0f;  // the gate decays the state once per token, before its first step
+    }
+    store_rows(out.o, s.batch, row, 1, hv, o, V);
+  }
+  if (args.output_final_state && !final_rows) store_state(out.final_state, n, hv, K, V, src);
+}
+
+}  // namespace delta_recurrent
+
+void delta_recurrent_forward(const Problem& p, const OpArgs& args, const OpOutputs& out) {
+  parallel_for(p.N() * p.HV, [&](int64_t item) {
+    delta_recurrent::run_head(p, args, out, item / p.HV, item % p.HV);
+  });
+}
+
+}  // namespace linattn
+#endif  // HWY_ONCE
