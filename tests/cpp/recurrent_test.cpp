@@ -1,6 +1,7 @@
-// The fused recurrent form of the gated Hebbian family (src/ops/gla/recurrent.cpp) against the
-// fp64 oracle, and the properties the decode path relies on: a chain of T = 1 calls (state fed
-// back in place) is one T-token call, and any input strides give the same result.
+// The fused recurrent (decode) form of every op that has one (src/ops/gla/recurrent.cpp,
+// src/ops/delta/recurrent.cpp) against the fp64 oracle, and the properties the decode path
+// relies on: a chain of T = 1 calls (state fed back in place) is one T-token call, and any
+// input strides give the same result.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -12,16 +13,22 @@
 namespace linattn::check {
 namespace {
 
-const Op kOps[] = {Op::linear_attn, Op::retention, Op::simple_gla, Op::gla};
+std::vector<Op> recurrent_ops() {
+  std::vector<Op> ops;
+  for (int i = 0; i < kNumOps; ++i)
+    if (has_form(static_cast<Op>(i), Form::recurrent, false)) ops.push_back(static_cast<Op>(i));
+  return ops;
+}
+const std::vector<Op> kOps = recurrent_ops();
 
-// The builtin cases plus shapes they miss: grouped value heads, and V = 251 so that every
-// column path of the kernel runs (full 8-, 4-, 2- and 1-vector blocks of 16 lanes on 512-bit
-// targets or 4-, 2-, 1-vector blocks of 8 lanes on 256-bit ones, then a scalar tail).
+// The builtin cases (extreme gates, T = 4096, n_h = 1..4, varlen, normalize, ...) plus shapes
+// they miss: more grouped value heads, and V = 251 so that every
+// column path of the kernel runs (full blocks of every width, then a scalar tail).
 std::vector<Case> cases(Op op) {
   std::vector<Case> out = builtin_cases(op);
   Case c = out.front();
   c.H = 2;
-  c.HV = 4;
+  c.HV = 8;
   c.seed = 101;
   out.push_back(c);
   c.B = 1;
@@ -29,56 +36,70 @@ std::vector<Case> cases(Op op) {
   c.K = 16;
   c.V = 251;
   c.T = 5;
+  c.l2norm = op_spec(op).takes_l2norm;
   c.seed = 102;
   out.push_back(c);
   return out;
 }
 
-TEST(GlaRecurrent, MatchesOracleFloat32) {
+TEST(Recurrent, MatchesOracleFloat32) {
   for (Op op : kOps)
     for (const Case& c : cases(op))
       EXPECT_LE(form_forward_error(c, DType::f32, Form::recurrent), 1e-5) << op_name(op) << " " << c.describe();
 }
 
-TEST(GlaRecurrent, MatchesOracleBfloat16) {
+TEST(Recurrent, MatchesOracleBfloat16) {
   for (Op op : kOps)
     for (const Case& c : cases(op))
       EXPECT_LE(form_forward_error(c, DType::bf16, Form::recurrent), 1e-2) << op_name(op) << " " << c.describe();
 }
 
+TEST(Recurrent, RegisteredForwardOnly) {
+  for (Op op : kOps) {
+    EXPECT_TRUE(has_form(op, Form::recurrent, false)) << op_name(op);
+    EXPECT_FALSE(has_form(op, Form::recurrent, true)) << op_name(op);
+  }
+}
+
 // Decode: 20 calls of one token each, final_state written over initial_state (the same
 // buffer, as an engine updates its cache), equal one T = 20 call bitwise: the kernel does the
-// same fp32 operations in the same order either way. (normalize is excluded: fla restarts its
+// same fp32 operations in the same order either way. (normalize is left out: fla restarts its
 // key sum per call, so the two are different computations by definition.)
-TEST(GlaRecurrent, DecodeChainEqualsOneCall) {
+TEST(Recurrent, DecodeChainEqualsOneCall) {
   for (Op op : kOps) {
-    Case c = builtin_cases(op).front();
-    c.B = 2;
-    c.T = 20;
-    c.H = 2;
-    c.HV = 4;
-    c.K = 16;
-    c.V = 24;
-    const Inputs in = make_inputs(c, DType::f32);
-    const Outputs full = run_forward(c, in, Form::recurrent);
+    for (int32_t n_h : {1, 3}) {
+      if (n_h > 1 && op != Op::delta_product) continue;
+      Case c = builtin_cases(op).front();
+      c.B = 2;
+      c.T = 20;
+      c.H = 2;
+      c.HV = 4;
+      c.K = 16;
+      c.V = 24;
+      c.n_h = n_h;
+      c.l2norm = op_spec(op).takes_l2norm;
+      const Inputs in = make_inputs(c, DType::f32);
+      const Outputs full = run_forward(c, in, Form::recurrent);
 
-    Buffer state = in.initial_state;  // updated in place by every step
-    for (int64_t t = 0; t < c.T; ++t) {
-      OpArgs a = in.args(c);
-      for (TensorView* view : {&a.q, &a.k, &a.v, &a.g, &a.gk}) {
-        if (!view->given()) continue;
-        view->data = static_cast<char*>(view->data) + t * view->strides[1] * dtype_size(view->dtype);
-        view->shape[1] = 1;
+      Buffer state = in.initial_state;  // updated in place by every step
+      for (int64_t t = 0; t < c.T; ++t) {
+        OpArgs a = in.args(c);
+        for (TensorView* view : {&a.q, &a.k, &a.v, &a.g, &a.gk, &a.beta}) {
+          if (!view->given()) continue;
+          const int64_t rows = view == &a.q || view == &a.g || view == &a.gk ? 1 : n_h;
+          view->data = static_cast<char*>(view->data) + t * rows * view->strides[1] * dtype_size(view->dtype);
+          view->shape[1] = rows;
+        }
+        a.initial_state = state.view();
+        Buffer o(DType::f32, {c.B, 1, c.HV, c.V});
+        forward(op, Form::recurrent, a, {o.view(), state.view()});
+        for (int64_t b = 0; b < c.B; ++b)
+          for (int64_t i = 0; i < c.HV * c.V; ++i)
+            ASSERT_EQ(o.get(b * c.HV * c.V + i), full.o.get((b * c.T + t) * c.HV * c.V + i))
+                << op_name(op) << " n_h " << n_h << " token " << t;
       }
-      a.initial_state = state.view();
-      Buffer o(DType::f32, {c.B, 1, c.HV, c.V});
-      forward(op, Form::recurrent, a, {o.view(), state.view()});
-      for (int64_t b = 0; b < c.B; ++b)
-        for (int64_t i = 0; i < c.HV * c.V; ++i)
-          ASSERT_EQ(o.get(b * c.HV * c.V + i), full.o.get((b * c.T + t) * c.HV * c.V + i))
-              << op_name(op) << " token " << t;
+      EXPECT_EQ(rel_error(state, full.final_state), 0.0) << op_name(op) << " n_h " << n_h;
     }
-    EXPECT_EQ(rel_error(state, full.final_state), 0.0) << op_name(op);
   }
 }
 
@@ -122,7 +143,7 @@ Strided strided(const Buffer& b, int64_t step) {
 // Strided inputs give bitwise the contiguous result. Step 1 keeps f32 state rows readable in
 // place (row stride != V); step 2 sends the state through the widening loader, and there the
 // final state is requested as float64 to cover its generic store too.
-TEST(GlaRecurrent, StridedInputsMatchContiguous) {
+TEST(Recurrent, StridedInputsMatchContiguous) {
   for (Op op : kOps) {
     for (DType dtype : {DType::f32, DType::bf16}) {
       for (int64_t step : {1, 2}) {
@@ -130,17 +151,19 @@ TEST(GlaRecurrent, StridedInputsMatchContiguous) {
         c.H = 2;
         c.HV = 4;
         c.V = 20;
+        c.l2norm = op_spec(op).takes_l2norm;
         const Inputs in = make_inputs(c, dtype);
         const Outputs want = run_forward(c, in, Form::recurrent);
         const Strided q = strided(in.q, step), k = strided(in.k, step), v = strided(in.v, step),
                       g = strided(in.g, step), gk = strided(in.gk, step),
-                      h0 = strided(in.initial_state, step);
+                      beta = strided(in.beta, step), h0 = strided(in.initial_state, step);
         OpArgs a = in.args(c);
         a.q = q.view;
         a.k = k.view;
         a.v = v.view;
         a.g = g.view;
         a.gk = gk.view;
+        a.beta = beta.view;
         a.initial_state = h0.view;
         Buffer o(dtype, want.o.shape());
         Buffer fs(step == 1 ? DType::f32 : DType::f64, want.final_state.shape());
