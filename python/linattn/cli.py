@@ -43,7 +43,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, sections=sections)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"bench: --threads must be >= 1, got {args.threads}")
-    guard = bench.QuietGuard(enabled=not args.no_quiet_guard)
+    # --quick is a fast look: no waiting for a quiet machine (the report still says how busy it was)
+    guard = bench.QuietGuard(enabled=not (args.no_quiet_guard or args.quick))
     report = bench.run(ops, threads=args.threads, quick=args.quick, forms=args.forms,
                        plot=args.plot, config=config, malloc=not args.default_malloc, guard=guard)
     print(report.format())
@@ -90,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write tokens/s vs T of the sweep as a PNG (e.g. "
                             "docs/img/throughput_vs_T.png)")
     bench.add_argument("--no-quiet-guard", action="store_true",
-                       help="keep every measurement; by default one during which other processes "
-                            "used > 3%% of the CPU time is repeated (up to 4 times)")
+                       help="keep every measurement; by default (not with --quick) one during "
+                            "which other processes used > 3%% of the CPU time is repeated (up to "
+                            "6 tries)")
     bench.add_argument("--default-malloc", action="store_true",
                        help="keep glibc's malloc defaults (by default freed blocks are reused, "
                             "which spares PyTorch's temporaries fresh page faults)")

@@ -79,8 +79,10 @@ class Validator {
     if (t.dtype == DType::f32 && t.is_contiguous()) {
       const float* x = static_cast<const float*>(t.data);
       const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
-      bool ok = true;
-      for (int64_t i = 0, n = t.numel(); i < n; ++i) ok &= (x[i] >= flo) & (x[i] <= fhi);
+      const int64_t n = t.numel();
+      int ok = 1;
+#pragma omp parallel for reduction(& : ok) schedule(static) if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) ok &= static_cast<int>(x[i] >= flo) & static_cast<int>(x[i] <= fhi);
       if (ok) return;
     }
     std::array<int64_t, kMaxDims> index{};
