@@ -98,4 +98,30 @@ inline void store_state(const TensorView& t, int64_t n, int64_t head, int64_t K,
   }
 }
 
+// Where a decode kernel reads its starting state and writes its final one, for (sequence n,
+// value head hv): the caller's fp32 rows in place when their columns are unit-stride (no copy
+// on the decode path; a caller may pass the same buffer as initial and final state), otherwise
+// `scratch` (K x V), widened from the initial state or zeroed. final_rows is null unless an fp32
+// final state was asked for (outputs are contiguous).
+struct DecodeState {
+  const float* src;
+  int64_t ld_src;
+  float* final_rows;
+};
+inline DecodeState decode_state(const TensorView& initial_state, const TensorView& final_state,
+                                bool output_final_state, int64_t n, int64_t hv, int64_t K,
+                                int64_t V, float* scratch) {
+  DecodeState st{scratch, V, nullptr};
+  const TensorView& h0 = initial_state;
+  if (h0.given() && h0.dtype == DType::f32 && h0.strides[3] == 1) {
+    st.src = static_cast<const float*>(h0.data) + n * h0.strides[0] + hv * h0.strides[1];
+    st.ld_src = h0.strides[2];
+  } else {
+    load_state(h0, n, hv, K, V, scratch);
+  }
+  if (output_final_state && final_state.dtype == DType::f32)
+    st.final_rows = static_cast<float*>(final_state.data) + (n * final_state.shape[1] + hv) * K * V;
+  return st;
+}
+
 }  // namespace linattn

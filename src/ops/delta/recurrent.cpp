@@ -175,8 +175,6 @@ constexpr int kStateSlot = 0;         // ScratchArena slot: state and per-token 
 constexpr double kL2NormEps = 1e-6;   // fla's l2norm: x / sqrt(sum x^2 + eps), as the oracle
 
 // A state row pointer usable in place: float32 with unit column stride.
-bool f32_rows(const TensorView& t) { return t.dtype == DType::f32 && t.strides[3] == 1; }
-
 // Row `row` of q or k for head `head`, L2-normalised when asked, times `mul`.
 void load_qk(const TensorView& t, int64_t b, int64_t row, int64_t head, int64_t K, bool l2norm,
              float mul, float* dst) {
@@ -200,21 +198,11 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
   float *q = S + K * V, *keys = q + K, *next_key = keys + n_h * K, *vals = next_key + K;
   float *pk = vals + n_h * V, *u = pk + V, *o = u + V;
 
-  // The first token reads the caller's state in place when it is f32 with unit column stride
-  // (no copy on the decode path); otherwise it is widened into S (zeros when not given).
-  const float* src = S;
-  int64_t ld_src = V;
-  if (args.initial_state.given() && f32_rows(args.initial_state)) {
-    const TensorView& h0 = args.initial_state;
-    src = static_cast<const float*>(h0.data) + n * h0.strides[0] + hv * h0.strides[1];
-    ld_src = h0.strides[2];
-  } else {
-    load_state(args.initial_state, n, hv, K, V, S);
-  }
-  // Likewise the last write of the last token goes to an f32 final state directly.
-  float* final_rows = nullptr;
-  if (args.output_final_state && out.final_state.dtype == DType::f32)
-    final_rows = static_cast<float*>(out.final_state.data) + (n * p.HV + hv) * K * V;
+  const DecodeState io = decode_state(args.initial_state, out.final_state, args.output_final_state,
+                                      n, hv, K, V, S);
+  const float* src = io.src;
+  int64_t ld_src = io.ld_src;
+  float* final_rows = io.final_rows;
 
   const float scale = static_cast<float>(p.scale);
   // p = S^T k of the first key of the first token: the one read pass of the call.

@@ -125,8 +125,6 @@ Gate gate_of(const Problem& p, const OpArgs& args) {
 }
 
 // A state row pointer usable in place: float32 with unit column stride.
-bool f32_rows(const TensorView& t) { return t.dtype == DType::f32 && t.strides[3] == 1; }
-
 // One (sequence, value head) recurrence.
 void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, Gate gate, int64_t n,
               int64_t hv) {
@@ -135,21 +133,11 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, Gate g
   float* S = ScratchArena::local().get<float>(kStateSlot, K * V + 4 * K + 2 * V);
   float *q = S + K * V, *k = q + K, *a = k + K, *z = a + K, *v = z + K, *o = v + V;
 
-  // The first token reads the caller's state in place when it is f32 with unit column stride
-  // (no copy on the decode path); otherwise it is widened into S (zeros when not given).
-  const float* src = S;
-  int64_t ld_src = V;
-  if (args.initial_state.given() && f32_rows(args.initial_state)) {
-    const TensorView& h0 = args.initial_state;
-    src = static_cast<const float*>(h0.data) + n * h0.strides[0] + hv * h0.strides[1];
-    ld_src = h0.strides[2];
-  } else {
-    load_state(args.initial_state, n, hv, K, V, S);
-  }
-  // Likewise the last token writes an f32 final state directly (outputs are contiguous).
-  float* final_rows = nullptr;
-  if (args.output_final_state && out.final_state.dtype == DType::f32)
-    final_rows = static_cast<float*>(out.final_state.data) + (n * p.HV + hv) * K * V;
+  const DecodeState io = decode_state(args.initial_state, out.final_state, args.output_final_state,
+                                      n, hv, K, V, S);
+  const float* src = io.src;
+  int64_t ld_src = io.ld_src;
+  float* final_rows = io.final_rows;
 
   if (gate == Gate::none) std::fill(a, a + K, 1.0f);
   if (gate == Gate::fixed) std::fill(a, a + K, static_cast<float>(std::exp(retention_log_decay(hv))));
