@@ -1,6 +1,7 @@
-// Chunk-parallel forward and backward of the gated family at issue 3's shape (B=1, H=16,
-// T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS). GFLOP/s counts the
-// chunked forward FLOPs of algorithms.md §5: 2C(K+V) + 4KV per token and head.
+// Chunk-parallel forward and backward of the gated family and the delta family at issues 3/4's
+// shape (B=1, H=16, T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS).
+// GFLOP/s counts the dense chunked forward FLOPs of algorithms.md §5 per token and head:
+// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules).
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -22,10 +23,16 @@ Case target_case(Op op, int64_t T) {
   c.K = c.V = 128;
   c.initial_state = false;
   c.output_final_state = false;
+  c.l2norm = op_spec(op).takes_l2norm;
   return c;
 }
 
-double forward_flops(const Case& c) { return double(c.B * c.T * c.H) * (2.0 * 64 * (c.K + c.V) + 4.0 * c.K * c.V); }
+double forward_flops(const Case& c) {
+  const double C = 64, K = double(c.K), V = double(c.V);
+  const double per_token = op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
+                                                    : 2 * C * (K + V) + 4 * K * V;
+  return double(c.B * c.T * c.H) * per_token;
+}
 
 void BM_ChunkForward(benchmark::State& state) {
   const Case c = target_case(static_cast<Op>(state.range(0)), state.range(1));
@@ -58,8 +65,11 @@ void BM_ChunkBackward(benchmark::State& state) {
 #define GATED_OPS                                                                                   \
   ->Args({static_cast<int>(Op::linear_attn), 4096, 0})->Args({static_cast<int>(Op::simple_gla), 4096, 0}) \
   ->Args({static_cast<int>(Op::gla), 4096, 0})->Unit(benchmark::kMillisecond)->UseRealTime()
-BENCHMARK(BM_ChunkForward) GATED_OPS->Args({static_cast<int>(Op::simple_gla), 4096, 1});
-BENCHMARK(BM_ChunkBackward) GATED_OPS;
+#define DELTA_OPS                                                                        \
+  ->Args({static_cast<int>(Op::delta_rule), 4096, 0})                                      \
+  ->Args({static_cast<int>(Op::gated_delta_rule), 4096, 0})
+BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simple_gla), 4096, 1});
+BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
 
 }  // namespace
 
