@@ -83,7 +83,7 @@ void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const do
 enum Slot : int {
   kSlotQ, kSlotK, kSlotV, kSlotQFactor, kSlotKFactor, kSlotDecay, kSlotA, kSlotQTilde,
   kSlotKTilde, kSlotB, kSlotWork0, kSlotWork1, kSlotWork2, kSlotStates, kSlotGrads,
-  kSlotStateGrads, kSlotDecays, kSlotRatio, kSlotInverseRatio,
+  kSlotStateGrads, kSlotDecays, kSlotRatio, kSlotInverseRatio, kSlotGroupGrads,
 };
 
 }  // namespace linattn::gla

@@ -125,8 +125,8 @@ void scalar_intra_gate(const Chunk& c, Workspace& w) {
 
 // normalize: o = num / den. The rest of the backward runs on dnum = dO / den (in place); the
 // denominator contributes dden_r = -(dO_r . num_r) / den_r^2, i.e. scale z_r dden_r to dq_r and
-// scale q_r dden_r to every dk_{s <= r}. Returns the chunk's sum of scale q_r dden_r (K values)
-// in dz and adds the within-chunk terms to dQ, dK (dz_after: the sum over later chunks).
+// scale q_r dden_r to every dk_{s <= r}. Adds the within-chunk terms and dz_after (the sum over
+// later chunks) to dQ, dK, and returns the chunk's own sum of scale q_r dden_r in dz.
 void normalised_gradient(const Item& it, const Chunk& c, const ChunkStates& st, int64_t ci,
                          Workspace& w, const double* dz_after, double* dz) {
   const int64_t K = it.p.K, V = it.p.V;
@@ -134,8 +134,8 @@ void normalised_gradient(const Item& it, const Chunk& c, const ChunkStates& st, 
   chunk_output(it, c, &st.S[ci * K * V], w.num.data());
   normalise_rows(c, K, V, scale, &st.z_start[ci * K], nullptr, w.den.data());
   std::vector<double> z(&st.z_start[ci * K], &st.z_start[(ci + 1) * K]);
-  std::vector<double> dden(c.rows), run(K, 0.0);
-  if (dz_after) std::copy(dz_after, dz_after + K, run.begin());
+  std::vector<double> dden(c.rows);
+  std::fill(dz, dz + K, 0.0);
   for (int64_t r = 0; r < c.rows; ++r) {
     double dot = 0;
     for (int64_t e = 0; e < V; ++e) dot += double(w.dO[r * V + e]) * w.num[r * V + e];
@@ -148,11 +148,104 @@ void normalised_gradient(const Item& it, const Chunk& c, const ChunkStates& st, 
   }
   for (int64_t r = c.rows - 1; r >= 0; --r)
     for (int64_t d = 0; d < K; ++d) {
-      run[d] += scale * c.q[r * K + d] * dden[r];
-      w.dK[r * K + d] += static_cast<float>(run[d]);
+      dz[d] += scale * c.q[r * K + d] * dden[r];
+      w.dK[r * K + d] += static_cast<float>(dz_after[d] + dz[d]);
     }
-  if (dz)
-    for (int64_t d = 0; d < K; ++d) dz[d] = run[d] - (dz_after ? dz_after[d] : 0.0);
+}
+
+}  // namespace
+}  // namespace gla
+
+namespace gla {
+namespace {
+
+// The gradients that need only chunk ci, the state entering it (Sn) and the gradient of the
+// state leaving it (dSn) — phase C' — written to dv, dg/dgk and the group's dq, dk rows; and
+// this chunk's term G = (Q ⊙ qf)^T dnum of the state-gradient scan and its decay. Both the phased and
+// the fused backward run exactly this, so they agree bit for bit.
+void chunk_gradients(const Item& it, const OpGradOutputs& go, const OpGrads& gr,
+                     const ChunkStates& st, int64_t ci, const float* Sn, const float* dSn,
+                     const double* dz_after, double* dz_chunk, float* dq_group, float* dk_group,
+                     float* G, float* decay) {
+  const Problem& p = it.p;
+  const OpArgs& a = it.a;
+  const Sequence& s = it.s;
+  const Gate gate = it.gate;
+  const bool vector = gate == Gate::vector;
+  const int64_t K = p.K, V = p.V, width = vector ? K : 1, len = s.length, hv = it.hv;
+  const TensorView& dgate = vector ? gr.dgk : gr.dg;
+  const bool want_gate = gate != Gate::none && dgate.given();
+  Chunk c;
+  prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, Need::scores);
+  Workspace& w = Workspace::for_chunk(K, V);
+  const int64_t t0 = ci * kChunk;
+  const int64_t rows = c.rows;
+  float* work = w.work.data();
+  load_rows(go.d_o, s.batch, s.start + t0, rows, hv, w.dO.data(), V);
+  if (a.normalize) normalised_gradient(it, c, st, ci, w, dz_after, dz_chunk);
+  // Intra-chunk terms.
+  score_gradient(it, c, w);
+  if (vector) {
+    vector_intra(it, c, w, want_gate);
+  } else {
+    if (want_gate) scalar_intra_gate(c, w);
+    kernels::lower_gemm_nn(rows, K, w.dA.data(), kChunk, c.k, K, w.dQ.data(), K, Accumulate::yes);
+    kernels::lower_gemm_tn(rows, K, w.dA.data(), kChunk, c.q, K, w.dK.data(), K, Accumulate::yes);
+  }
+  // Inter-chunk terms: dQ += (dO S_n^T) ⊙ qf;  dK += (V dS^T) ⊙ kf.
+  kernels::gemm_nt(rows, K, V, w.dO.data(), V, Sn, V, work, K, Accumulate::no);
+  apply_factor(gate, rows, K, work, c.q_factor, work);
+  kernels::axpy(rows * K, 1.0f, work, w.dQ.data());
+  if (want_gate)  // query factor e^{B_r}: dB_r += q_r ⊙ dQinter_r
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < K; ++d) w.dB[r * width + (vector ? d : 0)] += double(c.q[r * K + d]) * work[r * K + d];
+  kernels::gemm_nt(rows, K, V, c.v, V, dSn, V, work, K, Accumulate::no);
+  apply_factor(gate, rows, K, work, c.k_factor, work);
+  kernels::axpy(rows * K, 1.0f, work, w.dK.data());
+  if (want_gate) {  // key-to-end factor e^{B_last - B_j}: kept as k_j ⊙ dKinter_j
+    std::fill(w.pre.begin(), w.pre.end(), 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < K; ++d) w.pre[r * width + (vector ? d : 0)] += double(c.k[r * K + d]) * work[r * K + d];
+  }
+  // dV = A^T dO + (K ⊙ kf) dS.
+  kernels::lower_gemm_tn(rows, V, c.A, kChunk, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
+  apply_factor(gate, rows, K, c.k, c.k_factor, work);
+  kernels::gemm_nn(rows, V, K, work, K, dSn, V, w.dV.data(), V, Accumulate::yes);
+  if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, hv, w.dV.data(), V);
+  // Gate gradient of the chunk's tokens: dg_t = sum_{r>=t} dB_r + sum_{j<t} pre_j + the
+  // state term rowsum(e^{B_last} S_n ⊙ dS) (the decay of S_[n], shared by all t).
+  if (want_gate) {
+    std::vector<double> state_term(width, 0.0), run(width, 0.0), before(width, 0.0), prefix(rows * width);
+    for (int64_t d = 0; d < K; ++d) {
+      double acc = 0;
+      for (int64_t e = 0; e < V; ++e) acc += double(Sn[d * V + e]) * dSn[d * V + e];
+      state_term[vector ? d : 0] += acc * c.state_decay[vector ? d : 0];
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < width; ++d) {
+        prefix[r * width + d] = before[d];
+        before[d] += w.pre[r * width + d];
+      }
+    for (int64_t r = rows - 1; r >= 0; --r)
+      for (int64_t d = 0; d < width; ++d) {
+        run[d] += w.dB[r * width + d];
+        const double dg = run[d] + prefix[r * width + d] + state_term[d];
+        if (vector) {
+          store_from_double(dgate.data, dgate.dtype,
+                            row_offset(dgate, s.batch, s.start + t0 + r, hv) + d * dgate.strides[3], dg);
+        } else {
+          store_scalar(dgate, s.batch, s.start + t0 + r, hv, dg);
+        }
+      }
+  }
+  // Chunks own disjoint rows of the group's dq, dk.
+  kernels::axpy(rows * K, 1.0f, w.dQ.data(), dq_group + t0 * K);
+  kernels::axpy(rows * K, 1.0f, w.dK.data(), dk_group + t0 * K);
+  // This chunk's term of the state-gradient scan (unless the caller has it already).
+  if (!G) return;
+  apply_factor(gate, rows, K, c.q, c.q_factor, w.work.data());
+  kernels::gemm_tn(K, V, rows, w.work.data(), K, w.dO.data(), V, G, V, Accumulate::no);
+  std::copy(c.state_decay, c.state_decay + width, decay);
 }
 
 }  // namespace
@@ -161,124 +254,85 @@ void normalised_gradient(const Item& it, const Chunk& c, const ChunkStates& st, 
 void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& go,
                         const OpGrads& gr) {
   const gla::Gate gate = gla::gate_of(p);
-  const bool vector = gate == gla::Gate::vector;
-  const int64_t K = p.K, V = p.V, KV = K * V, width = vector ? K : 1;
+  const int64_t K = p.K, V = p.V, KV = K * V, width = gate == gla::Gate::vector ? K : 1;
   const int64_t items = p.N() * p.H;
+  // As in the forward: one reverse pass per item when items cover the threads, else phases
+  // A'-C' with the threads on one item's chunks; the same operations either way.
+  const bool fused = items >= max_threads();
   auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
     const int64_t len = s.length;
-    std::vector<float> dq_group(len * K, 0.0f), dk_group(len * K, 0.0f);  // summed over hv
+    ScratchArena& arena = ScratchArena::local();
+    float* dq_group = arena.get<float>(gla::kSlotGroupGrads, 2 * len * K);  // summed over hv
+    float* dk_group = dq_group + len * K;
+    std::fill(dq_group, dq_group + 2 * len * K, 0.0f);
 
     for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
       const gla::Item it{p, a, s, n, hv, hq, gate};
-      const TensorView& dgate = vector ? gr.dgk : gr.dg;
-      const bool want_gate = gate != gla::Gate::none && dgate.given();
       const gla::ChunkStates st = gla::chunk_states(it);  // phases A and B
       const int64_t n_chunks = st.n_chunks;
+      std::vector<double> dz(a.normalize ? (n_chunks + 1) * K : 2 * K, 0.0);
+      float* dS;  // the gradient of the state entering chunk 0, at the end
+      if (fused) {
+        // One reverse pass: chunk ci's gradients from dS_[ci+1], then dS_[ci] from its G.
+        float* cur = arena.get<float>(gla::kSlotStateGrads, 2 * KV);
+        float* prev = cur + KV;
+        double* dz_after = dz.data();
+        double* dz_chunk = dz.data() + K;
+        std::vector<float> decay(width);
+        load_state(go.dfinal_state, n, hv, K, V, cur);
+        for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
+          gla::chunk_gradients(it, go, gr, st, ci, &st.S[ci * KV], cur, dz_after, dz_chunk,
+                               dq_group, dk_group, prev, decay.data());
+          gla::scan_step(gate, K, V, decay.data(), cur, prev);
+          std::swap(cur, prev);
+          for (int64_t d = 0; d < (a.normalize ? K : 0); ++d) dz_after[d] += dz_chunk[d];
+        }
+        dS = cur;
+      } else {
+        // Phase A': each chunk's gradients need dS_[ci+1], which the scan below produces from
+        // every later chunk's G; so first the G_n and decays, then the scan, then the rest.
+        dS = arena.get<float>(gla::kSlotStateGrads, (n_chunks + 1) * KV);
+        std::vector<float> decay(n_chunks * width), G(n_chunks * KV);
+        std::vector<double> dz_chunks(a.normalize ? n_chunks * K : 0);
+        parallel_for(n_chunks, [&](int64_t ci) {
+          gla::Chunk c;
+          gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c,
+                             a.normalize ? gla::Need::scores : gla::Need::queries);
+          gla::Workspace& w = gla::Workspace::for_chunk(K, V);
+          load_rows(go.d_o, s.batch, s.start + ci * kChunk, c.rows, hv, w.dO.data(), V);
+          if (a.normalize) {
+            std::vector<double> zeros(K, 0.0);
+            gla::normalised_gradient(it, c, st, ci, w, zeros.data(), &dz_chunks[ci * K]);
+          }
+          gla::apply_factor(gate, c.rows, K, c.q, c.q_factor, w.work.data());
+          kernels::gemm_tn(K, V, c.rows, w.work.data(), K, w.dO.data(), V, &G[ci * KV], V, Accumulate::no);
+          std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
+        });
+        // Phase B': dS_[n] = diag(e^{B_last}) dS_[n+1] + G_n, from the final state's gradient.
+        load_state(go.dfinal_state, n, hv, K, V, dS + n_chunks * KV);
+        for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
+          std::copy(&G[ci * KV], &G[(ci + 1) * KV], dS + ci * KV);
+          gla::scan_step(gate, K, V, &decay[ci * width], dS + (ci + 1) * KV, dS + ci * KV);
+          for (int64_t d = 0; d < (a.normalize ? K : 0); ++d)
+            dz[ci * K + d] = dz[(ci + 1) * K + d] + dz_chunks[ci * K + d];
+        }
+        // Phase C'.
+        parallel_for(n_chunks, [&](int64_t ci) {
+          std::vector<double> own(K);
+          gla::chunk_gradients(it, go, gr, st, ci, &st.S[ci * KV], dS + (ci + 1) * KV,
+                               a.normalize ? &dz[(ci + 1) * K] : dz.data(), own.data(), dq_group,
+                               dk_group, nullptr, nullptr);  // G_n, decay: from phase A'
 
-      // Phase A': each chunk's own term of the state gradient, G_n = (Q ⊙ qf)^T dnum, its
-      // decay, and (normalize) its keys' share of the denominator gradient.
-      // Slot n of dS first receives G_n (phase A'), then becomes dS_[n] (phase B'), in place.
-      float* dS = ScratchArena::local().get<float>(gla::kSlotStateGrads, (n_chunks + 1) * KV);
-      std::vector<float> decay(n_chunks * width);
-      std::vector<double> dz_chunk(a.normalize ? n_chunks * K : 0);
-      parallel_for(n_chunks, [&](int64_t ci) {
-        gla::Chunk c;
-        gla::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c, a.normalize ? gla::Need::scores : gla::Need::queries);
-        gla::Workspace& w = gla::Workspace::for_chunk(K, V);
-        load_rows(go.d_o, s.batch, s.start + ci * kChunk, c.rows, hv, w.dO.data(), V);
-        if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, nullptr, &dz_chunk[ci * K]);
-        gla::apply_factor(gate, c.rows, K, c.q, c.q_factor, w.work.data());
-        kernels::gemm_tn(K, V, c.rows, w.work.data(), K, w.dO.data(), V, dS + ci * KV, V, Accumulate::no);
-        std::copy(c.state_decay, c.state_decay + width, &decay[ci * width]);
-      });
-      // Phase B': dS_[n] = diag(e^{B_last}) dS_[n+1] + G_n, from the final state's gradient.
-      load_state(go.dfinal_state, n, hv, K, V, dS + n_chunks * KV);
-      std::vector<double> dz_after(a.normalize ? (n_chunks + 1) * K : 0, 0.0);
-      for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
-        gla::scan_step(gate, K, V, &decay[ci * width], dS + (ci + 1) * KV, dS + ci * KV);
-        for (int64_t d = 0; d < (a.normalize ? K : 0); ++d)
-          dz_after[ci * K + d] = dz_after[(ci + 1) * K + d] + dz_chunk[ci * K + d];
+        });
       }
       if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS);
-
-      // Phase C': every gradient of each chunk, from S_[n] and dS_[n+1].
-      parallel_for(n_chunks, [&](int64_t ci) {
-        const int64_t t0 = ci * kChunk;
-        gla::Chunk c;
-        gla::prepare_chunk(it, t0, std::min(kChunk, len - t0), c, gla::Need::scores);
-        const int64_t rows = c.rows;
-        const float* Sn = &st.S[ci * KV];
-        const float* dSn = &dS[(ci + 1) * KV];
-        gla::Workspace& w = gla::Workspace::for_chunk(K, V);
-        float* work = w.work.data();
-        load_rows(go.d_o, s.batch, s.start + t0, rows, hv, w.dO.data(), V);
-        if (a.normalize) gla::normalised_gradient(it, c, st, ci, w, &dz_after[(ci + 1) * K], nullptr);
-        // Intra-chunk terms.
-        gla::score_gradient(it, c, w);
-        if (vector) {
-          gla::vector_intra(it, c, w, want_gate);
-        } else {
-          if (want_gate) gla::scalar_intra_gate(c, w);
-          kernels::lower_gemm_nn(rows, K, w.dA.data(), kChunk, c.k, K, w.dQ.data(), K, Accumulate::yes);
-          kernels::lower_gemm_tn(rows, K, w.dA.data(), kChunk, c.q, K, w.dK.data(), K, Accumulate::yes);
-        }
-        // Inter-chunk terms: dQ += (dO S_n^T) ⊙ qf;  dK += (V dS^T) ⊙ kf.
-        kernels::gemm_nt(rows, K, V, w.dO.data(), V, Sn, V, work, K, Accumulate::no);
-        gla::apply_factor(gate, rows, K, work, c.q_factor, work);
-        kernels::axpy(rows * K, 1.0f, work, w.dQ.data());
-        if (want_gate)  // query factor e^{B_r}: dB_r += q_r ⊙ dQinter_r
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t d = 0; d < K; ++d) w.dB[r * width + (vector ? d : 0)] += double(c.q[r * K + d]) * work[r * K + d];
-        kernels::gemm_nt(rows, K, V, c.v, V, dSn, V, work, K, Accumulate::no);
-        gla::apply_factor(gate, rows, K, work, c.k_factor, work);
-        kernels::axpy(rows * K, 1.0f, work, w.dK.data());
-        if (want_gate) {  // key-to-end factor e^{B_last - B_j}: kept as k_j ⊙ dKinter_j
-          std::fill(w.pre.begin(), w.pre.end(), 0.0);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t d = 0; d < K; ++d) w.pre[r * width + (vector ? d : 0)] += double(c.k[r * K + d]) * work[r * K + d];
-        }
-        // dV = A^T dO + (K ⊙ kf) dS.
-        kernels::lower_gemm_tn(rows, V, c.A, kChunk, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
-        gla::apply_factor(gate, rows, K, c.k, c.k_factor, work);
-        kernels::gemm_nn(rows, V, K, work, K, dSn, V, w.dV.data(), V, Accumulate::yes);
-        if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, hv, w.dV.data(), V);
-        // Gate gradient of the chunk's tokens: dg_t = sum_{r>=t} dB_r + sum_{j<t} pre_j + the
-        // state term rowsum(e^{B_last} S_n ⊙ dS) (the decay of S_[n], shared by all t).
-        if (want_gate) {
-          std::vector<double> state_term(width, 0.0), run(width, 0.0), before(width, 0.0), prefix(rows * width);
-          for (int64_t d = 0; d < K; ++d) {
-            double acc = 0;
-            for (int64_t e = 0; e < V; ++e) acc += double(Sn[d * V + e]) * dSn[d * V + e];
-            state_term[vector ? d : 0] += acc * c.state_decay[vector ? d : 0];
-          }
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t d = 0; d < width; ++d) {
-              prefix[r * width + d] = before[d];
-              before[d] += w.pre[r * width + d];
-            }
-          for (int64_t r = rows - 1; r >= 0; --r)
-            for (int64_t d = 0; d < width; ++d) {
-              run[d] += w.dB[r * width + d];
-              const double dg = run[d] + prefix[r * width + d] + state_term[d];
-              if (vector) {
-                store_from_double(dgate.data, dgate.dtype,
-                                  row_offset(dgate, s.batch, s.start + t0 + r, hv) + d * dgate.strides[3], dg);
-              } else {
-                store_scalar(dgate, s.batch, s.start + t0 + r, hv, dg);
-              }
-            }
-        }
-        // Chunks own disjoint rows of the group's dq, dk.
-        kernels::axpy(rows * K, 1.0f, w.dQ.data(), dq_group.data() + t0 * K);
-        kernels::axpy(rows * K, 1.0f, w.dK.data(), dk_group.data() + t0 * K);
-      });
     }
-    if (gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group.data(), K);
-    if (gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group.data(), K);
+    if (gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group, K);
+    if (gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group, K);
   };
-  if (items >= max_threads()) {
+  if (fused) {
     parallel_for(items, run_item);
   } else {
     for (int64_t item = 0; item < items; ++item) run_item(item);
