@@ -94,20 +94,47 @@ void GemmNN(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const 
 
 int64_t Width() { return 2 * static_cast<int64_t>(hn::Lanes(D())); }
 
-// Transpose in 8 x 8 tiles of fixed size, compiled per target so that the compiler turns each
-// tile into vector shuffles; edges element by element.
+// Transpose in 8 x 8 tiles; edges element by element. On 256-bit and wider targets a tile is
+// eight 8-lane vectors shuffled in three rounds (32-bit interleave, 64-bit interleave, 128-bit
+// halves), the classic AVX transpose.
+#if HWY_MAX_BYTES >= 32
+HWY_INLINE void Tile8x8(const float* HWY_RESTRICT in, int64_t ld_in, float* HWY_RESTRICT out,
+                        int64_t ld_out) {
+  const hn::CappedTag<float, 8> d;
+  const hn::Repartition<uint64_t, decltype(d)> d64;
+  using V8 = hn::Vec<decltype(d)>;
+  V8 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = hn::LoadU(d, in + i * ld_in);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = hn::InterleaveLower(d, r[i], r[i + 1]);
+    t[i + 1] = hn::InterleaveUpper(d, r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; ++j) {
+      const auto a = hn::BitCast(d64, t[i + j]), b = hn::BitCast(d64, t[i + j + 2]);
+      u[i + 2 * j] = hn::BitCast(d, hn::InterleaveLower(d64, a, b));
+      u[i + 2 * j + 1] = hn::BitCast(d, hn::InterleaveUpper(d64, a, b));
+    }
+  for (int i = 0; i < 4; ++i) {
+    hn::StoreU(hn::ConcatLowerLower(d, u[i + 4], u[i]), d, out + i * ld_out);
+    hn::StoreU(hn::ConcatUpperUpper(d, u[i + 4], u[i]), d, out + (i + 4) * ld_out);
+  }
+}
+#else
+HWY_INLINE void Tile8x8(const float* HWY_RESTRICT in, int64_t ld_in, float* HWY_RESTRICT out,
+                        int64_t ld_out) {
+  for (int64_t r = 0; r < 8; ++r)
+    for (int64_t c = 0; c < 8; ++c) out[c * ld_out + r] = in[r * ld_in + c];
+}
+#endif
+
 void Transpose(int64_t rows, int64_t cols, const float* HWY_RESTRICT in, int64_t ld_in,
                float* HWY_RESTRICT out, int64_t ld_out) {
   constexpr int64_t kTile = 8;
   const int64_t full_rows = rows / kTile * kTile, full_cols = cols / kTile * kTile;
   for (int64_t r0 = 0; r0 < full_rows; r0 += kTile)
-    for (int64_t c0 = 0; c0 < full_cols; c0 += kTile) {
-      float tile[kTile][kTile];
-      for (int64_t r = 0; r < kTile; ++r)
-        for (int64_t c = 0; c < kTile; ++c) tile[c][r] = in[(r0 + r) * ld_in + c0 + c];
-      for (int64_t c = 0; c < kTile; ++c)
-        for (int64_t r = 0; r < kTile; ++r) out[(c0 + c) * ld_out + r0 + r] = tile[c][r];
-    }
+    for (int64_t c0 = 0; c0 < full_cols; c0 += kTile)
+      Tile8x8(in + r0 * ld_in + c0, ld_in, out + c0 * ld_out + r0, ld_out);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = (r < full_rows ? full_cols : 0); c < cols; ++c) out[c * ld_out + r] = in[r * ld_in + c];
 }
