@@ -69,8 +69,15 @@ int op_index(Op op) {
 }
 
 [[noreturn]] void not_implemented(Op op, Form form, const char* pass) {
+  const bool backward_pass = std::string(pass) == "backward";
+  std::string available;
+  for (int f = 0; f < kNumForms; ++f) {
+    const FormImpl impl = lookup(op, static_cast<Form>(f));
+    if (backward_pass ? impl.backward != nullptr : impl.forward != nullptr)
+      available += (available.empty() ? "" : ", ") + std::string(kFormNames[f]);
+  }
   fail(op_name(op), ": the ", form_name(form), " form has no ", pass,
-       " implementation yet; available: the reference form");
+       " implementation; forms with one: ", available);
 }
 
 }  // namespace
