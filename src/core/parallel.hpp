@@ -24,4 +24,19 @@ void parallel_for(int64_t n, Body&& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
+// The two-level partition of the chunk kernels: with at least as many work items as threads,
+// the items run in parallel and each item's inner parallel_for loops run serially; with fewer,
+// the items run one after another and their inner loops get every thread. Kernels keep the
+// arithmetic of both ways identical, so the thread count changes no bit of the result.
+inline bool items_cover_threads(int64_t items) { return items >= omp_get_max_threads(); }
+
+template <typename Body>
+void for_each_work_item(int64_t items, Body&& body) {
+  if (items_cover_threads(items)) {
+    parallel_for(items, body);
+  } else {
+    for (int64_t i = 0; i < items; ++i) body(i);
+  }
+}
+
 }  // namespace linattn

@@ -258,7 +258,7 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
   const int64_t items = p.N() * p.H;
   // As in the forward: one reverse pass per item when items cover the threads, else phases
   // A'-C' with the threads on one item's chunks; the same operations either way.
-  const bool fused = items >= max_threads();
+  const bool fused = items_cover_threads(items);
   auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
@@ -332,11 +332,7 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
     if (gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group, K);
     if (gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group, K);
   };
-  if (fused) {
-    parallel_for(items, run_item);
-  } else {
-    for (int64_t item = 0; item < items; ++item) run_item(item);
-  }
+  for_each_work_item(items, run_item);
 }
 
 }  // namespace linattn

@@ -110,7 +110,7 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
   // Enough items for every thread: one pass per item, the state carried chunk to chunk in
   // cache. Fewer: phases A-C with every thread on each item's chunks. Both do the same
   // operations on the same values, so the choice (made by the thread count) changes no bit.
-  const bool fused = items >= max_threads();
+  const bool fused = items_cover_threads(items);
   auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
@@ -147,11 +147,7 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
       if (a.output_final_state) store_state(out.final_state, n, hv, K, V, final_state);
     }
   };
-  if (fused) {
-    parallel_for(items, run_item);
-  } else {
-    for (int64_t item = 0; item < items; ++item) run_item(item);
-  }
+  for_each_work_item(items, run_item);
 }
 
 }  // namespace linattn

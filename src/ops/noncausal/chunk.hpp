@@ -45,13 +45,7 @@ struct Item {
 // runs nested loops serially, so the arithmetic is the same either way).
 template <typename Body>
 void for_each_item(const Problem& p, const OpArgs& a, Body&& body) {
-  const int64_t items = p.N() * p.H;
-  auto run = [&](int64_t i) { body(Item(p, a, i)); };
-  if (items >= max_threads()) {
-    parallel_for(items, run);
-  } else {
-    for (int64_t i = 0; i < items; ++i) run(i);
-  }
+  for_each_work_item(p.N() * p.H, [&](int64_t i) { body(Item(p, a, i)); });
 }
 
 // sum over blocks of body(block, acc), where body adds its block's terms (size floats) to acc:
