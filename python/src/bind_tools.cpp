@@ -29,14 +29,12 @@ void bind_tools(nb::module_& m) {
       "check_run",
       [](const std::vector<std::string>& ops, const std::string& dtype,
          const std::function<void(size_t, size_t)>& progress) {
-        std::vector<linattn::Op> op_ids;
-        for (const auto& name : ops) op_ids.push_back(linattn::op_from_name(name));
         const linattn::DType d = dtype_from_name(dtype);
         std::vector<linattn::check::Row> rows;
         {
           // Progress calls back into Python, so only the C++ work between calls drops the GIL.
           nb::gil_scoped_release release;
-          rows = linattn::check::run(op_ids, d, [&](size_t done, size_t total) {
+          rows = linattn::check::run(ops, d, [&](size_t done, size_t total) {
             if (!progress) return;
             nb::gil_scoped_acquire acquire;
             progress(done, total);
@@ -58,8 +56,10 @@ void bind_tools(nb::module_& m) {
         return out;
       },
       nb::arg("ops"), nb::arg("dtype"), nb::arg("progress").none() = nb::none(),
-      "Runs every check of every implemented form of `ops` on the built-in random cases with "
+      "Runs every check of every implemented form of `ops` (names from check_names()) on the built-in random cases with "
       "inputs stored as `dtype`; returns one dict per row.");
+  m.def("check_names", &linattn::check::check_names,
+        "Every op name `check` takes: the ops of op_names(), then those with an API of their own.");
   m.def("peak_fma_gflops", &linattn::peak_fma_gflops, nb::arg("threads"), nb::arg("seconds") = 0.2,
         nb::call_guard<nb::gil_scoped_release>(),
         "Measured fp32 FMA GFLOP/s over `threads` threads (the % of peak reference).");

@@ -698,50 +698,71 @@ double form_tolerance(DType dtype) {
 
 }  // namespace
 
-std::vector<Row> run(const std::vector<Op>& ops, DType dtype,
-                     const std::function<void(size_t, size_t)>& progress) {
-  struct Job {
-    Case c;
-    std::string form, check;
-    double tolerance;
-    std::function<double()> measure;
-  };
+std::vector<std::string> check_names() {
+  std::vector<std::string> names;
+  for (int i = 0; i < kNumOps; ++i) names.push_back(op_name(static_cast<Op>(i)));
+  for (const CheckFamily& f : check_families()) names.push_back(f.name);
+  return names;
+}
+
+namespace {
+
+// The jobs of an op of ops.hpp: oracle checks in fp64, every fast form against the oracle else.
+std::vector<Job> op_jobs(Op op, DType dtype) {
   std::vector<Job> jobs;
-  for (Op op : ops) {
-    for (const Case& c : builtin_cases(op)) {
-      if (dtype == DType::f64) {
-        jobs.push_back({c, "reference", "fwd vs independent form", 1e-9, [c] { return independent_form_error(c); }});
-        if (small_for_fd(c))
-          jobs.push_back({c, "reference", "bwd vs finite differences", 1e-6, [c] { return finite_difference_error(c); }});
-        if (!c.seqlens.empty())
-          jobs.push_back({c, "reference", "varlen = separate runs", 1e-12, [c] { return varlen_error(c); }});
-        else if (op_spec(op).causal && !c.normalize && c.T >= 2 && c.T <= 64)  // (no state to carry)
-          jobs.push_back({c, "reference", "split run = one run", 1e-12, [c] { return split_run_error(c); }});
-      } else {
-        // The oracle on inputs stored in `dtype` vs on the same values in fp64.
-        jobs.push_back({c, "reference", std::string("fwd ") + dtype_name(dtype) + " storage",
-                        storage_tolerance(dtype), [c, dtype] {
-                          const Inputs low = make_inputs(c, dtype);
-                          const Outputs got = run_forward(c, low, Form::reference);
-                          const Outputs want = run_forward(c, low.to(DType::f64), Form::reference);
-                          return outputs_error(got, want);
-                        }});
-      }
-      // float64 inputs run every form on the oracle itself (registry.cpp): nothing to compare.
-      for (Form form : {Form::chunk, Form::recurrent}) {
-        if (dtype == DType::f64 || !has_form(op, form, false)) continue;
-        jobs.push_back({c, form_name(form), "fwd vs reference", form_tolerance(dtype),
-                        [c, dtype, form] { return form_forward_error(c, dtype, form); }});
-        if (!has_form(op, form, true)) continue;
-        jobs.push_back({c, form_name(form), "bwd vs reference", form_tolerance(dtype),
-                        [c, dtype, form] { return form_backward_error(c, dtype, form); }});
-      }
+  const std::string name = op_name(op);
+  for (const Case& c : builtin_cases(op)) {
+    const std::string shape = c.describe();
+    if (dtype == DType::f64) {
+      jobs.push_back({name, "reference", shape, "fwd vs independent form", 1e-9, [c] { return independent_form_error(c); }});
+      if (small_for_fd(c))
+        jobs.push_back({name, "reference", shape, "bwd vs finite differences", 1e-6, [c] { return finite_difference_error(c); }});
+      if (!c.seqlens.empty())
+        jobs.push_back({name, "reference", shape, "varlen = separate runs", 1e-12, [c] { return varlen_error(c); }});
+      else if (op_spec(op).causal && !c.normalize && c.T >= 2 && c.T <= 64)  // (no state to carry)
+        jobs.push_back({name, "reference", shape, "split run = one run", 1e-12, [c] { return split_run_error(c); }});
+    } else {
+      // The oracle on inputs stored in `dtype` vs on the same values in fp64.
+      jobs.push_back({name, "reference", shape, std::string("fwd ") + dtype_name(dtype) + " storage",
+                      storage_tolerance(dtype), [c, dtype] {
+                        const Inputs low = make_inputs(c, dtype);
+                        const Outputs got = run_forward(c, low, Form::reference);
+                        const Outputs want = run_forward(c, low.to(DType::f64), Form::reference);
+                        return outputs_error(got, want);
+                      }});
     }
+    // float64 inputs run every form on the oracle itself (registry.cpp): nothing to compare.
+    for (Form form : {Form::chunk, Form::recurrent}) {
+      if (dtype == DType::f64 || !has_form(op, form, false)) continue;
+      jobs.push_back({name, form_name(form), shape, "fwd vs reference", form_tolerance(dtype),
+                      [c, dtype, form] { return form_forward_error(c, dtype, form); }});
+      if (!has_form(op, form, true)) continue;
+      jobs.push_back({name, form_name(form), shape, "bwd vs reference", form_tolerance(dtype),
+                      [c, dtype, form] { return form_backward_error(c, dtype, form); }});
+    }
+  }
+  return jobs;
+}
+
+}  // namespace
+
+std::vector<Row> run(const std::vector<std::string>& names, DType dtype,
+                     const std::function<void(size_t, size_t)>& progress) {
+  std::vector<Job> jobs;
+  for (const std::string& name : names) {
+    std::vector<Job> more;
+    const auto family = std::find_if(check_families().begin(), check_families().end(),
+                                     [&](const CheckFamily& f) { return name == f.name; });
+    if (family != check_families().end())
+      more = family->jobs(dtype);
+    else
+      more = op_jobs(op_from_name(name), dtype);  // throws for an unknown name, listing the ops
+    jobs.insert(jobs.end(), more.begin(), more.end());
   }
   std::vector<Row> rows;
   for (size_t i = 0; i < jobs.size(); ++i) {
     const Job& j = jobs[i];
-    Row r{op_name(j.c.op), j.form, dtype_name(dtype), j.c.describe(), j.check, 0, j.tolerance, false};
+    Row r{j.op, j.form, dtype_name(dtype), j.shape, j.check, 0, j.tolerance, false};
     r.error = j.measure();
     r.pass = r.error <= r.tolerance;  // NaN fails
     rows.push_back(r);

@@ -103,13 +103,33 @@ struct Row {
   bool pass = false;
 };
 
+// One check of `linattn check`: run() measures it and turns it into a Row.
+struct Job {
+  std::string op, form, shape, check;
+  double tolerance = 0;
+  std::function<double()> measure;
+};
+
+// Ops with an API of their own (not an Op of ops.hpp: softmax attention, LLA, selective scan,
+// conv1d) contribute their checks through this table, one entry per op name; each family's
+// check file (src/ops/<family>/check.cpp) defines its jobs function and src/check/families.cpp
+// lists it.
+struct CheckFamily {
+  const char* name;
+  std::vector<Job> (*jobs)(DType dtype);
+};
+const std::vector<CheckFamily>& check_families();
+
+// Every name `linattn check` takes: the ops of ops.hpp, then the families above.
+std::vector<std::string> check_names();
+
 // The built-in random cases for an op (small shapes, extreme gates, every flag, T = 1,
 // lengths not divisible by 64, varlen with a length-1 sequence, one long sequence).
 std::vector<Case> builtin_cases(Op op);
 
-// Runs every check of every implemented form of `ops` with inputs stored as `dtype`.
-// progress(done, total) is called after each row.
-std::vector<Row> run(const std::vector<Op>& ops, DType dtype,
+// Runs every check of every implemented form of the ops named (check_names()) with inputs
+// stored as `dtype`. progress(done, total) is called after each row.
+std::vector<Row> run(const std::vector<std::string>& names, DType dtype,
                      const std::function<void(size_t, size_t)>& progress = {});
 
 }  // namespace linattn::check
