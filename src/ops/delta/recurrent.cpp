@@ -1,11 +1,12 @@
 // Fused recurrent (decode) forward of the delta family: delta_rule (§4.5a), gated_delta_rule
-// (§4.6a) and delta_product (§4.7a: n_h Householder steps per token, optional gate). Per token
-// per value head, on the K x V fp32 state (algorithms.md §3.1):
-//     a   = exp(g_t)                        (1 without a gate; applied once, before step 1)
+// (§4.6a), delta_product (§4.7a: n_h Householder steps per token, optional gate) and kda (§4.8a:
+// a per-channel gate). Per token per value head, on the K x V fp32 state (algorithms.md §3.1):
+//     a   = exp(g_t) on every row, or exp(gk_t) per row (1 without a gate; applied once, before
+//           step 1)
 //     for j = 1..n_h:
-//         p = S^T k_j                       (read pass)
-//         u = beta_j (v_j - a p)            (a S is the decayed state: (a S)^T k = a p)
-//         S = a S + k_j u^T                 (write pass; a = 1 after step 1)
+//         p = S^T (a ⊙ k_j)                 (read pass: (diag(a) S)^T k, the decayed state)
+//         u = beta_j (v_j - p)
+//         S = diag(a) S + k_j u^T           (write pass; a = 1 after step 1)
 //     o = scale S^T q
 // The read pass of step j+1 is fused into the write pass of step j, and the read o = S^T q of
 // token t into the write pass of its last step together with p = S^T k_{t+1,1} of the next
@@ -19,6 +20,7 @@
 
 #include "core/parallel.hpp"
 #include "core/scratch.hpp"
+#include "kernels/elementwise.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
 
@@ -52,17 +54,16 @@ HWY_INLINE void ReadColumns(int64_t K, const float* HWY_RESTRICT src, int64_t ld
   for (int i = 0; i < NV; ++i) hn::StoreU(sum[i], d, acc + i * N);
 }
 
-// dst = a src + k u^T; acc1 = dst^T x1 and, when TWO, acc2 = dst^T x2 (src may equal dst:
-// each element is read before it is written).
+// dst = diag(a) src + k u^T; acc1 = dst^T x1 and, when TWO, acc2 = dst^T x2 (src may equal
+// dst: each element is read before it is written).
 template <int NV, bool TWO>
 HWY_INLINE void UpdateColumns(int64_t K, const float* src, int64_t ld_src, float* dst,
-                              int64_t ld_dst, float a, const float* HWY_RESTRICT k,
+                              int64_t ld_dst, const float* HWY_RESTRICT a, const float* HWY_RESTRICT k,
                               const float* HWY_RESTRICT u, const float* HWY_RESTRICT x1,
                               float* HWY_RESTRICT acc1, const float* HWY_RESTRICT x2,
                               float* HWY_RESTRICT acc2) {
   const D d;
   const size_t N = hn::Lanes(d);
-  const Vf av = hn::Set(d, a);
   Vf uv[NV], s1[NV], s2[TWO ? NV : 1];
   for (int i = 0; i < NV; ++i) {
     uv[i] = hn::LoadU(d, u + i * N);
@@ -70,7 +71,7 @@ HWY_INLINE void UpdateColumns(int64_t K, const float* src, int64_t ld_src, float
     if constexpr (TWO) s2[i] = hn::Zero(d);
   }
   for (int64_t r = 0; r < K; ++r) {
-    const Vf kr = hn::Set(d, k[r]), x1r = hn::Set(d, x1[r]);
+    const Vf av = hn::Set(d, a[r]), kr = hn::Set(d, k[r]), x1r = hn::Set(d, x1[r]);
     const float* s_row = src + r * ld_src;
     float* d_row = dst + r * ld_dst;
     if constexpr (TWO) {
@@ -107,7 +108,7 @@ HWY_INLINE size_t ReadBlocks(size_t c, size_t cols, int64_t K, const float* src,
 
 template <int NV, bool TWO>
 HWY_INLINE size_t UpdateBlocks(size_t c, size_t cols, int64_t K, const float* src,
-                               int64_t ld_src, float* dst, int64_t ld_dst, float a,
+                               int64_t ld_src, float* dst, int64_t ld_dst, const float* a,
                                const float* k, const float* u, const float* x1, float* acc1,
                                const float* x2, float* acc2) {
   const size_t width = NV * hn::Lanes(D());
@@ -134,9 +135,10 @@ void DeltaRead(int64_t K, int64_t V, const float* src, int64_t ld_src, const flo
     for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], src[r * ld_src + c], acc[c]);
 }
 
-// dst = a src + k u^T; acc1 = dst^T x1; acc2 = dst^T x2 unless x2 is null.
+// dst = diag(a) src + k u^T (a: one decay per state row); acc1 = dst^T x1; acc2 = dst^T x2
+// unless x2 is null.
 void DeltaUpdate(int64_t K, int64_t V, const float* src, int64_t ld_src, float* dst,
-                 int64_t ld_dst, float a, const float* k, const float* u, const float* x1,
+                 int64_t ld_dst, const float* a, const float* k, const float* u, const float* x1,
                  float* acc1, const float* x2, float* acc2) {
   const size_t cols = static_cast<size_t>(V);
   size_t c0;
@@ -152,7 +154,7 @@ void DeltaUpdate(int64_t K, int64_t V, const float* src, int64_t ld_src, float* 
   if (x2) std::fill(acc2 + c0, acc2 + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
     for (size_t c = c0; c < cols; ++c) {
-      const float s = std::fma(a, src[r * ld_src + c], k[r] * u[c]);
+      const float s = std::fma(a[r], src[r * ld_src + c], k[r] * u[c]);
       dst[r * ld_dst + c] = s;
       acc1[c] = std::fma(x1[r], s, acc1[c]);
       if (x2) acc2[c] = std::fma(x2[r], s, acc2[c]);
@@ -188,15 +190,29 @@ void load_qk(const TensorView& t, int64_t b, int64_t row, int64_t head, int64_t 
     for (int64_t d = 0; d < K; ++d) dst[d] *= mul;
 }
 
+// decay[r] = the multiplier of state row r at token `row`: exp(gk[row, hv, r]) for kda,
+// exp(g[row, hv]) on every row for a scalar gate, 1 without one.
+void load_decay(const OpArgs& args, int64_t b, int64_t row, int64_t hv, int64_t K, float* decay) {
+  if (args.gk.given()) {
+    load_rows(args.gk, b, row, 1, hv, decay, K);
+    kernels::exp_inplace(decay, K);
+  } else {
+    std::fill(decay, decay + K, args.g.given() ? std::exp(load_scalar(args.g, b, row, hv)) : 1.0f);
+  }
+}
+
 // One (sequence, value head) recurrence.
 void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_t n, int64_t hv) {
   const int64_t K = p.K, V = p.V, n_h = p.n_h, hq = hv / p.group();
-  const bool l2 = args.use_qk_l2norm_in_kernel, gated = args.g.given();
+  const bool l2 = args.use_qk_l2norm_in_kernel;
   const Sequence& s = p.sequences[n];
-  // State, q, the token's keys and the next token's first key, its values, then p, u, o.
-  float* S = ScratchArena::local().get<float>(kStateSlot, K * V + (n_h + 2) * K + (n_h + 3) * V);
-  float *q = S + K * V, *keys = q + K, *next_key = keys + n_h * K, *vals = next_key + K;
+  // State, q, the token's keys, the next token's first key, its read key (decay ⊙ key), the
+  // token's and the next token's decays, ones; its values, then p, u, o.
+  float* S = ScratchArena::local().get<float>(kStateSlot, K * V + (n_h + 6) * K + (n_h + 3) * V);
+  float *q = S + K * V, *keys = q + K, *next_key = keys + n_h * K, *read_key = next_key + K;
+  float *decay = read_key + K, *next_decay = decay + K, *ones = next_decay + K, *vals = ones + K;
   float *pk = vals + n_h * V, *u = pk + V, *o = u + V;
+  std::fill(ones, ones + K, 1.0f);
 
   const DecodeState io = decode_state(args.initial_state, out.final_state, args.output_final_state,
                                       n, hv, K, V, S);
@@ -204,37 +220,47 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
   int64_t ld_src = io.ld_src;
   float* final_rows = io.final_rows;
 
+  // Token t's first step reads the decayed state: (diag(a) S)^T k = S^T (a ⊙ k), so each read
+  // pass that serves a token's first step uses the read key a ⊙ k.
+  auto load_first_key = [&](int64_t row, float* key, float* key_decay) {
+    load_qk(args.k, s.batch, row * n_h, hq, K, l2, 1.0f, key);
+    load_decay(args, s.batch, row, hv, K, key_decay);
+    for (int64_t d = 0; d < K; ++d) read_key[d] = key_decay[d] * key[d];
+  };
   const float scale = static_cast<float>(p.scale);
-  // p = S^T k of the first key of the first token: the one read pass of the call.
-  load_qk(args.k, s.batch, s.start * n_h, hq, K, l2, 1.0f, keys);
-  HWY_DYNAMIC_DISPATCH(DeltaRead)(K, V, src, ld_src, keys, pk);
+  // p = S^T (a ⊙ k) of the first key of the first token: the one read pass of the call.
+  load_first_key(s.start, keys, decay);
+  HWY_DYNAMIC_DISPATCH(DeltaRead)(K, V, src, ld_src, read_key, pk);
 
   for (int64_t t = 0; t < s.length; ++t) {
     const int64_t row = s.start + t, key_row = row * n_h;
     const bool last_token = t == s.length - 1;
     load_qk(args.q, s.batch, row, hq, K, l2, scale, q);
-    if (t > 0) std::copy(next_key, next_key + K, keys);  // (first key of token 0 loaded above)
+    if (t > 0) {  // (first key and decay of token 0 loaded above)
+      std::copy(next_key, next_key + K, keys);
+      std::copy(next_decay, next_decay + K, decay);
+    }
     for (int64_t j = 1; j < n_h; ++j) load_qk(args.k, s.batch, key_row + j, hq, K, l2, 1.0f, keys + j * K);
     load_rows(args.v, s.batch, key_row, n_h, hv, vals, V);
-    if (!last_token) load_qk(args.k, s.batch, (row + 1) * n_h, hq, K, l2, 1.0f, next_key);
-    float a = gated ? std::exp(load_scalar(args.g, s.batch, row, hv)) : 1.0f;
+    if (!last_token) load_first_key(row + 1, next_key, next_decay);
 
+    const float* a = decay;
     for (int64_t j = 0; j < n_h; ++j) {
       const float beta = load_scalar(args.beta, s.batch, key_row + j, hv);
       const float* vj = vals + j * V;
-      for (int64_t c = 0; c < V; ++c) u[c] = beta * (vj[c] - a * pk[c]);
+      for (int64_t c = 0; c < V; ++c) u[c] = beta * (vj[c] - pk[c]);
       const bool last_step = j == n_h - 1;
       float* dst = (final_rows && last_token && last_step) ? final_rows : S;
       const float* kj = keys + j * K;
       if (!last_step)  // fused: p = S^T k of the next step
         HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, kj + K, pk, nullptr, nullptr);
-      else if (!last_token)  // fused: o = S^T q and p = S^T k of the next token's first step
-        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, next_key, pk);
+      else if (!last_token)  // fused: o = S^T q and p = S^T (a ⊙ k) of the next token's first step
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, read_key, pk);
       else
         HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, nullptr, nullptr);
       src = dst;
       ld_src = V;
-      a = 1.0f;  // the gate decays the state once per token, before its first step
+      a = ones;  // the gate decays the state once per token, before its first step
     }
     store_rows(out.o, s.batch, row, 1, hv, o, V);
   }
