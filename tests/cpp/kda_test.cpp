@@ -108,10 +108,13 @@ TEST(Kda, ChannelConstantDecayIsGatedDeltaRule) {
 
 // Issue 4's long case: T = 65536 with beta ~ 2 on unit keys (every step a reflection) and
 // decays ~ 1 (e^-1e-6 per step, e^-0.066 over the whole sequence): no blow-up beyond the
-// oracle's. As for delta_rule's reflections (delta_chunk_test.cpp), the state passes through
-// 65536 nearly orthogonal maps with almost nothing forgotten, so fp32 rounding accumulates like
-// a random walk, ~eps sqrt(T) = 6e-8 * 256 = 1.5e-5 per unit of state: 1e-4 bounds it. The wide
-// regime (beta in [0, 2], decays over [-20, -1e-6]) forgets, and stays within 1e-5.
+// oracle's. The state passes through 65536 nearly orthogonal maps with almost nothing
+// forgotten, so fp32 rounding accumulates over the whole sequence instead of fading. Measured
+// (K = V = 8, relative to the oracle): chunk 1.4e-4 forward, 1.5e-4 backward, recurrent
+// 1.5e-4; gated_delta_rule in the same regime 6e-5 chunk, 1.4e-4 recurrent; 3e-4 bounds both
+// ops. State decays are applied as lo S + hi S (kernels::exp_split): with e^-1e-6 rounded to
+// fp32 instead, the recurrent form drifted to 5e-4. The regimes that forget (beta in [0, 2],
+// decays over [-20, -1e-6]) stay within the usual 1e-5.
 TEST(Kda, LongSequenceWithReflections) {
   for (Gates gates : {Gates::beta_near_2_decay_near_1, Gates::beta_wide, Gates::decay_wide}) {
     Case c;
@@ -122,7 +125,7 @@ TEST(Kda, LongSequenceWithReflections) {
     c.l2norm = true;
     c.gates = gates;
     c.seed = 13;
-    const double tol = gates == Gates::beta_near_2_decay_near_1 ? 1e-4 : kF32;
+    const double tol = gates == Gates::beta_near_2_decay_near_1 ? 3e-4 : kF32;
     EXPECT_LE(form_forward_error(c, DType::f32, Form::chunk), tol) << gates_name(gates);
     EXPECT_LE(form_forward_error(c, DType::f32, Form::recurrent), tol) << gates_name(gates);
     EXPECT_LE(form_backward_error(c, DType::f32, Form::chunk), tol) << gates_name(gates);

@@ -74,12 +74,22 @@ void l2norm_rows(bool l2norm, int64_t rows, int64_t D, float* x, float* rstd) {
   }
 }
 
+// The state decay e^{G_C} of channel (or scalar gate) w, and its split lo + hi as
+// kernels::exp_split makes it, from the fp64 cumulative gate.
+void set_state_decay(Chunk& c, int64_t w, double G_last) {
+  const double e = std::exp(G_last);
+  const bool near_one = e >= 0.5;
+  c.decay[w] = static_cast<float>(e);
+  c.decay_lo[w] = static_cast<float>(near_one ? std::expm1(G_last) : e);
+  c.decay_hi[w] = near_one ? 1.0f : 0.0f;
+}
+
 }  // namespace
 
 void decay_state(const Chunk& c, int64_t K, int64_t V, const float* S, float* out) {
   for (int64_t r = 0; r < K; ++r) {
-    const float a = c.decay[c.width == 1 ? 0 : r];
-    for (int64_t e = 0; e < V; ++e) out[r * V + e] = a * S[r * V + e];
+    const float lo = c.decay_lo[c.width == 1 ? 0 : r], hi = c.decay_hi[c.width == 1 ? 0 : r];
+    for (int64_t e = 0; e < V; ++e) out[r * V + e] = std::fma(lo, S[r * V + e], hi * S[r * V + e]);
   }
 }
 
@@ -90,7 +100,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
   const int64_t width = vector ? K : 1, CC = C * C, CK = C * K, CV = C * V, CW = C * width;
   // (Every size but the last is a multiple of C = 64 floats, so G stays 8-byte aligned.)
   float* next = ScratchArena::local().get<float>(
-      kSlotChunk, 4 * CC + 6 * CK + 3 * CV + 4 * CW + 3 * C + (vector ? 5 * CK : 0) + width);
+      kSlotChunk, 4 * CC + 6 * CK + 3 * CV + 4 * CW + 3 * C + (vector ? 5 * CK : 0) + 3 * width);
   auto take = [&](int64_t n) {
     float* ptr = next;
     next += n;
@@ -108,7 +118,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     c.gate.ratio = take(CK), c.gate.inverse = take(CK);
     c.q_ratio = take(CK), c.k_ratio = take(CK), c.k_inverse = take(CK);
   }
-  c.decay = take(width);
+  c.decay = take(width), c.decay_lo = take(width), c.decay_hi = take(width);
 
   if (n_h == 1) {
     load_rows(a.q, s.batch, row0, rows, hq, c.q, K);
@@ -137,10 +147,9 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
         c.eG[r * K + d] = static_cast<float>(c.G[r * K + d]);
         c.eGd[r * K + d] = static_cast<float>(last[d] - c.G[r * K + d]);
       }
-    for (int64_t d = 0; d < K; ++d) c.decay[d] = static_cast<float>(last[d]);
+    for (int64_t d = 0; d < K; ++d) set_state_decay(c, d, last[d]);
     kernels::exp_inplace(c.eG, rows * K);
     kernels::exp_inplace(c.eGd, rows * K);
-    kernels::exp_inplace(c.decay, K);
 
     // KKg (strictly lower) and P = scale (Q K^T ⊙ Γ) (lower with the diagonal), Γ per channel.
     c.gate.rows = rows, c.gate.K = K, c.gate.B = c.G;
@@ -165,7 +174,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
       c.G[r] = (r ? c.G[r - 1] : 0.0) + g;  // chunk-local (S1), in double
     }
     const double G_last = c.G[rows - 1];
-    c.decay[0] = static_cast<float>(std::exp(G_last));
+    set_state_decay(c, 0, G_last);
     for (int64_t r = 0; r < rows; ++r) {
       c.eG[r] = static_cast<float>(std::exp(c.G[r]));
       c.eGd[r] = static_cast<float>(std::exp(G_last - c.G[r]));

@@ -33,6 +33,8 @@ struct Chunk {
   float* eG = nullptr;    // [C, width] e^{G_r}
   float* eGd = nullptr;   // [C, width] e^{G_C - G_r}
   float* decay = nullptr; // [width] e^{G_C}
+  float* decay_lo = nullptr;  // [width] e^{G_C} = lo + hi, hi in {0, 1} (as kernels::exp_split)
+  float* decay_hi = nullptr;  // [width]
   channel_gate::Factors gate;  // per-channel gates: middle-row factors of G
   float* q_ratio = nullptr;    // [C, K] Q ⊙ e^{G - G_m}   (per-channel gates, factored form)
   float* k_ratio = nullptr;    // [C, K] K ⊙ e^{G - G_m}
@@ -58,7 +60,9 @@ inline bool gate_step(int64_t e, int64_t n_h) { return e % n_h == 0; }
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
                    int64_t t0, int64_t rows, Chunk& c);
 
-// out = diag(e^{G_C}) S for a K x V state (out may be S).
+// out = diag(e^{G_C}) S for a K x V state (out may be S), as lo S + hi S (kernels::exp_split):
+// the state carries this factor through every chunk, and e^{G_C} rounded to fp32 would put a
+// relative error of up to 2^-25 into it each time (e^{-1e-6} keeps 4% of its distance from 1).
 void decay_state(const Chunk& c, int64_t K, int64_t V, const float* S, float* out);
 
 // The factor of element d of step r: e.g. factor(c.eG, r, d) = e^{G_r} (channel d of it).

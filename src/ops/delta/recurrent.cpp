@@ -6,7 +6,9 @@
 //     for j = 1..n_h:
 //         p = S^T (a ⊙ k_j)                 (read pass: (diag(a) S)^T k, the decayed state)
 //         u = beta_j (v_j - p)
-//         S = diag(a) S + k_j u^T           (write pass; a = 1 after step 1)
+//         S = diag(a) S + k_j u^T           (write pass; a = 1 after step 1; diag(a) S as
+//                                            lo S + hi S, kernels::exp_split, so that decays
+//                                            near 1 do not drift over many tokens)
 //     o = scale S^T q
 // The read pass of step j+1 is fused into the write pass of step j, and the read o = S^T q of
 // token t into the write pass of its last step together with p = S^T k_{t+1,1} of the next
@@ -54,11 +56,13 @@ HWY_INLINE void ReadColumns(int64_t K, const float* HWY_RESTRICT src, int64_t ld
   for (int i = 0; i < NV; ++i) hn::StoreU(sum[i], d, acc + i * N);
 }
 
-// dst = diag(a) src + k u^T; acc1 = dst^T x1 and, when TWO, acc2 = dst^T x2 (src may equal
-// dst: each element is read before it is written).
+// dst = diag(lo + hi) src + k u^T, as lo src + hi src + k u^T (kernels::exp_split); acc1 =
+// dst^T x1 and, when TWO, acc2 = dst^T x2 (src may equal dst: each element is read before it
+// is written).
 template <int NV, bool TWO>
 HWY_INLINE void UpdateColumns(int64_t K, const float* src, int64_t ld_src, float* dst,
-                              int64_t ld_dst, const float* HWY_RESTRICT a, const float* HWY_RESTRICT k,
+                              int64_t ld_dst, const float* HWY_RESTRICT lo, const float* HWY_RESTRICT hi,
+                              const float* HWY_RESTRICT k,
                               const float* HWY_RESTRICT u, const float* HWY_RESTRICT x1,
                               float* HWY_RESTRICT acc1, const float* HWY_RESTRICT x2,
                               float* HWY_RESTRICT acc2) {
@@ -71,20 +75,22 @@ HWY_INLINE void UpdateColumns(int64_t K, const float* src, int64_t ld_src, float
     if constexpr (TWO) s2[i] = hn::Zero(d);
   }
   for (int64_t r = 0; r < K; ++r) {
-    const Vf av = hn::Set(d, a[r]), kr = hn::Set(d, k[r]), x1r = hn::Set(d, x1[r]);
+    const Vf lr = hn::Set(d, lo[r]), hr = hn::Set(d, hi[r]), kr = hn::Set(d, k[r]), x1r = hn::Set(d, x1[r]);
     const float* s_row = src + r * ld_src;
     float* d_row = dst + r * ld_dst;
     if constexpr (TWO) {
       const Vf x2r = hn::Set(d, x2[r]);
       for (int i = 0; i < NV; ++i) {
-        const Vf s = hn::MulAdd(av, hn::LoadU(d, s_row + i * N), hn::Mul(kr, uv[i]));
+        const Vf old = hn::LoadU(d, s_row + i * N);
+        const Vf s = hn::MulAdd(kr, uv[i], hn::MulAdd(lr, old, hn::Mul(hr, old)));
         hn::StoreU(s, d, d_row + i * N);
         s1[i] = hn::MulAdd(x1r, s, s1[i]);
         s2[i] = hn::MulAdd(x2r, s, s2[i]);
       }
     } else {
       for (int i = 0; i < NV; ++i) {
-        const Vf s = hn::MulAdd(av, hn::LoadU(d, s_row + i * N), hn::Mul(kr, uv[i]));
+        const Vf old = hn::LoadU(d, s_row + i * N);
+        const Vf s = hn::MulAdd(kr, uv[i], hn::MulAdd(lr, old, hn::Mul(hr, old)));
         hn::StoreU(s, d, d_row + i * N);
         s1[i] = hn::MulAdd(x1r, s, s1[i]);
       }
@@ -108,15 +114,15 @@ HWY_INLINE size_t ReadBlocks(size_t c, size_t cols, int64_t K, const float* src,
 
 template <int NV, bool TWO>
 HWY_INLINE size_t UpdateBlocks(size_t c, size_t cols, int64_t K, const float* src,
-                               int64_t ld_src, float* dst, int64_t ld_dst, const float* a,
-                               const float* k, const float* u, const float* x1, float* acc1,
+                               int64_t ld_src, float* dst, int64_t ld_dst, const float* lo,
+                               const float* hi, const float* k, const float* u, const float* x1, float* acc1,
                                const float* x2, float* acc2) {
   const size_t width = NV * hn::Lanes(D());
   for (; c + width <= cols; c += width)
-    UpdateColumns<NV, TWO>(K, src + c, ld_src, dst + c, ld_dst, a, k, u + c, x1, acc1 + c, x2,
+    UpdateColumns<NV, TWO>(K, src + c, ld_src, dst + c, ld_dst, lo, hi, k, u + c, x1, acc1 + c, x2,
                            TWO ? acc2 + c : nullptr);
   if constexpr (NV > 1)
-    c = UpdateBlocks<NV / 2, TWO>(c, cols, K, src, ld_src, dst, ld_dst, a, k, u, x1, acc1, x2, acc2);
+    c = UpdateBlocks<NV / 2, TWO>(c, cols, K, src, ld_src, dst, ld_dst, lo, hi, k, u, x1, acc1, x2, acc2);
   return c;
 }
 
@@ -135,26 +141,27 @@ void DeltaRead(int64_t K, int64_t V, const float* src, int64_t ld_src, const flo
     for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], src[r * ld_src + c], acc[c]);
 }
 
-// dst = diag(a) src + k u^T (a: one decay per state row); acc1 = dst^T x1; acc2 = dst^T x2
-// unless x2 is null.
+// dst = diag(lo + hi) src + k u^T (each state row's decay split by kernels::exp_split);
+// acc1 = dst^T x1; acc2 = dst^T x2 unless x2 is null.
 void DeltaUpdate(int64_t K, int64_t V, const float* src, int64_t ld_src, float* dst,
-                 int64_t ld_dst, const float* a, const float* k, const float* u, const float* x1,
+                 int64_t ld_dst, const float* lo, const float* hi, const float* k, const float* u, const float* x1,
                  float* acc1, const float* x2, float* acc2) {
   const size_t cols = static_cast<size_t>(V);
   size_t c0;
   if (x2) {  // three register sets (u, acc1, acc2): half the width
     constexpr int kWide = HWY_MAX_BYTES >= 64 ? 4 : 2;
-    c0 = UpdateBlocks<kWide, true>(0, cols, K, src, ld_src, dst, ld_dst, a, k, u, x1, acc1, x2, acc2);
+    c0 = UpdateBlocks<kWide, true>(0, cols, K, src, ld_src, dst, ld_dst, lo, hi, k, u, x1, acc1, x2, acc2);
   } else {
     constexpr int kWide = HWY_MAX_BYTES >= 64 ? 8 : 4;
-    c0 = UpdateBlocks<kWide, false>(0, cols, K, src, ld_src, dst, ld_dst, a, k, u, x1, acc1, nullptr, nullptr);
+    c0 = UpdateBlocks<kWide, false>(0, cols, K, src, ld_src, dst, ld_dst, lo, hi, k, u, x1, acc1, nullptr, nullptr);
   }
   if (c0 == cols) return;
   std::fill(acc1 + c0, acc1 + cols, 0.0f);
   if (x2) std::fill(acc2 + c0, acc2 + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
     for (size_t c = c0; c < cols; ++c) {
-      const float s = std::fma(a[r], src[r * ld_src + c], k[r] * u[c]);
+      const float old = src[r * ld_src + c];
+      const float s = std::fma(k[r], u[c], std::fma(lo[r], old, hi[r] * old));
       dst[r * ld_dst + c] = s;
       acc1[c] = std::fma(x1[r], s, acc1[c]);
       if (x2) acc2[c] = std::fma(x2[r], s, acc2[c]);
@@ -190,15 +197,16 @@ void load_qk(const TensorView& t, int64_t b, int64_t row, int64_t head, int64_t 
     for (int64_t d = 0; d < K; ++d) dst[d] *= mul;
 }
 
-// decay[r] = the multiplier of state row r at token `row`: exp(gk[row, hv, r]) for kda,
-// exp(g[row, hv]) on every row for a scalar gate, 1 without one.
-void load_decay(const OpArgs& args, int64_t b, int64_t row, int64_t hv, int64_t K, float* decay) {
-  if (args.gk.given()) {
-    load_rows(args.gk, b, row, 1, hv, decay, K);
-    kernels::exp_inplace(decay, K);
-  } else {
-    std::fill(decay, decay + K, args.g.given() ? std::exp(load_scalar(args.g, b, row, hv)) : 1.0f);
-  }
+// decay[r] = the multiplier of state row r at token `row`, also split as lo + hi
+// (kernels::exp_split): exp(gk[row, hv, r]) for kda, exp(g[row, hv]) on every row for a scalar
+// gate, 1 without one. log_gate is K floats of scratch.
+void load_decay(const OpArgs& args, int64_t b, int64_t row, int64_t hv, int64_t K,
+                float* log_gate, float* decay, float* lo, float* hi) {
+  if (args.gk.given())
+    load_rows(args.gk, b, row, 1, hv, log_gate, K);
+  else
+    std::fill(log_gate, log_gate + K, args.g.given() ? load_scalar(args.g, b, row, hv) : 0.0f);
+  kernels::exp_split(log_gate, decay, lo, hi, K);
 }
 
 // One (sequence, value head) recurrence.
@@ -207,11 +215,14 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
   const bool l2 = args.use_qk_l2norm_in_kernel;
   const Sequence& s = p.sequences[n];
   // State, q, the token's keys, the next token's first key, its read key (decay ⊙ key), the
-  // token's and the next token's decays, ones; its values, then p, u, o.
-  float* S = ScratchArena::local().get<float>(kStateSlot, K * V + (n_h + 6) * K + (n_h + 3) * V);
+  // read key's decay, the token's and the next token's decay split (lo, hi), no decay (0, 1),
+  // a log gate row; the token's values, then p, u, o.
+  float* S = ScratchArena::local().get<float>(kStateSlot, K * V + (n_h + 11) * K + (n_h + 3) * V);
   float *q = S + K * V, *keys = q + K, *next_key = keys + n_h * K, *read_key = next_key + K;
-  float *decay = read_key + K, *next_decay = decay + K, *ones = next_decay + K, *vals = ones + K;
-  float *pk = vals + n_h * V, *u = pk + V, *o = u + V;
+  float *key_decay = read_key + K, *lo = key_decay + K, *hi = lo + K, *next_lo = hi + K;
+  float *next_hi = next_lo + K, *zeros = next_hi + K, *ones = zeros + K, *log_gate = ones + K;
+  float *vals = log_gate + K, *pk = vals + n_h * V, *u = pk + V, *o = u + V;
+  std::fill(zeros, zeros + K, 0.0f);
   std::fill(ones, ones + K, 1.0f);
 
   const DecodeState io = decode_state(args.initial_state, out.final_state, args.output_final_state,
@@ -222,14 +233,14 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
 
   // Token t's first step reads the decayed state: (diag(a) S)^T k = S^T (a ⊙ k), so each read
   // pass that serves a token's first step uses the read key a ⊙ k.
-  auto load_first_key = [&](int64_t row, float* key, float* key_decay) {
+  auto load_first_key = [&](int64_t row, float* key, float* key_lo, float* key_hi) {
     load_qk(args.k, s.batch, row * n_h, hq, K, l2, 1.0f, key);
-    load_decay(args, s.batch, row, hv, K, key_decay);
+    load_decay(args, s.batch, row, hv, K, log_gate, key_decay, key_lo, key_hi);
     for (int64_t d = 0; d < K; ++d) read_key[d] = key_decay[d] * key[d];
   };
   const float scale = static_cast<float>(p.scale);
   // p = S^T (a ⊙ k) of the first key of the first token: the one read pass of the call.
-  load_first_key(s.start, keys, decay);
+  load_first_key(s.start, keys, lo, hi);
   HWY_DYNAMIC_DISPATCH(DeltaRead)(K, V, src, ld_src, read_key, pk);
 
   for (int64_t t = 0; t < s.length; ++t) {
@@ -238,13 +249,14 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
     load_qk(args.q, s.batch, row, hq, K, l2, scale, q);
     if (t > 0) {  // (first key and decay of token 0 loaded above)
       std::copy(next_key, next_key + K, keys);
-      std::copy(next_decay, next_decay + K, decay);
+      std::copy(next_lo, next_lo + K, lo);
+      std::copy(next_hi, next_hi + K, hi);
     }
     for (int64_t j = 1; j < n_h; ++j) load_qk(args.k, s.batch, key_row + j, hq, K, l2, 1.0f, keys + j * K);
     load_rows(args.v, s.batch, key_row, n_h, hv, vals, V);
-    if (!last_token) load_first_key(row + 1, next_key, next_decay);
+    if (!last_token) load_first_key(row + 1, next_key, next_lo, next_hi);
 
-    const float* a = decay;
+    const float *step_lo = lo, *step_hi = hi;
     for (int64_t j = 0; j < n_h; ++j) {
       const float beta = load_scalar(args.beta, s.batch, key_row + j, hv);
       const float* vj = vals + j * V;
@@ -253,14 +265,15 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
       float* dst = (final_rows && last_token && last_step) ? final_rows : S;
       const float* kj = keys + j * K;
       if (!last_step)  // fused: p = S^T k of the next step
-        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, kj + K, pk, nullptr, nullptr);
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, step_lo, step_hi, kj, u, kj + K, pk, nullptr, nullptr);
       else if (!last_token)  // fused: o = S^T q and p = S^T (a ⊙ k) of the next token's first step
-        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, read_key, pk);
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, step_lo, step_hi, kj, u, q, o, read_key, pk);
       else
-        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, a, kj, u, q, o, nullptr, nullptr);
+        HWY_DYNAMIC_DISPATCH(DeltaUpdate)(K, V, src, ld_src, dst, V, step_lo, step_hi, kj, u, q, o, nullptr, nullptr);
       src = dst;
       ld_src = V;
-      a = ones;  // the gate decays the state once per token, before its first step
+      step_lo = zeros;  // the gate decays the state once per token, before its first step
+      step_hi = ones;
     }
     store_rows(out.o, s.batch, row, 1, hv, o, V);
   }
