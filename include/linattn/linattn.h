@@ -70,6 +70,8 @@ typedef LINATTN_ENUM(linattn_op){
     LINATTN_OP_RETENTION = 6,        /* S_t = gamma_h S_{t-1} + k v^T, gamma_h = 1 - 2^(-5-h) */
     LINATTN_OP_NONCAUSAL_LINEAR_ATTN = 7, /* o_t = scale q_t^T sum_s k_s v_s^T over the whole
                                              sequence; no state; fast form = CHUNK */
+    LINATTN_OP_KDA = 8, /* S_t = (I - b k k^T) diag(exp(gk_t)) S_{t-1} + b k v^T (Kimi Delta
+                           Attention; fla's g is gk here), gk and beta required */
 } linattn_op;
 
 /* How an op is computed; values equal linattn::Form. */

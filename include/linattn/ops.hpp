@@ -29,8 +29,9 @@ enum class Op : int32_t {
   // of the sequence (§4.1 without the mask), optionally normalised. It has no recurrence and no
   // state, so its fast form, KV = K^T V then O = Q KV, is registered as the chunk form.
   noncausal_linear_attn = 7,
+  kda = 8,               // S_t = (I - b k k^T) diag(exp(gk_t)) S_{t-1} + b k v^T (§4.8, KDA)
 };
-inline constexpr int kNumOps = 8;
+inline constexpr int kNumOps = 9;
 
 enum class Form : int32_t { reference = 0, chunk = 1, recurrent = 2 };
 inline constexpr int kNumForms = 3;

@@ -32,7 +32,7 @@ static_assert(LINATTN_OP_LINEAR_ATTN == static_cast<int>(Op::linear_attn) &&
               LINATTN_OP_DELTA_PRODUCT == static_cast<int>(Op::delta_product) &&
               LINATTN_OP_RETENTION == static_cast<int>(Op::retention) &&
               LINATTN_OP_NONCAUSAL_LINEAR_ATTN == static_cast<int>(Op::noncausal_linear_attn) &&
-              kNumOps == 8);
+              LINATTN_OP_KDA == static_cast<int>(Op::kda) && kNumOps == 9);
 static_assert(LINATTN_FORM_REFERENCE == static_cast<int>(Form::reference) &&
               LINATTN_FORM_CHUNK == static_cast<int>(Form::chunk) &&
               LINATTN_FORM_RECURRENT == static_cast<int>(Form::recurrent) && kNumForms == 3);

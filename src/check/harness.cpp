@@ -68,6 +68,7 @@ const char* gates_name(Gates gates) {
     case Gates::beta_near_2: return "beta~2";
     case Gates::beta_wide: return "beta[0,2]";
     case Gates::decay_wide: return "decay[-20,-1e-6]";
+    case Gates::beta_near_2_decay_near_1: return "beta~2,decay~1";
   }
   return "?";
 }
@@ -95,7 +96,8 @@ bool has_g(const Case& c) { return spec_of(c).takes_g && (spec_of(c).requires_g 
 double log_decay(std::mt19937_64& rng, Gates gates) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   switch (gates) {
-    case Gates::decay_near_1: return -1e-6;
+    case Gates::decay_near_1:
+    case Gates::beta_near_2_decay_near_1: return -1e-6;
     case Gates::decay_near_0: return -10.0 - 20.0 * u(rng);
     case Gates::decay_wide: return -std::exp(std::log(1e-6) + (std::log(20.0) - std::log(1e-6)) * u(rng));
     default: return -0.01 - 0.99 * u(rng);
@@ -106,7 +108,8 @@ double beta_value(std::mt19937_64& rng, Gates gates) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   switch (gates) {
     case Gates::beta_near_0: return 1e-6;
-    case Gates::beta_near_2: return 2.0 - 1e-6;
+    case Gates::beta_near_2:
+    case Gates::beta_near_2_decay_near_1: return 2.0 - 1e-6;
     case Gates::beta_wide: return 2.0 * u(rng);
     default: return 0.1 + 0.9 * u(rng);
   }
@@ -332,8 +335,9 @@ void hebbian_attention_form(const Case& c, const Inputs& in, double scale, Outpu
   }
 }
 
-// Delta ops with explicit K x K transition matrices: S <- diag(a) S, then for each step
-// S <- (I - beta k k^T) S + beta k v^T (algorithms.md §4.5-4.7 in matrix form).
+// Delta ops with explicit K x K transition matrices: S <- diag(a) S (a = exp(g) on every
+// channel, or exp(gk) per channel for KDA), then for each step S <- (I - beta k k^T) S +
+// beta k v^T (algorithms.md §4.5-4.8 in matrix form).
 void delta_matrix_form(const Case& c, const Inputs& in, double scale, Outputs& out) {
   const int64_t K = c.K, V = c.V, n_h = c.n_h;
   const auto seqs = spans(c);
@@ -356,7 +360,8 @@ void delta_matrix_form(const Case& c, const Inputs& in, double scale, Outputs& o
       for (int64_t t = 0; t < sp.length; ++t) {
         std::fill(M.begin(), M.end(), 0.0);
         const double a = in.g.given() ? std::exp(in.g.get(at3(in.g, sp.batch, sp.start + t, hv))) : 1.0;
-        for (int64_t d = 0; d < K; ++d) M[d * K + d] = a;
+        for (int64_t d = 0; d < K; ++d)
+          M[d * K + d] = in.gk.given() ? std::exp(in.gk.get(at4(in.gk, sp.batch, sp.start + t, hv, d))) : a;
         apply(M);
         for (int64_t j = 0; j < n_h; ++j) {
           const int64_t idx = (sp.start + t) * n_h + j;
@@ -666,6 +671,8 @@ std::vector<Case> builtin_cases(Op op) {
     add([](Case& c) { c.gates = Gates::beta_wide; c.l2norm = true; });
     add([](Case& c) { c.l2norm = true; });
   }
+  if (spec.takes_beta && spec.takes_gk)  // KDA: per-channel decays over every regime at once
+    add([](Case& c) { c.gates = Gates::decay_wide; c.l2norm = true; });
   if (spec.takes_num_householder) {
     add([](Case& c) { c.n_h = 1; });
     add([](Case& c) { c.n_h = 3; c.l2norm = true; });

@@ -45,6 +45,7 @@ enum class Gates {
   beta_near_2,   // beta = 2 - 1e-6 with unit-norm keys: eigenvalue ~ -1 (reflections)
   beta_wide,     // beta uniform in [0, 2]
   decay_wide,    // log decays log-uniform in [-20, -1e-6]: every regime in one sequence
+  beta_near_2_decay_near_1,  // both: reflections that are hardly forgotten (long-run stability)
 };
 const char* gates_name(Gates gates);
 

@@ -22,6 +22,7 @@ const OpSpec kSpecs[kNumOps] = {
     {Op::delta_product,         "delta_product",         true,  false, false, true,  false, true,  true,  false, true},
     {Op::retention,             "retention",             false, false, false, false, false, false, false, true,  true},
     {Op::noncausal_linear_attn, "noncausal_linear_attn", false, false, false, false, true,  false, false, false, false},
+    {Op::kda,                   "kda",                   false, false, true,  true,  false, true,  false, false, true},
 };
 
 const char* const kFormNames[kNumForms] = {"reference", "chunk", "recurrent"};
