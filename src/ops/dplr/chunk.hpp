@@ -60,8 +60,8 @@ Side left_a(const Chunk& c);
 Side right_k(const Chunk& c);
 Side right_b(const Chunk& c);
 
-// The gradient of M = scale mask(x y^T ⊙ decay) (strictly lower: the caller has handled and
-// zeroed the diagonal) given dM: dx += the x-part, dy += the y-part; with dE, dG given, the
+// The gradient of M = scale mask(x y^T ⊙ decay) given dM (strictly lower: the caller has
+// handled and zeroed the entries whose decay is e^0): dx += the x-part, dy += the y-part; with dE, dG given, the
 // decay's product rule dE_i += x_i ⊙ (dx part)_i, dG_j -= y_j ⊙ (dy part)_j (§3.4).
 void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,
                    float* dx, float* dy, double* dE, double* dG);

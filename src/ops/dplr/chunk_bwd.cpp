@@ -57,15 +57,19 @@ void keep_triangle(int64_t rows, bool strict, float* M) {
   for (int64_t i = 0; i < rows; ++i) std::fill(M + i * kChunk + (strict ? i : i + 1), M + i * kChunk + rows, 0.0f);
 }
 
-// The diagonal of a product with the diagonal (decay e^0): straight to dx, dy, then zeroed so
-// that pair_backward sees a strictly lower matrix (and the gate, which it does not touch).
-void diagonal(int64_t rows, int64_t K, float scale, float* dM, const float* x, const float* y,
-              float* dx, float* dy) {
-  for (int64_t i = 0; i < rows; ++i) {
-    const float d = scale * dM[i * kChunk + i];
-    kernels::axpy(K, d, y + i * K, dx + i * K);
-    kernels::axpy(K, d, x + i * K, dy + i * K);
-    dM[i * kChunk + i] = 0.0f;
+// The entries of a pair product whose decay is e^0 whatever the gates: the diagonal (i, i) of
+// A_qk, A_qb (e^{G_i - G_i}) and the subdiagonal (i, i-1) of A_ab, A_ak (e^{Ḡ_i - G_{i-1}}).
+// They go straight to dx, dy and are zeroed before pair_backward, leaving the gate out: their
+// two terms of dgk cancel exactly, and in fp32 would leave rounding noise as large as the
+// entries next to a gradient that strong decays make tiny.
+void undecayed(int64_t rows, int64_t K, int64_t below, float scale, float* dM, const float* x,
+               const float* y, float* dx, float* dy) {
+  for (int64_t i = below; i < rows; ++i) {
+    const int64_t j = i - below;
+    const float d = scale * dM[i * kChunk + j];
+    kernels::axpy(K, d, y + j * K, dx + i * K);
+    kernels::axpy(K, d, x + i * K, dy + j * K);
+    dM[i * kChunk + j] = 0.0f;
   }
 }
 
@@ -141,8 +145,10 @@ void chunk_gradients(const gla::Item& it, const OpGradOutputs& go, const OpGrads
       w.dGx[i] += double(w.Ae[i]) * w.dAe[i];  // e^{Ḡ_r} of a_r
       w.key_end[i] = double(w.Kd[i]) * w.dKd[i] + double(w.Bd[i]) * w.dBd[i];  // e^{G_C - G_j}
     }
-  diagonal(rows, K, scale, w.dMqk.data(), c.g.q, c.g.k, w.dq.data(), w.dk.data());
-  diagonal(rows, K, scale, w.dMqb.data(), c.g.q, c.b, w.dq.data(), w.db.data());
+  undecayed(rows, K, 0, scale, w.dMqk.data(), c.g.q, c.g.k, w.dq.data(), w.dk.data());
+  undecayed(rows, K, 0, scale, w.dMqb.data(), c.g.q, c.b, w.dq.data(), w.db.data());
+  undecayed(rows, K, 1, 1.0f, w.dAab.data(), c.a, c.b, w.da.data(), w.db.data());
+  undecayed(rows, K, 1, 1.0f, w.dAak.data(), c.a, c.g.k, w.da.data(), w.dk.data());
   dplr::pair_backward(c, K, w.dMqk.data(), scale, dplr::left_q(c), dplr::right_k(c), w.dq.data(), w.dk.data(), dG, dG);
   dplr::pair_backward(c, K, w.dMqb.data(), scale, dplr::left_q(c), dplr::right_b(c), w.dq.data(), w.db.data(), dG, dG);
   dplr::pair_backward(c, K, w.dAab.data(), 1.0f, dplr::left_a(c), dplr::right_b(c), w.da.data(), w.db.data(), dGx, dG);
