@@ -2,8 +2,8 @@
 // head on the K x V fp32 state:
 //     sa = S^T a                                     (the state before the token's decay)
 //     S  = diag(e^{gk}) S + b sa^T + k v^T,   o = scale S^T q
-// two passes over the state (the read of sa must finish before any row is overwritten): 9KV
-// FLOPs and K exps per token. Work items are (sequence, value head): each owns its o rows and
+// two passes over the state (the read of sa must finish before any row is overwritten), the
+// second the gated family's decode kernel with its rank-1 term: 9KV FLOPs and K exps per token. Work items are (sequence, value head): each owns its o rows and
 // its final state, so results do not depend on the thread count.
 #include <algorithm>
 
@@ -12,31 +12,12 @@
 #include "kernels/elementwise.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
+#include "ops/gla/recurrent.hpp"
 
 namespace linattn {
 namespace {
 
 constexpr int kStateSlot = 0;  // ScratchArena slot: state and per-token rows
-
-// One token: dst = diag(decay) src + b (src^T a)^T + k v^T and o = dst^T q (q already scaled).
-// src and dst may be the same rows.
-void step(int64_t K, int64_t V, const float* src, int64_t ld_src, float* dst, const float* decay,
-          const float* a, const float* b, const float* k, const float* v, const float* q,
-          float* sa, float* o) {
-  std::fill(sa, sa + V, 0.0f);
-  for (int64_t r = 0; r < K; ++r) kernels::axpy(V, a[r], src + r * ld_src, sa);
-  std::fill(o, o + V, 0.0f);
-  for (int64_t r = 0; r < K; ++r) {
-    const float* s_row = src + r * ld_src;
-    float* d_row = dst + r * V;
-    const float e = decay[r], br = b[r], kr = k[r], qr = q[r];
-    for (int64_t c = 0; c < V; ++c) {
-      const float s = e * s_row[c] + br * sa[c] + kr * v[c];
-      d_row[c] = s;
-      o[c] += qr * s;
-    }
-  }
-}
 
 void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_t n, int64_t hv) {
   const int64_t K = p.K, V = p.V, hq = hv / p.group();
@@ -60,7 +41,9 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
     kernels::exp_inplace(decay, K);
     for (int64_t r = 0; r < K; ++r) q[r] *= scale;
     float* dst = (io.final_rows && t == s.length - 1) ? io.final_rows : S;
-    step(K, V, src, ld_src, dst, decay, a, b, k, v, q, sa, o);
+    std::fill(sa, sa + V, 0.0f);  // sa = S^T a, before the state is overwritten
+    for (int64_t r = 0; r < K; ++r) kernels::axpy(V, a[r], src + r * ld_src, sa);
+    gla::fused_step(K, V, src, ld_src, dst, V, decay, k, v, q, o, b, sa);
     src = dst;
     ld_src = V;
     store_rows(out.o, s.batch, row, 1, hv, o, V);
