@@ -56,6 +56,11 @@ HWY_EXPORT(DeltaUnitLowerInverse);
 }  // namespace linattn
 
 namespace linattn::delta {
+
+void unit_lower_inverse(int64_t rows, const float* L, float* X) {
+  HWY_DYNAMIC_DISPATCH(DeltaUnitLowerInverse)(rows, L, X);
+}
+
 namespace {
 
 using kernels::Accumulate;
@@ -196,7 +201,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
       std::fill(pi + i + 1, pi + rows, 0.0f);
     }
   }
-  HWY_DYNAMIC_DISPATCH(DeltaUnitLowerInverse)(rows, c.L, c.T0);
+  unit_lower_inverse(rows, c.L, c.T0);
 
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t d = 0; d < K; ++d) {

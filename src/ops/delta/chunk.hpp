@@ -70,6 +70,12 @@ inline float factor(const Chunk& c, const float* f, int64_t r, int64_t d) {
   return c.width == 1 ? f[r] : f[r * c.width + d];
 }
 
+// X = (I + L)^{-1} for L strictly lower triangular (rows x rows, leading dimension kChunk) by
+// forward substitution accumulated in double (§3.5); X is unit lower triangular, zero above the
+// diagonal. X may be L itself (row i of L is read before row i of X is written). Shared with
+// the dplr family, whose (I - A_ab)^{-1} is this with L = -A_ab (§4.8b).
+void unit_lower_inverse(int64_t rows, const float* L, float* X);
+
 // Scratch slots (core/scratch.hpp); slot kSlotChunk onwards holds the Chunk.
 enum Slot : int { kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2 };
 
