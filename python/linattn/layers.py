@@ -239,12 +239,18 @@ class GatedDeltaNet(_Mixer):
     def _mix(self, x, h, initial_state, output_final_state, form):
         g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
         beta = self.b_proj(x).sigmoid() * (2.0 if self.allow_neg_eigval else 1.0)
-        o, state = ops.mixer("gated_delta_rule", _heads(h["q"], self.head_k_dim),
-                             _heads(h["k"], self.head_k_dim), _heads(h["v"], self.head_v_dim),
-                             g=g, beta=beta, initial_state=initial_state,
-                             output_final_state=output_final_state, form=form,
-                             use_qk_l2norm_in_kernel=True)
+        o, state = self.recurrence(_heads(h["q"], self.head_k_dim),
+                                   _heads(h["k"], self.head_k_dim),
+                                   _heads(h["v"], self.head_v_dim), g, beta, initial_state,
+                                   output_final_state, form)
         return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+    def recurrence(self, q, k, v, g, beta, initial_state, output_final_state, form):
+        """The gated delta rule with L2-normalised q, k (a method so that benchmarks can swap in
+        another implementation of the same function)."""
+        return ops.mixer("gated_delta_rule", q, k, v, g=g, beta=beta, form=form,
+                         initial_state=initial_state, output_final_state=output_final_state,
+                         use_qk_l2norm_in_kernel=True)
 
 
 def _output_norm(layer, x, o):
