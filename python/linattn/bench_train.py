@@ -86,7 +86,7 @@ def make_models(args):
     config = LMConfig(vocab_size=args.vocab, hidden_size=args.d_model, num_layers=args.layers,
                       mixer="gated_deltanet",
                       mixer_kwargs=dict(num_heads=args.heads, head_dim=args.d_model // args.heads,
-                                        expand_v=args.expand_v, use_short_conv=False))
+                                        expand_v=args.expand_v))
     torch.manual_seed(0)
     model = CausalLM(config)
     baseline = copy.deepcopy(model)

@@ -3,7 +3,7 @@
 Each layer has the published projections, the optional short causal convolution, the output
 gate and norm of its paper / fla layer; the recurrence itself is one call of ``linattn.ops``
 (chunk form for training and prefill, recurrent form for decoding), the short convolution one
-call of linattn's causal conv1d. Projections, norms and gate activations are ordinary torch
+call of linattn's causal conv1d (``ops.causal_conv1d``). Projections, norms and gate activations are ordinary torch
 modules and functions (model glue, not numeric kernels).
 
 Interface (the same for every layer):
@@ -67,18 +67,18 @@ class ShortConvolution(nn.Module):
         if activation not in (None, "silu", "swish"):
             raise ValueError(f"ShortConvolution: activation must be None, 'silu' or 'swish', "
                              f"got {activation!r}")
-        if not hasattr(ops, "causal_conv1d"):
-            raise ValueError("ShortConvolution: linattn's causal conv1d is not in this build; "
-                             "construct the layer with use_short_conv=False")
         self.hidden_size, self.kernel_size = hidden_size, kernel_size
         self.activation = activation
         conv = nn.Conv1d(hidden_size, hidden_size, kernel_size, groups=hidden_size, bias=bias)
         self.weight, self.bias = conv.weight, conv.bias  # nn.Conv1d's initialisation
 
     def forward(self, x, cache=None, output_final_state: bool = False, form: str = "chunk"):
+        """x [B, T, D] -> (y, cache or None). `form` is the mixer's: a decode step is a one-token
+        forward from the cache; 'reference' runs the convolution's fp64 oracle."""
         return ops.causal_conv1d(x, self.weight[:, 0], self.bias, initial_state=cache,
                                  output_final_state=output_final_state,
-                                 activation=self.activation, form=form)
+                                 activation=self.activation,
+                                 form="reference" if form == "reference" else "chunk")
 
 
 class HedgehogFeatureMap(nn.Module):

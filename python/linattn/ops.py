@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from . import _core
+from . import conv1d as _conv1d
 from .reference import _backward, _forward
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "chunk_gated_delta_product",
     "fused_recurrent_gated_delta_product",
     "noncausal_linear_attn",
+    "causal_conv1d",
 ]
 
 # The differentiable inputs of an op, in the order the autograd function receives them.
@@ -395,3 +397,55 @@ def noncausal_linear_attn(q, k, v, scale=None, normalize=False, cu_seqlens=None)
     t's whole sequence. No state: returns (o, None). No fla counterpart."""
     return mixer("noncausal_linear_attn", q, k, v, scale=scale, normalize=normalize,
                  cu_seqlens=cu_seqlens, name="noncausal_linear_attn")
+
+
+# ----------------------------------------------------------------------------------------------
+# The short convolution before the mixers.
+
+_CONV_INPUTS = ("x", "weight", "bias", "residual", "initial_state")
+
+
+class _Conv1dFunction(torch.autograd.Function):
+    """y, final_state = causal_conv1d(x, weight, bias, residual, initial_state) through the C++
+    forward and backward (linattn.conv1d)."""
+
+    @staticmethod
+    def forward(ctx, options: dict, x, weight, bias, residual, initial_state):
+        y, final_state = _conv1d.causal_conv1d(x, weight, bias, residual, initial_state,
+                                               **options)
+        ctx.options = options
+        ctx.save_for_backward(x, weight, bias, residual, initial_state)
+        ctx.set_materialize_grads(False)
+        return y, final_state
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dfinal_state):
+        saved = dict(zip(_CONV_INPUTS, ctx.saved_tensors))
+        if dy is None and dfinal_state is None:
+            return (None,) * (1 + len(_CONV_INPUTS))
+        x = saved["x"]
+        dy = x.new_zeros(x.shape) if dy is None else dy
+        options = {n: v for n, v in ctx.options.items() if n != "output_final_state"}
+        grads = _conv1d.causal_conv1d_backward(
+            x, saved["weight"], dy, dfinal_state, bias=saved["bias"], residual=saved["residual"],
+            initial_state=saved["initial_state"], **options)
+        return (None, *(grads.get("d" + n) if need else None
+                        for n, need in zip(_CONV_INPUTS, ctx.needs_input_grad[1:])))
+
+
+def causal_conv1d(x, weight, bias=None, residual=None, initial_state=None,
+                  output_final_state=False, activation=None, cu_seqlens=None, *, form="chunk"):
+    """fla.modules.convolution.causal_conv1d as a torch autograd function: x [B, T, D],
+    weight [D, W], bias [D], residual [B, T, D] (added after the activation), initial_state
+    [N, D, W] (fla's cache: the last W inputs); activation None or 'silu'/'swish'. Returns
+    (y [B, T, D], final_state [N, D, W] or None). Differentiable in x, weight, bias, residual
+    and initial_state. (linattn.causal_conv1d is the same call without autograd.)"""
+    tensors = dict(x=x, weight=weight, bias=bias, residual=residual, initial_state=initial_state)
+    _check_tensors("causal_conv1d", {**tensors, "cu_seqlens": cu_seqlens})
+    options = dict(output_final_state=output_final_state, activation=activation,
+                   cu_seqlens=cu_seqlens, form=form)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in tensors.values()):
+        return _Conv1dFunction.apply(options, *tensors.values())
+    return _conv1d.causal_conv1d(**tensors, **options)

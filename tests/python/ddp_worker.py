@@ -24,7 +24,7 @@ BATCH, SEQ, VOCAB = 4, 40, 64
 def model_and_batch():
     torch.manual_seed(0)
     config = LMConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, mixer="gated_deltanet",
-                      mixer_kwargs=dict(head_dim=8, num_heads=2, use_short_conv=False))
+                      mixer_kwargs=dict(head_dim=8, num_heads=2))
     batch = torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=torch.Generator().manual_seed(1))
     return CausalLM(config), batch
 

@@ -8,18 +8,16 @@ torch = pytest.importorskip("torch")
 
 from linattn import layers, models  # noqa: E402
 
-# Small configurations of every layer (no short convolution: not in this build yet).
+# Small configurations of every layer, with and without short convolutions.
 LAYER_CONFIGS = {
-    "gated_deltanet": dict(head_dim=16, num_heads=2, num_v_heads=4, expand_v=1.5,
-                           use_short_conv=False),
+    "gated_deltanet": dict(head_dim=16, num_heads=2, num_v_heads=4, expand_v=1.5),
     "deltanet": dict(num_heads=4, use_gate=True, use_short_conv=False),
-    "gla": dict(num_heads=4, expand_k=0.5, clamp_min=-5.0),
-    "hgrn2": dict(expand_ratio=16),
+    "gla": dict(num_heads=4, expand_k=0.5, clamp_min=-5.0, use_short_conv=True, conv_bias=True),
+    "hgrn2": dict(expand_ratio=16, use_short_conv=True),
     "linear_attn": dict(num_heads=4, feature_map="hedgehog", norm_q=True, norm_k=True),
-    "mamba2": dict(state_size=16, head_dim=16, n_groups=2, use_short_conv=False),
+    "mamba2": dict(state_size=16, head_dim=16, n_groups=2),
     "gated_deltaproduct": dict(head_dim=16, num_heads=2, num_householder=2,
-                               allow_neg_eigval=True, use_forget_gate=True,
-                               use_short_conv=False),
+                               allow_neg_eigval=True, use_forget_gate=True),
 }
 HIDDEN = 64
 
@@ -46,6 +44,9 @@ def test_layer_prefill_then_steps_equals_forward(name):
     # and projections of the layer.
     assert rel_err(torch.cat(steps, 1), full) <= 1e-5
     assert rel_err(state.recurrent, full_state.recurrent) <= 1e-5
+    assert (state.conv is None) == (full_state.conv is None) == (not layer.use_short_conv)
+    for cache, full_cache in zip(state.conv or (), full_state.conv or ()):
+        assert rel_err(cache, full_cache) <= 1e-6  # the last W inputs (projected one by one)
 
 
 @pytest.mark.parametrize("name", sorted(LAYER_CONFIGS))
@@ -66,13 +67,6 @@ def test_normalised_linear_attention_refuses_a_state():
     _, state = layer(torch.randn(1, 5, HIDDEN), output_state=True)
     with pytest.raises(ValueError, match="cannot continue from a state"):
         layer.step(torch.randn(1, HIDDEN), state)
-
-
-def test_short_convolution_needs_conv1d():
-    if hasattr(layers.ops, "causal_conv1d"):
-        pytest.skip("causal conv1d is in this build")
-    with pytest.raises(ValueError, match="use_short_conv=False"):
-        layers.GatedDeltaNet(hidden_size=HIDDEN, head_dim=16, num_heads=2)
 
 
 def small_lm(mixer="gated_deltanet", layers_=None, seed=0):
