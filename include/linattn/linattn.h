@@ -162,6 +162,43 @@ const char* linattn_op_name(linattn_op op) LINATTN_NOEXCEPT;
  * (backward != 0) pass, else 0. Unknown op or form ids give 0 with linattn_last_error set. */
 int linattn_has_form(linattn_op op, linattn_form form, int backward) LINATTN_NOEXCEPT;
 
+/* ---- Causal depthwise conv1d (linattn/conv1d.hpp; fla's causal_conv1d) ----
+ * x [B, T, D], weight [D, W], optional bias [D] and residual [B, T, D] (added after the
+ * activation), states [N, D, W] (the last W inputs of each sequence, oldest first). A
+ * zero-initialised struct means: nothing given, no final state, no activation. */
+typedef LINATTN_ENUM(linattn_activation){
+    LINATTN_ACTIVATION_NONE = 0,
+    LINATTN_ACTIVATION_SILU = 1, /* fla's "silu" / "swish" */
+} linattn_activation;
+
+typedef struct linattn_conv1d_args {
+  linattn_tensor x, weight, bias, residual, initial_state, cu_seqlens;
+  int32_t output_final_state; /* nonzero: write final_state [N, D, W] */
+  int32_t activation;         /* a linattn_activation */
+} linattn_conv1d_args;
+
+typedef struct linattn_conv1d_grads {
+  linattn_tensor dx, dweight, dbias, dresidual, dinitial_state; /* ndim == 0: not computed */
+} linattn_conv1d_grads;
+
+/* form: LINATTN_FORM_REFERENCE (fp64 oracle) or LINATTN_FORM_CHUNK (fast). *y (required) has
+ * x's shape and dtype, contiguous; final_state (NULL unless output_final_state) [N, D, W]. */
+linattn_status linattn_causal_conv1d_forward(linattn_form form, const linattn_conv1d_args* args,
+                                             linattn_tensor* y,
+                                             linattn_tensor* final_state) LINATTN_NOEXCEPT;
+/* dy (required) [B, T, D]; dfinal_state may be NULL; each gradient given in *grads is written. */
+linattn_status linattn_causal_conv1d_backward(linattn_form form, const linattn_conv1d_args* args,
+                                              const linattn_tensor* dy,
+                                              const linattn_tensor* dfinal_state,
+                                              linattn_conv1d_grads* grads) LINATTN_NOEXCEPT;
+/* One decode step (fla's causal_conv1d_update): x [N, D]; cache [N, D, W] shifted in place;
+ * bias and residual ([N, D]) may be NULL; y [N, D] contiguous with x's dtype. */
+linattn_status linattn_causal_conv1d_update(const linattn_tensor* x, linattn_tensor* cache,
+                                            const linattn_tensor* weight,
+                                            const linattn_tensor* bias,
+                                            const linattn_tensor* residual, int32_t activation,
+                                            linattn_tensor* y) LINATTN_NOEXCEPT;
+
 /* The message of the last failed linattn call on this thread (thread-local). Every call that
  * can fail resets it to "" when it succeeds. The string is owned by linattn and stays valid
  * until the next linattn call on this thread; never NULL. */

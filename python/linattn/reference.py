@@ -67,13 +67,15 @@ def _forward(op: str, form: str, q, k, v, **options):
     return o, final_state
 
 
-def _backward(op: str, form: str, q, k, v, do, dfinal_state=None, **options) -> dict[str, Any]:
-    """Gradients of one form of an op for every given input, each shaped and typed like it."""
+def _backward(op: str, form: str, q, k, v, do, dfinal_state=None, wanted=None,
+              **options) -> dict[str, Any]:
+    """Gradients of one form of an op for every given input (or only the inputs named in
+    `wanted`), each shaped and typed like its input."""
     inputs = _inputs(q, k, v, **options)
     grads = {
         _GRAD_OF[name]: empty_like(inputs["q"], tuple(x.shape), dtype_name(x))
         for name, x in inputs.items()
-        if name in _GRAD_OF and x is not None
+        if name in _GRAD_OF and x is not None and (wanted is None or name in wanted)
     }
     _core.backward(
         op, form, **inputs, d_o=as_input(do), dfinal_state=as_input(dfinal_state), **grads

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "linattn/conv1d.hpp"
 #include "linattn/error.hpp"
 #include "linattn/ops.hpp"
 
@@ -38,6 +39,8 @@ static_assert(LINATTN_OP_LINEAR_ATTN == static_cast<int>(Op::linear_attn) &&
 static_assert(LINATTN_FORM_REFERENCE == static_cast<int>(Form::reference) &&
               LINATTN_FORM_CHUNK == static_cast<int>(Form::chunk) &&
               LINATTN_FORM_RECURRENT == static_cast<int>(Form::recurrent) && kNumForms == 3);
+static_assert(LINATTN_ACTIVATION_NONE == static_cast<int>(Activation::none) &&
+              LINATTN_ACTIVATION_SILU == static_cast<int>(Activation::silu));
 constexpr int kNumDTypes = 5;
 
 // Thrown for a form without an implementation, so that `guarded` can report NOT_IMPLEMENTED
@@ -143,6 +146,20 @@ OpArgs to_args(const char* fn, const linattn_args* args) {
   out.normalize = a.normalize != 0;
   out.use_qk_l2norm_in_kernel = a.use_qk_l2norm_in_kernel != 0;
   out.num_householder = a.num_householder;
+  return out;
+}
+
+Conv1dArgs to_conv1d_args(const char* fn, const linattn_conv1d_args* args) {
+  const linattn_conv1d_args& a = require(fn, "args", args);
+  Conv1dArgs out;
+  out.x = to_view(fn, "args->x", a.x);
+  out.weight = to_view(fn, "args->weight", a.weight);
+  out.bias = to_view(fn, "args->bias", a.bias);
+  out.residual = to_view(fn, "args->residual", a.residual);
+  out.initial_state = to_view(fn, "args->initial_state", a.initial_state);
+  out.cu_seqlens = to_view(fn, "args->cu_seqlens", a.cu_seqlens);
+  out.output_final_state = a.output_final_state != 0;
+  out.activation = static_cast<Activation>(a.activation);  // validated by the C++ API
   return out;
 }
 
@@ -263,5 +280,50 @@ int linattn_has_form(linattn_op op, linattn_form form, int backward) noexcept {
 const char* linattn_last_error(void) noexcept { return t_last_error; }
 
 const char* linattn_version(void) noexcept { return version(); }
+
+linattn_status linattn_causal_conv1d_forward(linattn_form form, const linattn_conv1d_args* args,
+                                             linattn_tensor* y, linattn_tensor* final_state) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_causal_conv1d_forward";
+    const Conv1dArgs a = to_conv1d_args(fn, args);
+    causal_conv1d_forward(to_form(form), a,
+                          {to_view(fn, "y", require(fn, "y", y)), optional_view(fn, "final_state", final_state)});
+  });
+}
+
+linattn_status linattn_causal_conv1d_backward(linattn_form form, const linattn_conv1d_args* args,
+                                              const linattn_tensor* dy,
+                                              const linattn_tensor* dfinal_state,
+                                              linattn_conv1d_grads* grads) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_causal_conv1d_backward";
+    const Conv1dArgs a = to_conv1d_args(fn, args);
+    const linattn_conv1d_grads& g = require(fn, "grads", grads);
+    causal_conv1d_backward(
+        to_form(form), a,
+        {to_view(fn, "dy", require(fn, "dy", dy)), optional_view(fn, "dfinal_state", dfinal_state)},
+        {to_view(fn, "grads->dx", g.dx), to_view(fn, "grads->dweight", g.dweight),
+         to_view(fn, "grads->dbias", g.dbias), to_view(fn, "grads->dresidual", g.dresidual),
+         to_view(fn, "grads->dinitial_state", g.dinitial_state)});
+  });
+}
+
+linattn_status linattn_causal_conv1d_update(const linattn_tensor* x, linattn_tensor* cache,
+                                            const linattn_tensor* weight,
+                                            const linattn_tensor* bias,
+                                            const linattn_tensor* residual, int32_t activation,
+                                            linattn_tensor* y) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_causal_conv1d_update";
+    Conv1dUpdateArgs a;
+    a.x = to_view(fn, "x", require(fn, "x", x));
+    a.cache = to_view(fn, "cache", require(fn, "cache", cache));
+    a.weight = to_view(fn, "weight", require(fn, "weight", weight));
+    a.bias = optional_view(fn, "bias", bias);
+    a.residual = optional_view(fn, "residual", residual);
+    a.activation = static_cast<Activation>(activation);
+    causal_conv1d_update(a, to_view(fn, "y", require(fn, "y", y)));
+  });
+}
 
 }  // extern "C"

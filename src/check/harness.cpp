@@ -572,8 +572,6 @@ double finite_difference_error(const Case& c) {
 
 // --------------------------------------------------------------- consistency of the oracle
 
-namespace {
-
 // Tokens [start, start + len) of a [B, T*steps, ...] buffer (dimension 1), as batch row 0.
 Buffer slice_tokens(const Buffer& b, int64_t batch, int64_t start, int64_t len, int64_t steps) {
   if (!b.given()) return {};
@@ -599,6 +597,8 @@ Buffer slice_row(const Buffer& b, int64_t n) {
   for (int64_t i = 0; i < out.numel(); ++i) out.set(i, b.get(n * out.numel() + i));
   return out;
 }
+
+namespace {
 
 // Inputs of tokens [start, start+len) of batch row `batch`, with `state` as the initial state.
 Inputs slice_inputs(const Inputs& in, int64_t batch, int64_t start, int64_t len, int64_t n_h,

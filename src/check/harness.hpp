@@ -37,6 +37,11 @@ class Buffer {
 // Relative error ||got - want||_2 / ||want||_2 (absolute when want is all zeros).
 double rel_error(const Buffer& got, const Buffer& want);
 
+// Tokens [start, start + len) of a [B, T*steps, ...] buffer (dimension 1), as batch row 0.
+Buffer slice_tokens(const Buffer& b, int64_t batch, int64_t start, int64_t len, int64_t steps);
+// Row n of a [N, ...] buffer as a [1, ...] buffer.
+Buffer slice_row(const Buffer& b, int64_t n);
+
 enum class Gates {
   typical,       // log decays in [-1, -0.01], beta in [0.1, 1]
   decay_near_1,  // log decays of -1e-6: almost no forgetting

@@ -18,4 +18,13 @@ void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n);
 // y[i] += a * x[i]
 void axpy(int64_t n, float a, const float* x, float* y);
 
+// y[i] += a[i] * x[i]
+void mul_add(int64_t n, const float* a, const float* x, float* y);
+
+// s[i] = 1 / (1 + exp(-x[i])) (the logistic sigmoid; SiLU is x s, its derivative s (1 + x (1 - s)))
+void sigmoid(int64_t n, const float* x, float* s);
+
+// x[i] = log(1 + exp(x[i])) (softplus), x itself above 20 where the two agree in fp32.
+void softplus_inplace(float* x, int64_t n);
+
 }  // namespace linattn::kernels

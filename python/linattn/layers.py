@@ -1,0 +1,582 @@
+"""Token-mixing layers (torch.nn.Module) in the shape of fla's layers, on linattn's C++ ops.
+
+Each layer has the published projections, the optional short causal convolution, the output
+gate and norm of its paper / fla layer; the recurrence itself is one call of ``linattn.ops``
+(chunk form for training and prefill, recurrent form for decoding), the short convolution one
+call of linattn's causal conv1d (``ops.causal_conv1d``). Projections, norms and gate activations are ordinary torch
+modules and functions (model glue, not numeric kernels).
+
+Interface (the same for every layer):
+- ``forward(hidden_states, state=None, output_state=False, form="chunk")`` with
+  hidden_states ``[B, T, hidden_size]`` returns ``(o [B, T, hidden_size], state or None)``;
+- ``step(x, state=None)`` decodes one token, x ``[B, hidden_size]``, returning ``(o, state)``;
+- ``state`` is a ``LayerState(conv, recurrent)``: the short convolutions' caches (fla's
+  ``[B, D, W]``, a tuple, None without convolutions) and the recurrent state ``[B, HV, K, V]``.
+A prefill with ``output_state=True`` followed by ``step`` calls equals one forward over the
+whole sequence (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+
+
+class LayerState(NamedTuple):
+    conv: tuple | None      # one cache per short convolution, or None
+    recurrent: torch.Tensor | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Glue modules: norms, the short convolution, feature maps.
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight over the last dimension."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, elementwise_affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
+
+    def forward(self, x):
+        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+
+
+class GatedRMSNorm(RMSNorm):
+    """fla's FusedRMSNormGated: rmsnorm(x) * weight * silu(gate) (norm before the gate)."""
+
+    def forward(self, x, gate):
+        return super().forward(x) * F.silu(gate)
+
+
+class ShortConvolution(nn.Module):
+    """fla's ShortConvolution: a causal depthwise conv1d over [B, T, D] with kernel_size taps,
+    weight [D, 1, W] (nn.Conv1d's depthwise layout) and an optional SiLU; computed by linattn's
+    causal conv1d (C++). Its cache is fla's [B, D, W]: the last W inputs."""
+
+    def __init__(self, hidden_size: int, kernel_size: int, bias: bool = False,
+                 activation: str | None = "silu"):
+        super().__init__()
+        if activation not in (None, "silu", "swish"):
+            raise ValueError(f"ShortConvolution: activation must be None, 'silu' or 'swish', "
+                             f"got {activation!r}")
+        self.hidden_size, self.kernel_size = hidden_size, kernel_size
+        self.activation = activation
+        conv = nn.Conv1d(hidden_size, hidden_size, kernel_size, groups=hidden_size, bias=bias)
+        self.weight, self.bias = conv.weight, conv.bias  # nn.Conv1d's initialisation
+
+    def forward(self, x, cache=None, output_final_state: bool = False, form: str = "chunk"):
+        """x [B, T, D] -> (y, cache or None). `form` is the mixer's: a decode step is a one-token
+        forward from the cache; 'reference' runs the convolution's fp64 oracle."""
+        return ops.causal_conv1d(x, self.weight[:, 0], self.bias, initial_state=cache,
+                                 output_final_state=output_final_state,
+                                 activation=self.activation,
+                                 form="reference" if form == "reference" else "chunk")
+
+
+class HedgehogFeatureMap(nn.Module):
+    """Hedgehog (Zhang et al. 2024): a learnable linear map (identity at init), then
+    [softmax(x), softmax(-x)] over the head dimension (feature dimension 2 * head_dim)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.layer = nn.Linear(head_dim, head_dim)
+        nn.init.eye_(self.layer.weight)
+        nn.init.zeros_(self.layer.bias)
+
+    def forward(self, x):
+        x = self.layer(x)
+        return torch.cat([x.softmax(-1), (-x).softmax(-1)], dim=-1)
+
+
+class T2RFeatureMap(nn.Module):
+    """T2R (Kasai et al. 2021): relu(W x + b)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.layer = nn.Linear(head_dim, head_dim)
+
+    def forward(self, x):
+        return F.relu(self.layer(x))
+
+
+def _feature_map(name: str | None, head_dim: int) -> tuple[nn.Module, int]:
+    """A feature map by name and its output dimension."""
+    simple = {
+        None: nn.Identity, "identity": nn.Identity, "relu": nn.ReLU,
+        "elu": lambda: _Lambda(lambda x: F.elu(x) + 1),  # positive: elu(x) + 1
+    }
+    if name in simple:
+        return simple[name](), head_dim
+    if name == "hedgehog":
+        return HedgehogFeatureMap(head_dim), 2 * head_dim
+    if name == "t2r":
+        return T2RFeatureMap(head_dim), head_dim
+    raise ValueError(f"LinearAttention: feature_map must be one of identity, elu, relu, t2r, "
+                     f"hedgehog, got {name!r}")
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def _inverse_softplus_dt(n: int, dt_min: float = 1e-3, dt_max: float = 0.1,
+                         dt_floor: float = 1e-4) -> torch.Tensor:
+    """Mamba2's dt bias initialisation: dt log-uniform in [dt_min, dt_max], stored as the
+    inverse softplus so that softplus(dt_bias) = dt."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def _heads(x, head_dim: int):
+    """[B, T, H * d] -> [B, T, H, d] (a view)."""
+    return x.unflatten(-1, (-1, head_dim))
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared skeleton.
+
+
+class _Mixer(nn.Module):
+    """Projections -> short convolutions (or their activation alone) -> _mix.
+
+    Subclasses set ``conv_inputs`` (the projections that pass through a short convolution, in
+    the order of the conv caches) and implement ``_project(x)`` (a dict of those projections)
+    and ``_mix(x, h, initial_state, output_final_state, form)`` -> (o, recurrent state)."""
+
+    conv_inputs: tuple[str, ...] = ()
+    conv_activation: str | None = "silu"  # inside the convolution
+    plain_activation = None               # applied instead when use_short_conv is False
+
+    def _make_convs(self, use_short_conv: bool, conv_size: int, conv_bias: bool,
+                    dims: dict[str, int]):
+        self.use_short_conv = use_short_conv
+        self.convs = nn.ModuleDict({
+            name: ShortConvolution(dims[name], conv_size, conv_bias, self.conv_activation)
+            for name in self.conv_inputs} if use_short_conv else {})
+
+    def forward(self, hidden_states, state: LayerState | None = None,
+                output_state: bool = False, form: str = "chunk"):
+        h = self._project(hidden_states)
+        caches = []
+        for i, name in enumerate(self.conv_inputs):
+            if self.use_short_conv:
+                cache = None if state is None or state.conv is None else state.conv[i]
+                h[name], cache = self.convs[name](h[name], cache, output_state, form)
+                caches.append(cache)
+            elif self.plain_activation is not None:
+                h[name] = self.plain_activation(h[name])
+        recurrent = None if state is None else state.recurrent
+        o, recurrent = self._mix(hidden_states, h, recurrent, output_state, form)
+        if not output_state:
+            return o, None
+        return o, LayerState(tuple(caches) if self.use_short_conv else None, recurrent)
+
+    def step(self, x, state: LayerState | None = None):
+        """One token of each of B sequences, x [B, hidden_size] -> (o [B, hidden_size], state)."""
+        o, state = self.forward(x[:, None], state, output_state=True, form="recurrent")
+        return o[:, 0], state
+
+
+# ---------------------------------------------------------------------------------------------
+# The layers.
+
+
+class GatedDeltaNet(_Mixer):
+    """Gated DeltaNet (Yang et al. 2024), fla's GatedDeltaNet: q, k, v projections with short
+    convolutions (SiLU), L2-normalised q/k, decay g = -exp(A_log) softplus(a_proj(x) + dt_bias),
+    beta = sigmoid(b_proj(x)) (x2 with allow_neg_eigval), output RMSNorm gated by
+    silu(g_proj(x)), o_proj. num_v_heads > num_heads gives grouped value heads."""
+
+    conv_inputs = ("q", "k", "v")
+    plain_activation = staticmethod(F.silu)
+
+    def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256,
+                 num_heads: int = 6, num_v_heads: int | None = None, use_gate: bool = True,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = False, conv_size: int = 4,
+                 conv_bias: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None):
+        super().__init__()
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.num_heads = num_heads
+        self.num_v_heads = num_v_heads or num_heads
+        if self.num_v_heads % num_heads:
+            raise ValueError(f"GatedDeltaNet: num_v_heads={self.num_v_heads} must be a multiple "
+                             f"of num_heads={num_heads}")
+        self.allow_neg_eigval, self.use_gate, self.layer_idx = allow_neg_eigval, use_gate, layer_idx
+        key_dim, value_dim = num_heads * head_dim, self.num_v_heads * self.head_v_dim
+        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self.a_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.A_log = nn.Parameter(torch.empty(self.num_v_heads).uniform_(1, 16).log())
+        self.dt_bias = nn.Parameter(_inverse_softplus_dt(self.num_v_heads))
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": key_dim, "k": key_dim, "v": value_dim})
+        if use_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    def _project(self, x):
+        return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+        beta = self.b_proj(x).sigmoid() * (2.0 if self.allow_neg_eigval else 1.0)
+        o, state = self.recurrence(_heads(h["q"], self.head_k_dim),
+                                   _heads(h["k"], self.head_k_dim),
+                                   _heads(h["v"], self.head_v_dim), g, beta, initial_state,
+                                   output_final_state, form)
+        return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+    def recurrence(self, q, k, v, g, beta, initial_state, output_final_state, form):
+        """The gated delta rule with L2-normalised q, k (a method so that benchmarks can swap in
+        another implementation of the same function)."""
+        return ops.mixer("gated_delta_rule", q, k, v, g=g, beta=beta, form=form,
+                         initial_state=initial_state, output_final_state=output_final_state,
+                         use_qk_l2norm_in_kernel=True)
+
+
+def _output_norm(layer, x, o):
+    """The output norm, gated by silu(g_proj(x)) per head when the layer has an output gate."""
+    if getattr(layer, "use_gate", False):
+        return layer.o_norm(o, _heads(layer.g_proj(x), o.shape[-1]))
+    return layer.o_norm(o)
+
+
+class DeltaNet(_Mixer):
+    """DeltaNet (Schlag et al. 2021; Yang et al. 2024), fla's DeltaNet: q, k, v projections with
+    short convolutions (SiLU on v, and on q/k with qk_activation='silu'), L2-normalised q/k,
+    beta = sigmoid(b_proj(x)) (x2 with allow_neg_eigval; 1 without use_beta), output RMSNorm
+    (gated by silu(g_proj(x)) with use_gate), o_proj."""
+
+    conv_inputs = ("q", "k", "v")
+    plain_activation = staticmethod(F.silu)
+
+    def __init__(self, hidden_size: int = 1024, expand_k: float = 1.0, expand_v: float = 1.0,
+                 num_heads: int = 4, use_beta: bool = True, use_gate: bool = False,
+                 use_short_conv: bool = True, conv_size: int = 4, conv_bias: bool = False,
+                 allow_neg_eigval: bool = False, qk_activation: str = "silu",
+                 qk_norm: str = "l2", norm_eps: float = 1e-5, layer_idx: int | None = None):
+        super().__init__()
+        if qk_activation != "silu" or qk_norm != "l2":
+            raise ValueError("DeltaNet: only qk_activation='silu' and qk_norm='l2' (fla's "
+                             f"defaults) are supported, got {qk_activation!r}, {qk_norm!r}")
+        key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
+        self.use_beta, self.use_gate = use_beta, use_gate
+        self.allow_neg_eigval, self.layer_idx = allow_neg_eigval, layer_idx
+        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        if use_beta:
+            self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": key_dim, "k": key_dim, "v": value_dim})
+        if use_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    _project = GatedDeltaNet._project
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        v = _heads(h["v"], self.head_v_dim)
+        if self.use_beta:
+            beta = self.b_proj(x).sigmoid() * (2.0 if self.allow_neg_eigval else 1.0)
+        else:
+            beta = v.new_ones(v.shape[:3])
+        o, state = ops.mixer("delta_rule", _heads(h["q"], self.head_k_dim),
+                             _heads(h["k"], self.head_k_dim), v, beta=beta,
+                             initial_state=initial_state, output_final_state=output_final_state,
+                             form=form, use_qk_l2norm_in_kernel=True)
+        return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+
+class GatedLinearAttention(_Mixer):
+    """GLA (Yang et al. 2023), fla's GatedLinearAttention: q, k, v projections (optional short
+    convolutions, SiLU), a low-rank per-key-channel forget gate
+    gk = logsigmoid(W2 W1 x + b) / gate_logit_normalizer (clamped below by clamp_min), output
+    RMSNorm gated by swish(g_proj(x)), o_proj."""
+
+    conv_inputs = ("q", "k", "v")
+
+    def __init__(self, hidden_size: int = 1024, expand_k: float = 0.5, expand_v: float = 1.0,
+                 num_heads: int = 4, use_short_conv: bool = False, conv_size: int = 4,
+                 conv_bias: bool = False, use_output_gate: bool = True, norm_eps: float = 1e-5,
+                 gate_logit_normalizer: int = 16, gate_low_rank_dim: int = 16,
+                 clamp_min: float | None = None, layer_idx: int | None = None):
+        super().__init__()
+        key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
+        self.use_gate = use_output_gate
+        self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
+        self.layer_idx = layer_idx
+        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
+                                     nn.Linear(gate_low_rank_dim, key_dim, bias=True))
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": key_dim, "k": key_dim, "v": value_dim})
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    _project = GatedDeltaNet._project
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        gk = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer
+        if self.clamp_min is not None:
+            gk = gk.clamp_min(self.clamp_min)
+        o, state = ops.mixer("gla", _heads(h["q"], self.head_k_dim),
+                             _heads(h["k"], self.head_k_dim), _heads(h["v"], self.head_v_dim),
+                             gk=_heads(gk, self.head_k_dim), initial_state=initial_state,
+                             output_final_state=output_final_state, form=form)
+        return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+
+class HGRN2(_Mixer):
+    """HGRN2 (Qin et al. 2024), fla's HGRN2Attention: GLA with q = swish(q_proj(x)), forget gate
+    g = logsigmoid(f_proj(x)) and input gate k = 1 - exp(g) tied to it, v = i_proj(x)
+    (state expansion: expand_ratio key channels per head), RMSNorm over the output, o_proj."""
+
+    conv_inputs = ("q", "f", "i")
+    conv_activation = None
+
+    def __init__(self, hidden_size: int = 1024, num_heads: int | None = None,
+                 expand_ratio: int | None = 128, use_short_conv: bool = False, conv_size: int = 4,
+                 conv_bias: bool = False, elementwise_affine: bool = True, norm_eps: float = 1e-5,
+                 layer_idx: int | None = None):
+        super().__init__()
+        if expand_ratio is not None:
+            num_heads = hidden_size // expand_ratio
+        elif num_heads is not None:
+            expand_ratio = hidden_size // num_heads
+        else:
+            raise ValueError("HGRN2: give expand_ratio or num_heads")
+        self.num_heads, self.expand_ratio = num_heads, expand_ratio
+        self.head_i_dim, self.layer_idx = hidden_size // num_heads, layer_idx
+        forget_dim = num_heads * expand_ratio
+        self.q_proj = nn.Linear(hidden_size, forget_dim, bias=False)
+        self.f_proj = nn.Linear(hidden_size, forget_dim, bias=False)
+        self.i_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": forget_dim, "f": forget_dim, "i": hidden_size})
+        self.g_norm = RMSNorm(hidden_size, eps=norm_eps, elementwise_affine=elementwise_affine)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def _project(self, x):
+        return {"q": self.q_proj(x), "f": self.f_proj(x), "i": self.i_proj(x)}
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        g = F.logsigmoid(h["f"])
+        q, k, g = (_heads(t, self.expand_ratio) for t in (F.silu(h["q"]), 1 - g.exp(), g))
+        o, state = ops.mixer("gla", q, k, _heads(h["i"], self.head_i_dim), gk=g,
+                             initial_state=initial_state, output_final_state=output_final_state,
+                             form=form)
+        return self.o_proj(self.g_norm(o.flatten(-2))), state
+
+
+class LinearAttention(_Mixer):
+    """Linear attention (Katharopoulos et al. 2020) with a feature map on q and k (identity,
+    elu (+1), relu, t2r, hedgehog), fla's LinearAttention: q, k, v projections, optional
+    normalisation of q/k features to sum 1 (norm_q, norm_k) and of the output by the
+    accumulated key sum (do_feature_map_norm), RMSNorm over the output, o_proj."""
+
+    def __init__(self, hidden_size: int = 1024, expand_k: float = 1.0, expand_v: float = 1.0,
+                 num_heads: int = 8, feature_map: str | None = "hedgehog",
+                 tie_feature_map_qk: bool = False, output_norm: str = "rmsnorm",
+                 norm_q: bool = False, norm_k: bool = False, do_feature_map_norm: bool = False,
+                 elementwise_affine: bool = True, norm_eps: float = 1e-5,
+                 layer_idx: int | None = None):
+        super().__init__()
+        key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
+        self.norm_q, self.norm_k, self.do_feature_map_norm = norm_q, norm_k, do_feature_map_norm
+        self.use_short_conv, self.layer_idx = False, layer_idx
+        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self.feature_map_q, _ = _feature_map(feature_map, self.head_k_dim)
+        self.feature_map_k = (self.feature_map_q if tie_feature_map_qk
+                              else _feature_map(feature_map, self.head_k_dim)[0])
+        if output_norm == "rmsnorm":
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps,
+                                  elementwise_affine=elementwise_affine)
+        elif output_norm == "identity":
+            self.o_norm = nn.Identity()
+        else:
+            raise ValueError(f"LinearAttention: output_norm must be 'rmsnorm' or 'identity', "
+                             f"got {output_norm!r}")
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    _project = GatedDeltaNet._project
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        if self.do_feature_map_norm and initial_state is not None:
+            raise ValueError("LinearAttention: do_feature_map_norm=True cannot continue from a "
+                             "state (fla's normaliser sums the keys of the current call only); "
+                             "decode with do_feature_map_norm=False")
+        q = self.feature_map_q(_heads(h["q"], self.head_k_dim))
+        k = self.feature_map_k(_heads(h["k"], self.head_k_dim))
+        if self.norm_q:
+            q = q / (q.sum(-1, keepdim=True) + 1e-4)
+        if self.norm_k:
+            k = k / (k.sum(-1, keepdim=True) + 1e-4)
+        o, state = ops.mixer("linear_attn", q, k, _heads(h["v"], self.head_v_dim),
+                             normalize=self.do_feature_map_norm, initial_state=initial_state,
+                             output_final_state=output_final_state, form=form)
+        return self.o_proj(self.o_norm(o).flatten(-2)), state
+
+
+class Mamba2(_Mixer):
+    """Mamba-2's SSD layer (Dao & Gu 2024): in_proj to [z, xBC, dt], a short convolution (SiLU)
+    over xBC, then per head h: S_t = exp(dt_t A_h) S_{t-1} + B_t (dt_t x_t)^T, y_t = S_t^T C_t
+    + D_h x_t -- simple_gla with q = C, k = B (n_groups heads shared by the value heads),
+    v = dt x, g = dt A, scale 1 -- a gated RMSNorm (norm(y silu(z)) per group) and out_proj."""
+
+    conv_inputs = ("xBC",)
+    plain_activation = staticmethod(F.silu)
+
+    def __init__(self, hidden_size: int = 1024, state_size: int = 128, expand: int = 2,
+                 head_dim: int = 64, n_groups: int = 1, use_short_conv: bool = True,
+                 conv_kernel: int = 4, use_conv_bias: bool = True, use_bias: bool = False,
+                 norm_eps: float = 1e-5, time_step_min: float = 1e-3, time_step_max: float = 0.1,
+                 time_step_floor: float = 1e-4, layer_idx: int | None = None):
+        super().__init__()
+        self.intermediate_size = expand * hidden_size
+        if self.intermediate_size % head_dim:
+            raise ValueError(f"Mamba2: expand * hidden_size = {self.intermediate_size} must be "
+                             f"a multiple of head_dim = {head_dim}")
+        self.num_heads = self.intermediate_size // head_dim
+        if self.num_heads % n_groups:
+            raise ValueError(f"Mamba2: the number of heads {self.num_heads} must be a multiple "
+                             f"of n_groups = {n_groups}")
+        self.head_dim, self.state_size, self.n_groups = head_dim, state_size, n_groups
+        self.layer_idx = layer_idx
+        self.conv_dim = self.intermediate_size + 2 * n_groups * state_size
+        self.in_proj = nn.Linear(hidden_size, self.intermediate_size + self.conv_dim
+                                 + self.num_heads, bias=use_bias)
+        self._make_convs(use_short_conv, conv_kernel, use_conv_bias, {"xBC": self.conv_dim})
+        self.dt_bias = nn.Parameter(_inverse_softplus_dt(self.num_heads, time_step_min,
+                                                         time_step_max, time_step_floor))
+        self.A_log = nn.Parameter(torch.empty(self.num_heads).uniform_(1, 16).log())
+        self.D = nn.Parameter(torch.ones(self.num_heads))
+        self.norm = RMSNorm(self.intermediate_size // n_groups, eps=norm_eps)
+        self.out_proj = nn.Linear(self.intermediate_size, hidden_size, bias=use_bias)
+
+    def _project(self, x):
+        z, xBC, dt = self.in_proj(x).split(
+            [self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
+        return {"z": z, "xBC": xBC, "dt": dt}
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        xs, B, C = h["xBC"].split([self.intermediate_size, self.n_groups * self.state_size,
+                                   self.n_groups * self.state_size], dim=-1)
+        dt = F.softplus(h["dt"].float() + self.dt_bias)  # [B, T, heads]
+        g = -self.A_log.exp() * dt
+        xs = _heads(xs, self.head_dim)
+        o, state = ops.mixer("simple_gla", _heads(C, self.state_size), _heads(B, self.state_size),
+                             xs * dt[..., None].to(xs.dtype), g=g, scale=1.0,
+                             initial_state=initial_state, output_final_state=output_final_state,
+                             form=form)
+        y = (o + xs * self.D[:, None].to(xs.dtype)).flatten(-2) * F.silu(h["z"])
+        y = self.norm(y.unflatten(-1, (self.n_groups, -1))).flatten(-2)
+        return self.out_proj(y), state
+
+
+class GatedDeltaProduct(_Mixer):
+    """DeltaProduct (Siems et al. 2025), fla's GatedDeltaProduct: num_householder delta-rule
+    steps per token, each with its own key, value and beta (k, v, b projections num_householder
+    times wider, short convolutions with SiLU on q, k, v), L2-normalised q/k, beta in [0, 2]
+    with allow_neg_eigval (negative eigenvalues), an optional forget gate
+    g = -exp(A_log) softplus(a_proj(x) + dt_bias), output RMSNorm gated by silu(g_proj(x))."""
+
+    conv_inputs = ("q", "k", "v")
+    plain_activation = staticmethod(F.silu)
+
+    def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256,
+                 num_heads: int = 6, num_householder: int = 2, use_output_gate: bool = True,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = False,
+                 use_forget_gate: bool = False, conv_size: int = 4, conv_bias: bool = False,
+                 norm_eps: float = 1e-5, layer_idx: int | None = None):
+        super().__init__()
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.num_heads, self.num_householder = num_heads, num_householder
+        self.allow_neg_eigval, self.use_gate = allow_neg_eigval, use_output_gate
+        self.use_forget_gate, self.layer_idx = use_forget_gate, layer_idx
+        key_dim, value_dim = num_heads * head_dim, num_heads * self.head_v_dim
+        n = num_householder
+        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, key_dim * n, bias=False)
+        self.v_proj = nn.Linear(hidden_size, value_dim * n, bias=False)
+        self.b_proj = nn.Linear(hidden_size, num_heads * n, bias=False)
+        if use_forget_gate:
+            self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
+            self.A_log = nn.Parameter(torch.empty(num_heads).uniform_(1, 16).log())
+            self.dt_bias = nn.Parameter(_inverse_softplus_dt(num_heads))
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": key_dim, "k": key_dim * n, "v": value_dim * n})
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    _project = GatedDeltaNet._project
+
+    def _steps(self, x, d):
+        """[B, T, n_h * H * d] -> [B, T * n_h, H, d]: the n_h steps of a token are consecutive
+        rows (fla's '... t (n h d) -> ... (t n) h d')."""
+        B, T = x.shape[:2]
+        return x.reshape(B, T * self.num_householder, self.num_heads, d)
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        B, T = x.shape[:2]
+        beta = self.b_proj(x).sigmoid() * (2.0 if self.allow_neg_eigval else 1.0)
+        g = None
+        if self.use_forget_gate:
+            g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+        o, state = ops.mixer("delta_product", _heads(h["q"], self.head_k_dim),
+                             self._steps(h["k"], self.head_k_dim),
+                             self._steps(h["v"], self.head_v_dim),
+                             g=g, beta=beta.reshape(B, T * self.num_householder, self.num_heads),
+                             num_householder=self.num_householder, initial_state=initial_state,
+                             output_final_state=output_final_state, form=form,
+                             use_qk_l2norm_in_kernel=True)
+        return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+
+# Layers by the names models use (linattn.models.LMConfig.mixer).
+MIXERS = {
+    "gated_deltanet": GatedDeltaNet,
+    "deltanet": DeltaNet,
+    "gla": GatedLinearAttention,
+    "hgrn2": HGRN2,
+    "linear_attn": LinearAttention,
+    "mamba2": Mamba2,
+    "gated_deltaproduct": GatedDeltaProduct,
+}

@@ -1,0 +1,132 @@
+"""A small causal language model over linattn's layers.
+
+``CausalLM(LMConfig(...))``: token embeddings, ``num_layers`` pre-norm blocks of
+(mixer, SwiGLU MLP) with RMSNorm, a final RMSNorm and an LM head tied to the embeddings. The
+mixer of each block is chosen by name (``linattn.layers.MIXERS``); ``layers`` gives one name
+per block for hybrid stacks. ``generate`` runs a chunked prefill (the chunk form over the
+prompt, keeping every layer's state) and then decodes token by token with the recurrent form;
+its logits equal a full forward pass over the generated sequence (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import MIXERS, RMSNorm
+
+
+@dataclass
+class LMConfig:
+    vocab_size: int = 256
+    hidden_size: int = 256
+    num_layers: int = 4
+    mixer: str = "gated_deltanet"             # a name of linattn.layers.MIXERS
+    mixer_kwargs: dict = field(default_factory=dict)  # the mixer's keyword arguments; with
+    # `layers`, a dict from mixer name to its keyword arguments
+    layers: tuple[str, ...] | None = None     # one mixer name per block (hybrid stacks)
+    intermediate_size: int | None = None      # SwiGLU width; default 8/3 hidden, rounded to 32
+    norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+
+    def layer_mixers(self) -> tuple[str, ...]:
+        names = tuple(self.layers) if self.layers is not None else (self.mixer,) * self.num_layers
+        if len(names) != self.num_layers:
+            raise ValueError(f"LMConfig: layers names {len(names)} mixers for num_layers = "
+                             f"{self.num_layers}")
+        for name in names:
+            if name not in MIXERS:
+                raise ValueError(f"LMConfig: unknown mixer {name!r}; available: "
+                                 f"{', '.join(sorted(MIXERS))} (softmax attention for hybrid "
+                                 "stacks is not in this build)")
+        return names
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: LMConfig, mixer: str, layer_idx: int):
+        super().__init__()
+        hidden = config.hidden_size
+        width = config.intermediate_size or 32 * -(-(8 * hidden // 3) // 32)
+        self.mixer_norm = RMSNorm(hidden, eps=config.norm_eps)
+        own = config.mixer_kwargs.get(mixer, {}) if config.layers else config.mixer_kwargs
+        kwargs = {"hidden_size": hidden, "layer_idx": layer_idx, **own}
+        self.mixer = MIXERS[mixer](**kwargs)
+        self.mlp_norm = RMSNorm(hidden, eps=config.norm_eps)
+        self.mlp = SwiGLU(hidden, width)
+
+    def forward(self, x, state=None, output_state: bool = False, form: str = "chunk"):
+        o, state = self.mixer(self.mixer_norm(x), state, output_state, form)
+        x = x + o
+        return x + self.mlp(self.mlp_norm(x)), state
+
+
+class CausalLM(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(config, name, i)
+                                    for i, name in enumerate(config.layer_mixers()))
+        self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def forward(self, input_ids, states=None, output_states: bool = False,
+                form: str = "chunk"):
+        """input_ids [B, T] -> (logits [B, T, vocab], per-block states or None). `states`
+        continues from earlier tokens (each block's LayerState)."""
+        x = self.embed(input_ids)
+        new_states = []
+        for i, block in enumerate(self.blocks):
+            x, state = block(x, None if states is None else states[i], output_states, form)
+            new_states.append(state)
+        logits = self.lm_head(self.norm(x))
+        return logits, (new_states if output_states else None)
+
+    def step(self, token, states):
+        """One decode step: token [B] -> (logits [B, vocab], states), the recurrent form."""
+        logits, states = self(token[:, None], states, output_states=True, form="recurrent")
+        return logits[:, 0], states
+
+    @torch.no_grad()
+    def generate(self, input_ids, max_new_tokens: int, temperature: float = 0.0,
+                 generator: torch.Generator | None = None):
+        """Chunked prefill of the prompt, then max_new_tokens recurrent decode steps (greedy,
+        or sampled at `temperature`). Returns (tokens [B, T + max_new_tokens],
+        logits [B, max_new_tokens, vocab]: the logits each new token was drawn from)."""
+        if max_new_tokens < 1:
+            raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+        logits, states = self(input_ids, output_states=True, form="chunk")
+        step_logits, tokens = [logits[:, -1]], [input_ids]
+        for i in range(max_new_tokens):
+            last = step_logits[-1]
+            if temperature > 0:
+                probs = (last.float() / temperature).softmax(-1)
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            else:
+                token = last.argmax(-1)
+            tokens.append(token[:, None])
+            if i + 1 < max_new_tokens:
+                logits, states = self.step(token, states)
+                step_logits.append(logits)
+        return torch.cat(tokens, dim=1), torch.stack(step_logits, dim=1)
