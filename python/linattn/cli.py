@@ -1,5 +1,5 @@
-"""The `linattn` command line: `check` (every form of every op against its fp64 oracle) and
-`bench` (throughput against baselines measured in the same run)."""
+"""The `linattn` command line: `check` (every form of every op against its fp64 oracle),
+`bench` (throughput against baselines measured in the same run) and `demo` (the experiments)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments import demo  # imports torch lazily
+
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"demo: --steps must be >= 1, got {args.steps}")
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else demo.EXPERIMENTS
+    demo.run(args.out, full=args.full, only=only, steps=args.steps, threads=args.threads)
+    print(f"results and plots written to {args.out}/ (results.md, *.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linattn",
@@ -101,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep glibc's malloc defaults (by default freed blocks are reused, "
                             "which spares PyTorch's temporaries fresh page faults)")
     bench.set_defaults(run=cmd_bench)
+
+    demo = sub.add_parser(
+        "demo", help="train small models with linattn's kernels and reproduce the papers' claims",
+        description="Runs the experiments (quick versions: ~10 min on 2 cores): state tracking "
+                    "(parity, mod 3, S3; negative eigenvalues and DeltaProduct), associative "
+                    "recall (MQAR), in-context regression, and throughput vs sequence length. "
+                    "Prints result tables and writes PNG plots and results.md to --out.")
+    demo.add_argument("--full", action="store_true", help="the longer runs of docs/results.md")
+    demo.add_argument("--out", default="linattn-demo", help="output folder (default: linattn-demo)")
+    demo.add_argument("--only", default=None, metavar="NAMES",
+                      help="comma-separated: state_tracking,mqar,regression,throughput")
+    demo.add_argument("--steps", type=int, default=None,
+                      help="override the training steps of every experiment (smoke runs)")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="threads for linattn and PyTorch (default: all cores)")
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 

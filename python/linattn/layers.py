@@ -455,7 +455,13 @@ class Mamba2(_Mixer):
     """Mamba-2's SSD layer (Dao & Gu 2024): in_proj to [z, xBC, dt], a short convolution (SiLU)
     over xBC, then per head h: S_t = exp(dt_t A_h) S_{t-1} + B_t (dt_t x_t)^T, y_t = S_t^T C_t
     + D_h x_t -- simple_gla with q = C, k = B (n_groups heads shared by the value heads),
-    v = dt x, g = dt A, scale 1 -- a gated RMSNorm (norm(y silu(z)) per group) and out_proj."""
+    v = dt x, g = dt A, scale 1 -- a gated RMSNorm (norm(y silu(z)) per group) and out_proj.
+
+    allow_neg_eigval (Grazzi et al. 2025, algorithms.md §4.7): the decay a_t = 2 exp(dt_t A) - 1
+    in (-1, 1) instead of exp(dt_t A) in (0, 1). It runs on the same simple_gla op exactly: with
+    the running sign p_t = prod_{r<=t} sign(a_r), prod_{r=j+1..i} a_r = p_i p_j e^{G_i - G_j}
+    (G the cumulative log|a|), so q_i and k_j are multiplied by p_i and p_j and the op's state
+    by p_t gives the true state."""
 
     conv_inputs = ("xBC",)
     plain_activation = staticmethod(F.silu)
@@ -464,8 +470,10 @@ class Mamba2(_Mixer):
                  head_dim: int = 64, n_groups: int = 1, use_short_conv: bool = True,
                  conv_kernel: int = 4, use_conv_bias: bool = True, use_bias: bool = False,
                  norm_eps: float = 1e-5, time_step_min: float = 1e-3, time_step_max: float = 0.1,
-                 time_step_floor: float = 1e-4, layer_idx: int | None = None):
+                 time_step_floor: float = 1e-4, allow_neg_eigval: bool = False,
+                 layer_idx: int | None = None):
         super().__init__()
+        self.allow_neg_eigval = allow_neg_eigval
         self.intermediate_size = expand * hidden_size
         if self.intermediate_size % head_dim:
             raise ValueError(f"Mamba2: expand * hidden_size = {self.intermediate_size} must be "
@@ -498,13 +506,28 @@ class Mamba2(_Mixer):
         dt = F.softplus(h["dt"].float() + self.dt_bias)  # [B, T, heads]
         g = -self.A_log.exp() * dt
         xs = _heads(xs, self.head_dim)
-        o, state = ops.mixer("simple_gla", _heads(C, self.state_size), _heads(B, self.state_size),
-                             xs * dt[..., None].to(xs.dtype), g=g, scale=1.0,
+        C, B = _heads(C, self.state_size), _heads(B, self.state_size)
+        if self.allow_neg_eigval:
+            C, B, g, sign = self._signed_decay(C, B, g)
+        o, state = ops.mixer("simple_gla", C, B, xs * dt[..., None].to(xs.dtype), g=g, scale=1.0,
                              initial_state=initial_state, output_final_state=output_final_state,
                              form=form)
+        if self.allow_neg_eigval and state is not None:
+            state = state * sign[:, -1, :, None, None].to(state.dtype)
         y = (o + xs * self.D[:, None].to(xs.dtype)).flatten(-2) * F.silu(h["z"])
         y = self.norm(y.unflatten(-1, (self.n_groups, -1))).flatten(-2)
         return self.out_proj(y), state
+
+    def _signed_decay(self, C, B, g):
+        """The decay a = 2 e^g - 1 as log|a| and the running sign p (class docstring): C, B per
+        value head times p, g <- log|a|; returns them and p [batch, T, heads]."""
+        a = 2 * g.exp() - 1
+        sign = torch.where(a < 0, -1.0, 1.0).to(a.dtype).cumprod(dim=1).detach()
+        g = a.abs().clamp_min(1e-30).log()  # |a| = 0 (a reset) stays finite
+        per_group = self.num_heads // self.n_groups
+        C = C.repeat_interleave(per_group, dim=2) * sign[..., None].to(C.dtype)
+        B = B.repeat_interleave(per_group, dim=2) * sign[..., None].to(B.dtype)
+        return C, B, g, sign
 
 
 class GatedDeltaProduct(_Mixer):

@@ -16,10 +16,15 @@ LAYER_CONFIGS = {
     "hgrn2": dict(expand_ratio=16, use_short_conv=True),
     "linear_attn": dict(num_heads=4, feature_map="hedgehog", norm_q=True, norm_k=True),
     "mamba2": dict(state_size=16, head_dim=16, n_groups=2),
+    "mamba2_neg": dict(state_size=16, head_dim=16, n_groups=2, allow_neg_eigval=True),
     "gated_deltaproduct": dict(head_dim=16, num_heads=2, num_householder=2,
                                allow_neg_eigval=True, use_forget_gate=True),
 }
 HIDDEN = 64
+
+
+def make_layer(name):
+    return layers.MIXERS[name.removesuffix("_neg")](hidden_size=HIDDEN, **LAYER_CONFIGS[name])
 
 
 def rel_err(a, b) -> float:
@@ -32,7 +37,7 @@ def test_layer_prefill_then_steps_equals_forward(name):
     """forward over T tokens == forward over a prefix (keeping the state) + step() per token,
     and the state after the steps equals the state of the full forward."""
     torch.manual_seed(0)
-    layer = layers.MIXERS[name](hidden_size=HIDDEN, **LAYER_CONFIGS[name])
+    layer = make_layer(name)
     x = torch.randn(2, 70, HIDDEN)
     full, full_state = layer(x, output_state=True)
     prefix, state = layer(x[:, :66], output_state=True)
@@ -53,11 +58,34 @@ def test_layer_prefill_then_steps_equals_forward(name):
 def test_layer_trains(name):
     """Every parameter gets a finite gradient through the C++ backward."""
     torch.manual_seed(0)
-    layer = layers.MIXERS[name](hidden_size=HIDDEN, **LAYER_CONFIGS[name])
+    layer = make_layer(name)
     o, _ = layer(torch.randn(2, 20, HIDDEN))
     o.square().mean().backward()
     for pname, p in layer.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_mamba2_negative_decay_is_the_signed_recurrence():
+    """Mamba2(allow_neg_eigval=True) runs S_t = a_t S_{t-1} + B_t (dt_t x_t)^T with
+    a_t = 2 exp(dt_t A) - 1 in (-1, 1): its final state equals that token loop's."""
+    torch.manual_seed(0)
+    m = layers.Mamba2(hidden_size=32, state_size=8, head_dim=8, n_groups=2,
+                      allow_neg_eigval=True).double()
+    x = torch.randn(2, 30, 32, dtype=torch.float64)
+    _, state = m(x, output_state=True)
+    with torch.no_grad():
+        h = m._project(x)
+        h["xBC"], _ = m.convs["xBC"](h["xBC"], None, False, "chunk")
+        xs, B, C = h["xBC"].split([m.intermediate_size, 2 * 8, 2 * 8], -1)
+        dt = torch.nn.functional.softplus(h["dt"].float() + m.dt_bias).double()
+        a = 2 * torch.exp(-m.A_log.exp() * dt) - 1
+        xs = xs.unflatten(-1, (m.num_heads, 8))
+        B = B.unflatten(-1, (2, 8)).repeat_interleave(m.num_heads // 2, 2)
+        S = torch.zeros(2, m.num_heads, 8, 8, dtype=torch.float64)
+        for t in range(30):
+            S = a[:, t, :, None, None] * S + B[:, t, :, :, None] * (dt[:, t, :, None] * xs[:, t])[:, :, None, :]
+    assert (a < 0).any() and (a > 0).any()
+    assert rel_err(state.recurrent, S) <= 1e-6  # dt is computed in fp32 by the layer
 
 
 def test_normalised_linear_attention_refuses_a_state():
