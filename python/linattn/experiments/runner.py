@@ -132,7 +132,7 @@ def train(model: torch.nn.Module, task, recipe: Recipe, seed: int,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress:
             progress(step + 1, losses[-1])
     return losses
