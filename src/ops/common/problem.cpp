@@ -6,115 +6,9 @@
 
 #include "core/dtype.hpp"
 #include "linattn/error.hpp"
+#include "ops/common/validator.hpp"
 
 namespace linattn {
-namespace {
-
-std::string dims_str(const std::vector<int64_t>& dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
-
-class Validator {
- public:
-  explicit Validator(const char* op) : op_(op) {}
-
-  void present(const char* name, const TensorView& t) const {
-    if (!t.given()) fail(op_, ": ", name, " is required but was not given");
-  }
-  void absent(const char* name, const TensorView& t, const char* why) const {
-    if (t.given()) fail(op_, ": ", name, " must not be given (", why, ")");
-  }
-  void basic(const char* name, const TensorView& t) const {
-    if (t.ndim < 0 || t.ndim > kMaxDims)
-      fail(op_, ": ", name, " has rank ", t.ndim, ", expected 1 to ", kMaxDims);
-    if (t.data == nullptr) fail(op_, ": ", name, " has a null data pointer");
-    int64_t total = 1;
-    for (int i = 0; i < t.ndim; ++i) {
-      if (t.shape[i] <= 0)
-        fail(op_, ": ", name, " has a non-positive size ", t.shape[i], " in dimension ", i,
-             " (shape ", t.shape_str(), "); every size must be >= 1");
-      if (__builtin_mul_overflow(total, t.shape[i], &total))
-        fail(op_, ": ", name, " has more elements than fit in 64 bits (shape ", t.shape_str(), ")");
-    }
-    int64_t bytes = 0;
-    if (__builtin_mul_overflow(total, static_cast<int64_t>(dtype_size(t.dtype)), &bytes))
-      fail(op_, ": ", name, " is larger than the address space (shape ", t.shape_str(), ")");
-  }
-  void floating(const char* name, const TensorView& t) const {
-    if (!is_floating(t.dtype))
-      fail(op_, ": ", name, " must be float32, bfloat16 or float64, got ", dtype_name(t.dtype));
-  }
-  void same_dtype(const char* name, const TensorView& t, const char* ref_name,
-                  const TensorView& ref) const {
-    if (t.dtype != ref.dtype)
-      fail(op_, ": ", name, " must have the dtype of ", ref_name, " (", dtype_name(ref.dtype),
-           "), got ", dtype_name(t.dtype));
-  }
-  void rank(const char* name, const TensorView& t, int expected, const char* layout) const {
-    if (t.ndim != expected)
-      fail(op_, ": ", name, " must have rank ", expected, " ", layout, ", got rank ", t.ndim,
-           " with shape ", t.shape_str());
-  }
-  void shape(const char* name, const TensorView& t, const std::vector<int64_t>& expected,
-             const char* layout) const {
-    bool ok = t.ndim == static_cast<int>(expected.size());
-    for (int i = 0; ok && i < t.ndim; ++i) ok = t.shape[i] == expected[i];
-    if (!ok)
-      fail(op_, ": ", name, " must have shape ", layout, " = ", dims_str(expected), ", got ",
-           t.shape_str());
-  }
-  // Outputs are written, so they must be dense: no overlap between elements.
-  void writable(const char* name, const TensorView& t) const {
-    if (!t.is_contiguous())
-      fail(op_, ": output ", name, " must be contiguous (row-major), got shape ", t.shape_str(),
-           " with strides ", strides_str(t));
-  }
-  // Every element x must satisfy lo <= x <= hi (NaN fails).
-  void range(const char* name, const TensorView& t, double lo, double hi,
-             const char* meaning) const {
-    // Common case first: a contiguous float32 tensor that is in range, checked in one
-    // branch-free pass (gates are scanned on every call, so this runs on the hot path).
-    if (t.dtype == DType::f32 && t.is_contiguous()) {
-      const float* x = static_cast<const float*>(t.data);
-      const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
-      const int64_t n = t.numel();
-      int ok = 1;
-#pragma omp parallel for reduction(& : ok) schedule(static) if (n > (1 << 16))
-      for (int64_t i = 0; i < n; ++i) ok &= static_cast<int>(x[i] >= flo) & static_cast<int>(x[i] <= fhi);
-      if (ok) return;
-    }
-    std::array<int64_t, kMaxDims> index{};
-    const int64_t n = t.numel();
-    for (int64_t flat = 0; flat < n; ++flat) {
-      int64_t offset = 0;
-      for (int d = 0; d < t.ndim; ++d) offset += index[d] * t.strides[d];
-      const double x = load_as_double(t.data, t.dtype, offset);
-      if (!(x >= lo && x <= hi)) {
-        std::string where = "[";
-        for (int d = 0; d < t.ndim; ++d) where += (d ? ", " : "") + std::to_string(index[d]);
-        fail(op_, ": ", name, " must be in [", lo, ", ", hi, "] (", meaning, "), got ", x,
-             " at ", where, "]");
-      }
-      for (int d = t.ndim - 1; d >= 0; --d) {
-        if (++index[d] < t.shape[d]) break;
-        index[d] = 0;
-      }
-    }
-  }
-  static std::string strides_str(const TensorView& t) {
-    std::string s = "[";
-    for (int i = 0; i < t.ndim; ++i) s += (i ? ", " : "") + std::to_string(t.strides[i]);
-    return s + "]";
-  }
-  const char* op() const { return op_; }
-
- private:
-  const char* op_;
-};
-
-}  // namespace
 
 double retention_log_decay(int64_t head) { return std::log1p(-std::exp2(-5.0 - static_cast<double>(head))); }
 
@@ -206,33 +100,7 @@ Problem make_problem(Op op, const OpArgs& a) {
     check.absent("beta", a.beta, "this op has no delta-rule step");
   }
 
-  // Sequences: B rows of T tokens, or one row split by cu_seqlens.
-  if (a.cu_seqlens.given()) {
-    check.basic("cu_seqlens", a.cu_seqlens);
-    if (a.cu_seqlens.dtype != DType::i32 && a.cu_seqlens.dtype != DType::i64)
-      fail(spec.name, ": cu_seqlens must be int32 or int64, got ", dtype_name(a.cu_seqlens.dtype));
-    check.rank("cu_seqlens", a.cu_seqlens, 1, "[N+1]");
-    if (p.B != 1)
-      fail(spec.name, ": with cu_seqlens the batch size B must be 1 (flatten the sequences into "
-           "one row), got B = ", p.B);
-    const int64_t n_offsets = a.cu_seqlens.shape[0];
-    if (n_offsets < 2)
-      fail(spec.name, ": cu_seqlens must hold N+1 >= 2 offsets, got ", n_offsets);
-    if (load_index(a.cu_seqlens, 0) != 0)
-      fail(spec.name, ": cu_seqlens must start at 0, got ", load_index(a.cu_seqlens, 0));
-    for (int64_t i = 1; i < n_offsets; ++i) {
-      const int64_t lo = load_index(a.cu_seqlens, i - 1), hi = load_index(a.cu_seqlens, i);
-      if (hi <= lo)
-        fail(spec.name, ": cu_seqlens must be strictly increasing, got cu_seqlens[", i - 1,
-             "] = ", lo, " and cu_seqlens[", i, "] = ", hi);
-      p.sequences.push_back({0, lo, hi - lo});
-    }
-    const int64_t last = load_index(a.cu_seqlens, n_offsets - 1);
-    if (last != p.T)
-      fail(spec.name, ": cu_seqlens must end at T = ", p.T, ", got ", last);
-  } else {
-    for (int64_t b = 0; b < p.B; ++b) p.sequences.push_back({b, 0, p.T});
-  }
+  p.sequences = check.sequences(p.B, p.T, a.cu_seqlens);
 
   if (!spec.causal) {  // every token reads its whole sequence: no state goes in or comes out
     check.absent("initial_state", a.initial_state, "a non-causal op has no recurrent state");

@@ -1,0 +1,152 @@
+// Input checks shared by every entry point that validates caller tensors (make_problem and the
+// ops with an API of their own): each throws linattn::Error naming the op, the argument, what
+// was expected and what was given.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "linattn/error.hpp"
+#include "linattn/tensor.hpp"
+#include "ops/common/problem.hpp"
+
+namespace linattn {
+
+inline std::string dims_str(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+class Validator {
+ public:
+  explicit Validator(const char* op) : op_(op) {}
+
+  void present(const char* name, const TensorView& t) const {
+    if (!t.given()) fail(op_, ": ", name, " is required but was not given");
+  }
+  void absent(const char* name, const TensorView& t, const char* why) const {
+    if (t.given()) fail(op_, ": ", name, " must not be given (", why, ")");
+  }
+  void basic(const char* name, const TensorView& t) const {
+    if (t.ndim < 0 || t.ndim > kMaxDims)
+      fail(op_, ": ", name, " has rank ", t.ndim, ", expected 1 to ", kMaxDims);
+    if (t.data == nullptr) fail(op_, ": ", name, " has a null data pointer");
+    int64_t total = 1;
+    for (int i = 0; i < t.ndim; ++i) {
+      if (t.shape[i] <= 0)
+        fail(op_, ": ", name, " has a non-positive size ", t.shape[i], " in dimension ", i,
+             " (shape ", t.shape_str(), "); every size must be >= 1");
+      if (__builtin_mul_overflow(total, t.shape[i], &total))
+        fail(op_, ": ", name, " has more elements than fit in 64 bits (shape ", t.shape_str(), ")");
+    }
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(total, static_cast<int64_t>(dtype_size(t.dtype)), &bytes))
+      fail(op_, ": ", name, " is larger than the address space (shape ", t.shape_str(), ")");
+  }
+  void floating(const char* name, const TensorView& t) const {
+    if (!is_floating(t.dtype))
+      fail(op_, ": ", name, " must be float32, bfloat16 or float64, got ", dtype_name(t.dtype));
+  }
+  void same_dtype(const char* name, const TensorView& t, const char* ref_name,
+                  const TensorView& ref) const {
+    if (t.dtype != ref.dtype)
+      fail(op_, ": ", name, " must have the dtype of ", ref_name, " (", dtype_name(ref.dtype),
+           "), got ", dtype_name(t.dtype));
+  }
+  void rank(const char* name, const TensorView& t, int expected, const char* layout) const {
+    if (t.ndim != expected)
+      fail(op_, ": ", name, " must have rank ", expected, " ", layout, ", got rank ", t.ndim,
+           " with shape ", t.shape_str());
+  }
+  void shape(const char* name, const TensorView& t, const std::vector<int64_t>& expected,
+             const char* layout) const {
+    bool ok = t.ndim == static_cast<int>(expected.size());
+    for (int i = 0; ok && i < t.ndim; ++i) ok = t.shape[i] == expected[i];
+    if (!ok)
+      fail(op_, ": ", name, " must have shape ", layout, " = ", dims_str(expected), ", got ",
+           t.shape_str());
+  }
+  // Outputs are written, so they must be dense: no overlap between elements.
+  void writable(const char* name, const TensorView& t) const {
+    if (!t.is_contiguous())
+      fail(op_, ": output ", name, " must be contiguous (row-major), got shape ", t.shape_str(),
+           " with strides ", strides_str(t));
+  }
+  // Every element x must satisfy lo <= x <= hi (NaN fails).
+  void range(const char* name, const TensorView& t, double lo, double hi,
+             const char* meaning) const {
+    // Common case first: a contiguous float32 tensor that is in range, checked in one
+    // branch-free pass (gates are scanned on every call, so this runs on the hot path).
+    if (t.dtype == DType::f32 && t.is_contiguous()) {
+      const float* x = static_cast<const float*>(t.data);
+      const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
+      const int64_t n = t.numel();
+      int ok = 1;
+#pragma omp parallel for reduction(& : ok) schedule(static) if (n > (1 << 16))
+      for (int64_t i = 0; i < n; ++i) ok &= static_cast<int>(x[i] >= flo) & static_cast<int>(x[i] <= fhi);
+      if (ok) return;
+    }
+    std::array<int64_t, kMaxDims> index{};
+    const int64_t n = t.numel();
+    for (int64_t flat = 0; flat < n; ++flat) {
+      int64_t offset = 0;
+      for (int d = 0; d < t.ndim; ++d) offset += index[d] * t.strides[d];
+      const double x = load_as_double(t.data, t.dtype, offset);
+      if (!(x >= lo && x <= hi)) {
+        std::string where = "[";
+        for (int d = 0; d < t.ndim; ++d) where += (d ? ", " : "") + std::to_string(index[d]);
+        fail(op_, ": ", name, " must be in [", lo, ", ", hi, "] (", meaning, "), got ", x,
+             " at ", where, "]");
+      }
+      for (int d = t.ndim - 1; d >= 0; --d) {
+        if (++index[d] < t.shape[d]) break;
+        index[d] = 0;
+      }
+    }
+  }
+  static std::string strides_str(const TensorView& t) {
+    std::string s = "[";
+    for (int i = 0; i < t.ndim; ++i) s += (i ? ", " : "") + std::to_string(t.strides[i]);
+    return s + "]";
+  }
+  const char* op() const { return op_; }
+  // Sequences: B rows of T tokens, or one row split by cu_seqlens ([N+1] offsets, B = 1).
+  std::vector<Sequence> sequences(int64_t B, int64_t T, const TensorView& cu_seqlens) const {
+    std::vector<Sequence> out;
+    if (!cu_seqlens.given()) {
+      for (int64_t b = 0; b < B; ++b) out.push_back({b, 0, T});
+      return out;
+    }
+    basic("cu_seqlens", cu_seqlens);
+    if (cu_seqlens.dtype != DType::i32 && cu_seqlens.dtype != DType::i64)
+      fail(op_, ": cu_seqlens must be int32 or int64, got ", dtype_name(cu_seqlens.dtype));
+    rank("cu_seqlens", cu_seqlens, 1, "[N+1]");
+    if (B != 1)
+      fail(op_, ": with cu_seqlens the batch size B must be 1 (flatten the sequences into "
+           "one row), got B = ", B);
+    const int64_t n_offsets = cu_seqlens.shape[0];
+    if (n_offsets < 2) fail(op_, ": cu_seqlens must hold N+1 >= 2 offsets, got ", n_offsets);
+    if (load_index(cu_seqlens, 0) != 0)
+      fail(op_, ": cu_seqlens must start at 0, got ", load_index(cu_seqlens, 0));
+    for (int64_t i = 1; i < n_offsets; ++i) {
+      const int64_t lo = load_index(cu_seqlens, i - 1), hi = load_index(cu_seqlens, i);
+      if (hi <= lo)
+        fail(op_, ": cu_seqlens must be strictly increasing, got cu_seqlens[", i - 1,
+             "] = ", lo, " and cu_seqlens[", i, "] = ", hi);
+      out.push_back({0, lo, hi - lo});
+    }
+    const int64_t last = load_index(cu_seqlens, n_offsets - 1);
+    if (last != T) fail(op_, ": cu_seqlens must end at T = ", T, ", got ", last);
+    return out;
+  }
+
+ private:
+  const char* op_;
+};
+
+
+}  // namespace linattn

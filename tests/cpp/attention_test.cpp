@@ -1,0 +1,147 @@
+// Softmax attention (include/linattn/attention.hpp): every `linattn check` row of the family, tile
+// edges the built-in cases miss, results bitwise identical for any thread count, the window
+// reductions, and the errors bad input must raise.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cstring>
+#include <string>
+
+#include "check/harness.hpp"
+#include "linattn/attention.hpp"
+#include "linattn/error.hpp"
+#include "ops/attention/check.hpp"
+
+namespace linattn::check {
+namespace {
+
+bool same_bits(const Buffer& a, const Buffer& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.get(i), y = b.get(i);
+    if (std::memcmp(&x, &y, sizeof x) != 0) return false;
+  }
+  return true;
+}
+
+TEST(SoftmaxAttention, CheckRowsPass) {
+  for (DType dtype : {DType::f64, DType::f32, DType::bf16})
+    for (const Row& r : run({"softmax_attention"}, dtype))
+      EXPECT_TRUE(r.pass) << r.form << " " << r.dtype << " " << r.shape << " " << r.check
+                          << " error " << r.error << " tolerance " << r.tolerance;
+}
+
+// Lengths around the 64-row tiles, with and without a window, in fp32.
+TEST(SoftmaxAttention, TileEdges) {
+  for (int64_t T : {63, 64, 65, 127, 128, 129})
+    for (int64_t window : {0, 64, 65}) {
+      const AttnCase c{1, T, 2, 1, 16, 8, window, {}, 1.0, static_cast<uint64_t>(T + window)};
+      const AttnInputs low = make_attn_inputs(c).to(DType::f32);
+      const AttnForward got = attn_forward(c, low, Form::chunk);
+      const AttnForward want = attn_forward(c, low.to(DType::f64), Form::reference);
+      EXPECT_LT(rel_error(got.o, want.o), 1e-5) << c.describe();
+      Buffer d_o = got.o;
+      const AttnGrads g = attn_backward(c, low, Form::chunk, d_o);
+      const AttnGrads w = attn_backward(c, low.to(DType::f64), Form::reference, d_o.to(DType::f64));
+      EXPECT_LT(rel_error(g.dq, w.dq), 1e-5) << c.describe();
+      EXPECT_LT(rel_error(g.dk, w.dk), 1e-5) << c.describe();
+      EXPECT_LT(rel_error(g.dv, w.dv), 1e-5) << c.describe();
+    }
+}
+
+// A window of T or more reads what full causal attention reads: the same bits.
+TEST(SoftmaxAttention, WindowOfTIsFullCausal) {
+  const AttnCase full{1, 150, 2, 2, 8, 8, 0, {}, 1.0, 31};
+  AttnCase wide = full;
+  wide.window = 150;
+  const AttnInputs in = make_attn_inputs(full).to(DType::f32);
+  EXPECT_TRUE(same_bits(attn_forward(full, in, Form::chunk).o, attn_forward(wide, in, Form::chunk).o));
+}
+
+TEST(SoftmaxAttention, BitwiseAcrossThreadCounts) {
+  const AttnCase c{1, 0, 4, 2, 16, 16, 40, {1, 170, 64, 33}, 2.0, 41};
+  const AttnInputs in = make_attn_inputs(c).to(DType::f32);
+  const Buffer d_o = make_attn_inputs(c).q.to(DType::f32);  // any [1, T, H, K = V] tensor
+  const int saved = omp_get_max_threads();
+  AttnForward first_f;
+  AttnGrads first_g;
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    const AttnForward f = attn_forward(c, in, Form::chunk);
+    const AttnGrads g = attn_backward(c, in, Form::chunk, d_o);
+    if (threads == 1) {
+      first_f = f;
+      first_g = g;
+      continue;
+    }
+    EXPECT_TRUE(same_bits(f.o, first_f.o) && same_bits(f.lse, first_f.lse)) << threads;
+    EXPECT_TRUE(same_bits(g.dq, first_g.dq) && same_bits(g.dk, first_g.dk) &&
+                same_bits(g.dv, first_g.dv)) << threads;
+  }
+  omp_set_num_threads(saved);
+}
+
+// The message names the function and the argument, and says what was expected and given.
+void expect_error(const std::function<void()>& call, const std::string& part) {
+  try {
+    call();
+    ADD_FAILURE() << "no error; expected one mentioning: " << part;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+}
+
+TEST(SoftmaxAttention, RejectsBadInput) {
+  const AttnCase c{1, 10, 4, 2, 8, 8, 0, {}, 1.0, 51};
+  const AttnInputs in = make_attn_inputs(c).to(DType::f32);
+  Buffer o(DType::f32, {1, 10, 4, 8}), lse(DType::f32, {1, 10, 4});
+  const auto args = [&] {
+    AttentionArgs a;
+    a.q = in.q.view();
+    a.k = in.k.view();
+    a.v = in.v.view();
+    return a;
+  };
+  {
+    AttentionArgs a = args();
+    Buffer k3(DType::f32, {1, 10, 3, 8});
+    a.k = k3.view();
+    a.v = Buffer(DType::f32, {1, 10, 3, 8}).view();
+    expect_error([&] { attention_forward(Form::chunk, a, {o.view(), lse.view()}); },
+                 "parallel_attn: the number of query heads H = 4 must be a multiple");
+  }
+  {
+    AttentionArgs a = args();
+    a.window_size = -2;
+    expect_error([&] { attention_forward(Form::chunk, a, {o.view(), {}}); },
+                 "parallel_attn: window_size must be >= 1");
+  }
+  {
+    Buffer bad(DType::f32, {1, 10, 4, 7});
+    expect_error([&] { attention_forward(Form::chunk, args(), {bad.view(), {}}); },
+                 "parallel_attn: o must have shape [B, T, H, V] = [1, 10, 4, 8], got [1, 10, 4, 7]");
+  }
+  {
+    Buffer d_o(DType::f32, {1, 10, 4, 8}), dq(DType::f32, {1, 10, 4, 8});
+    expect_error([&] { attention_backward(Form::chunk, args(), o.view(), {}, d_o.view(), {dq.view(), {}, {}}); },
+                 "parallel_attn: lse is required");
+  }
+  expect_error([&] { attention_forward(Form::recurrent, args(), {o.view(), {}}); },
+               "form 'recurrent' is not implemented");
+  {
+    AttentionCacheArgs a;
+    Buffer q(DType::f32, {2, 3, 4, 8}), kc(DType::f32, {2, 20, 2, 8}), vc(DType::f32, {2, 20, 2, 8});
+    Buffer lens(DType::i64, {2}), out(DType::f32, {2, 3, 4, 8});
+    lens.set(0, 2);
+    lens.set(1, 20);
+    a.q = q.view();
+    a.k_cache = kc.view();
+    a.v_cache = vc.view();
+    a.cache_seqlens = lens.view();
+    expect_error([&] { attention_decode(Form::recurrent, a, out.view()); },
+                 "attn_with_kvcache: cache_seqlens[0] must be in [Tq, S] = [3, 20]");
+  }
+}
+
+}  // namespace
+}  // namespace linattn::check
