@@ -87,10 +87,12 @@ nb::tuple shape_tuple(const std::vector<int64_t>& dims) {
       nb::arg("use_qk_l2norm_in_kernel") = false, nb::arg("num_householder") = 1
 
 void bind_tools(nb::module_& m);  // bind_tools.cpp: check runner, peak probe, threads
+void bind_attention(nb::module_& m);  // bind_attention.cpp: softmax attention
 
 NB_MODULE(_core, m) {
   m.doc() = "linattn's C++ core (zero-copy over numpy/torch/DLPack CPU arrays)";
   bind_tools(m);
+  bind_attention(m);
 
   m.def("version", &linattn::version, "The C++ library version, \"major.minor.patch\".");
 
