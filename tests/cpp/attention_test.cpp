@@ -10,6 +10,7 @@
 #include "check/harness.hpp"
 #include "linattn/attention.hpp"
 #include "linattn/error.hpp"
+#include "linattn/linattn.h"
 #include "ops/attention/check.hpp"
 
 namespace linattn::check {
@@ -141,6 +142,47 @@ TEST(SoftmaxAttention, RejectsBadInput) {
     expect_error([&] { attention_decode(Form::recurrent, a, out.view()); },
                  "attn_with_kvcache: cache_seqlens[0] must be in [Tq, S] = [3, 20]");
   }
+}
+
+
+linattn_tensor c_view(const Buffer& b) {
+  const TensorView v = b.view();
+  linattn_tensor t{};
+  t.data = v.data;
+  t.dtype = static_cast<int32_t>(v.dtype);
+  t.ndim = v.ndim;
+  for (int i = 0; i < v.ndim; ++i) t.shape[i] = v.shape[i], t.strides[i] = v.strides[i];
+  return t;
+}
+
+// The C API runs the same code as the C++ API and reports bad input as a status and a message.
+TEST(SoftmaxAttention, CApi) {
+  const AttnCase c{1, 70, 4, 2, 8, 8, 9, {}, 1.0, 61};
+  const AttnInputs in = make_attn_inputs(c).to(DType::f32);
+  const AttnForward want = attn_forward(c, in, Form::chunk);
+  linattn_attention_args a;
+  linattn_attention_args_init(&a);
+  a.q = c_view(in.q);
+  a.k = c_view(in.k);
+  a.v = c_view(in.v);
+  a.window_size = c.window;
+  Buffer o(DType::f32, want.o.shape()), lse(DType::f32, want.lse.shape());
+  linattn_tensor co = c_view(o), clse = c_view(lse);
+  ASSERT_EQ(linattn_attention_forward(LINATTN_FORM_CHUNK, &a, &co, &clse), LINATTN_OK) << linattn_last_error();
+  EXPECT_TRUE(same_bits(o, want.o) && same_bits(lse, want.lse));
+  Buffer dq(DType::f32, in.q.shape());
+  linattn_tensor cdq = c_view(dq), cdo = c_view(o);
+  ASSERT_EQ(linattn_attention_backward(LINATTN_FORM_CHUNK, &a, &co, &clse, &cdo, &cdq, nullptr, nullptr), LINATTN_OK)
+      << linattn_last_error();
+  EXPECT_TRUE(same_bits(dq, attn_backward(c, in, Form::chunk, o).dq));
+  EXPECT_EQ(linattn_attention_backward(LINATTN_FORM_CHUNK, &a, &co, nullptr, &cdo, &cdq, nullptr, nullptr),
+            LINATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(linattn_last_error()).find("lse is required"), std::string::npos) << linattn_last_error();
+  linattn_kvcache_args d;
+  linattn_kvcache_args_init(&d);
+  EXPECT_EQ(linattn_attention_decode(LINATTN_FORM_RECURRENT, &d, &co), LINATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(linattn_last_error()).find("attn_with_kvcache: q is required"), std::string::npos)
+      << linattn_last_error();
 }
 
 }  // namespace
