@@ -12,6 +12,7 @@
 #include "linattn/error.hpp"
 #include "linattn/linattn.h"
 #include "ops/attention/check.hpp"
+#include "ops/attention/chunk.hpp"
 
 namespace linattn::check {
 namespace {
@@ -32,10 +33,11 @@ TEST(SoftmaxAttention, CheckRowsPass) {
                           << " error " << r.error << " tolerance " << r.tolerance;
 }
 
-// Lengths around the 64-row tiles, with and without a window, in fp32.
+// Lengths around the tiles (chunk.hpp), with and without a window, in fp32.
 TEST(SoftmaxAttention, TileEdges) {
-  for (int64_t T : {63, 64, 65, 127, 128, 129})
-    for (int64_t window : {0, 64, 65}) {
+  constexpr int64_t R = attention::kTileRows, C = attention::kTileKeys;
+  for (int64_t T : {R - 1, R, R + 1, C + 1, 2 * R + 3})
+    for (int64_t window : {int64_t{0}, C, C + 1}) {
       const AttnCase c{1, T, 2, 1, 16, 8, window, {}, 1.0, static_cast<uint64_t>(T + window)};
       const AttnInputs low = make_attn_inputs(c).to(DType::f32);
       const AttnForward got = attn_forward(c, low, Form::chunk);
@@ -59,10 +61,21 @@ TEST(SoftmaxAttention, WindowOfTIsFullCausal) {
   EXPECT_TRUE(same_bits(attn_forward(full, in, Form::chunk).o, attn_forward(wide, in, Form::chunk).o));
 }
 
-TEST(SoftmaxAttention, BitwiseAcrossThreadCounts) {
-  const AttnCase c{1, 0, 4, 2, 16, 16, 40, {1, 170, 64, 33}, 2.0, 41};
+// Eight (sequence, kv head) items run the fused backward at 1 to 3 threads; one item runs it at
+// 1 thread and the two-pass backward at 2 and 3 (chunk_bwd.cpp): the same bits either way.
+class BitwiseAcrossThreadCounts : public ::testing::TestWithParam<AttnCase> {};
+INSTANTIATE_TEST_SUITE_P(SoftmaxAttention, BitwiseAcrossThreadCounts,
+                         ::testing::Values(AttnCase{1, 0, 4, 2, 16, 16, 40, {1, 170, 64, 33}, 2.0, 41},
+                                           AttnCase{1, 300, 3, 1, 16, 8, 0, {}, 1.0, 42},
+                                           AttnCase{1, 290, 2, 1, 8, 8, 130, {}, 1.0, 43}));
+
+TEST_P(BitwiseAcrossThreadCounts, ForwardAndBackward) {
+  const AttnCase c = GetParam();
   const AttnInputs in = make_attn_inputs(c).to(DType::f32);
-  const Buffer d_o = make_attn_inputs(c).q.to(DType::f32);  // any [1, T, H, K = V] tensor
+  AttnCase grad_case = c;  // an upstream gradient of o's shape [B, T, H, V]
+  grad_case.K = c.V;
+  grad_case.seed += 1000;
+  const Buffer d_o = make_attn_inputs(grad_case).q.to(DType::f32);
   const int saved = omp_get_max_threads();
   AttnForward first_f;
   AttnGrads first_g;

@@ -337,7 +337,7 @@ std::string DecodeCase::describe() const {
 
 std::vector<AttnCase> attention_cases() {
   return {
-      {2, 150, 2, 2, 8, 6, 0, {}, 1.0, 1},          // T not a multiple of the 64-row tile
+      {2, 150, 2, 2, 8, 6, 0, {}, 1.0, 1},          // T not a multiple of the tile
       {1, 1, 2, 1, 8, 8, 0, {}, 1.0, 2},            // T = 1
       {1, 130, 4, 2, 16, 8, 1, {}, 1.0, 3},         // window 1: each token reads itself
       {1, 70, 2, 2, 8, 8, 200, {}, 1.0, 4},         // window >= T: full causal
@@ -347,7 +347,7 @@ std::vector<AttnCase> attention_cases() {
       {1, 0, 6, 2, 8, 4, 0, {1, 70, 1, 64, 13}, 1.0, 8},    // varlen with length-1 sequences, GQA 3:1
       {1, 0, 4, 1, 8, 8, 20, {50, 1, 90}, 1.0, 9},  // varlen + window + GQA 4:1
       {1, 300, 4, 4, 32, 32, 0, {}, 3.0, 10},       // longer, sharper
-      {1, 130, 2, 1, 128, 128, 0, {}, 1.0, 11},     // real head dim
+      {1, 300, 2, 1, 128, 128, 0, {}, 1.0, 11},     // real head dim, several tiles
       {1, 0, 2, 1, 4, 3, 3, {5, 1, 6}, 1.0, 12},    // small enough for finite differences:
       {1, 9, 2, 2, 4, 3, 0, {}, 8.0, 13},           //   varlen + window + GQA, sharp logits
   };
@@ -358,7 +358,7 @@ std::vector<DecodeCase> decode_cases() {
       {1, 2, 2, 8, 8, 0, {1, 50, 80}, 1.0, 21},      // one new token, cache of length 1
       {3, 4, 2, 16, 8, 0, {3, 40, 130}, 1.0, 22},    // three new tokens, GQA 2:1
       {1, 8, 1, 8, 8, 16, {5, 100}, 1.0, 23},        // window, GQA 8:1 (8 stacked rows)
-      {40, 4, 2, 8, 8, 0, {40, 90}, 1.0, 24},        // 80 stacked rows: more than one tile
+      {70, 4, 2, 8, 8, 0, {70, 90}, 1.0, 24},        // 140 stacked rows: more than one tile
       {2, 2, 2, 8, 8, 1, {2, 33}, 50.0, 25},         // window 1, large logits
   };
 }

@@ -48,7 +48,7 @@ namespace {
 // The keys any of the rows reads: [first_key(min pos), max pos].
 struct KeyRange {
   int64_t lo, hi;
-  int64_t first_tile() const { return lo / kTileKeys * kTileKeys; }
+  int64_t first_tile() const { return lo / kForwardKeys * kForwardKeys; }
 };
 KeyRange key_range(const Problem& p, const int64_t* pos, int64_t rows) {
   const auto [lo, hi] = std::minmax_element(pos, pos + rows);
@@ -75,17 +75,17 @@ void attend(const Problem& p, const Span& s, int64_t hkv, const TensorView& k,
             float* lse) {
   const int64_t K = p.K, V = p.V;
   ScratchArena& arena = ScratchArena::local();
-  float* S = arena.get<float>(kSlotS, rows * kTileKeys);
-  float* Kbuf = arena.get<float>(kSlotK, kTileKeys * K);
-  float* Vbuf = arena.get<float>(kSlotV, kTileKeys * V);
+  float* S = arena.get<float>(kSlotS, rows * kForwardKeys);
+  float* Kbuf = arena.get<float>(kSlotK, kForwardKeys * K);
+  float* Vbuf = arena.get<float>(kSlotV, kForwardKeys * V);
   float* m = arena.get<float>(kSlotStats, 2 * rows);  // running max, then running sum
   float* l = m + rows;
   std::fill(O, O + rows * V, 0.0f);
   std::fill(m, m + rows, -INFINITY);
   std::fill(l, l + rows, 0.0f);
   const KeyRange keys = key_range(p, pos, rows);
-  for (int64_t j0 = keys.first_tile(); j0 <= keys.hi; j0 += kTileKeys) {
-    const int64_t n = std::min(kTileKeys, keys.hi + 1 - j0);
+  for (int64_t j0 = keys.first_tile(); j0 <= keys.hi; j0 += kForwardKeys) {
+    const int64_t n = std::min(kForwardKeys, keys.hi + 1 - j0);
     int64_t ldk, ldv;
     const float* Kj = f32_rows(k, s.kb, s.kv0 + j0, n, hkv, Kbuf, ldk);
     const float* Vj = f32_rows(v, s.kb, s.kv0 + j0, n, hkv, Vbuf, ldv);
@@ -93,22 +93,17 @@ void attend(const Problem& p, const Span& s, int64_t hkv, const TensorView& k,
     mask(p, pos, rows, j0, n, S);
     for (int64_t r = 0; r < rows; ++r) {
       float* row = S + r * n;
-      const float m_new = std::max(m[r], *std::max_element(row, row + n));
+      const float m_new = std::max(m[r], kernels::max_of(row, n));
       // A row with no key yet (-inf so far) keeps a finite pivot: e^{-inf - 0} = 0, no NaN.
       const float pivot = m_new == -INFINITY ? 0.0f : m_new;
-      for (int64_t c = 0; c < n; ++c) row[c] -= pivot;
       const float alpha = std::exp(m[r] - pivot);
+      const float sum = kernels::exp_shifted_sum(row, n, pivot);
       if (alpha != 1.0f) {
         l[r] *= alpha;
         for (int64_t c = 0; c < V; ++c) O[r * V + c] *= alpha;
       }
-      m[r] = m_new;
-    }
-    kernels::exp_inplace(S, rows * n);
-    for (int64_t r = 0; r < rows; ++r) {
-      float sum = 0.0f;
-      for (int64_t c = 0; c < n; ++c) sum += S[r * n + c];
       l[r] += sum;
+      m[r] = m_new;
     }
     kernels::gemm_nn(rows, V, n, S, n, Vj, ldv, O, V, Accumulate::yes);
   }
@@ -125,9 +120,7 @@ void tile_gradients(const Problem& p, const int64_t* pos, int64_t rows, int64_t 
                     const float* Kt, const float* Vt, float* P, float* dS) {
   kernels::gemm_nn(rows, n, p.K, Q, p.K, Kt, n, P, n, Accumulate::no);
   mask(p, pos, rows, j0, n, P);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < n; ++c) P[r * n + c] -= lse[r];
-  kernels::exp_inplace(P, rows * n);
+  for (int64_t r = 0; r < rows; ++r) kernels::exp_shifted_sum(P + r * n, n, lse[r]);
   kernels::gemm_nn(rows, n, p.V, dO, p.V, Vt, n, dS, n, Accumulate::no);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < n; ++c) dS[r * n + c] = P[r * n + c] * (dS[r * n + c] - D[r]);

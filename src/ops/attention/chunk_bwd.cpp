@@ -1,11 +1,16 @@
-// Tiled backward of softmax attention (algorithms.md §4.11 c) from the forward's o and lse, in
-// two passes so that every work item owns what it writes (no atomics, no dependence on the
-// thread count):
-//   A. per (key tile, kv head): dK_j = sum_i dS_ij^T (scale Q_i), dV_j = sum_i P_ij^T dO_i over
-//      the query tiles i that read key tile j, for every query head of the group (GQA);
-//   B. per (query tile, head):  dQ_i = scale sum_j dS_ij K_j over the key tiles it reads.
-// Both recompute P = e^{scale Q K^T - lse} and dS = P ⊙ (dO V^T - D), D = rowsum(dO ⊙ O), tile by
-// tile (chunk.cpp: tile_gradients): 7 tile products per pair instead of 5, the price of no atomics.
+// Tiled backward of softmax attention (algorithms.md §4.11 c) from the forward's o and lse. Every
+// (query tile i, key tile j) pair recomputes P = e^{scale Q K^T - lse} and
+// dS = P ⊙ (dO V^T - D), D = rowsum(dO ⊙ O) (chunk.cpp: tile_gradients), then
+//   dV_j += P^T dO_i,  dK_j += dS^T (scale Q_i),  dQ_i += scale dS K_j.
+// Every work item owns what it writes (no atomics), in one of two partitions:
+//   fused, with at least as many (sequence, kv head) items as threads: one sweep per item over
+//     (query head of the group, query tile, key tile), 5 tile products per pair;
+//   two passes otherwise (few sequences and kv heads: more items than that are needed to use the
+//     threads): A. per (key tile, kv head) dK_j, dV_j; B. per (query tile, head) dQ_i, which
+//     recomputes P and dS: 7 products per pair.
+// Both visit the same pairs with the same tile shapes and add into each gradient in the same
+// order (dK_j, dV_j over head then query tile, dQ_i over key tiles), so they give the same bits
+// and the thread count changes none.
 #include <algorithm>
 
 #include "core/parallel.hpp"
@@ -65,6 +70,11 @@ KeyTile load_key_tile(const Problem& p, const Inputs& in, const Span& s, int64_t
   return t;
 }
 
+// The first key tile read by the query tile starting at row i0 of a training span (pos0 = 0).
+int64_t first_key_tile(const Problem& p, const Span& s, int64_t i0) {
+  return p.first_key(s.pos0 + i0) / kTileKeys * kTileKeys;
+}
+
 // Pass A: dK, dV of one key tile of one kv head.
 void key_tile_grads(const Problem& p, const Inputs& in, const Tile& t, int64_t hkv,
                     const TensorView& dk, const TensorView& dv) {
@@ -103,15 +113,46 @@ void query_tile_grads(const Problem& p, const Inputs& in, const Tile& t, int64_t
   float* dQ = arena.get<float>(kSlotDQ, rows * K);
   std::fill(dQ, dQ + rows * K, 0.0f);
   const QueryRows x = load_query_rows(p, in, s, t.r0, rows, h);
-  const int64_t first = p.first_key(s.pos0 + t.r0), last = s.pos0 + t.r0 + rows - 1;
-  for (int64_t j0 = first / kTileKeys * kTileKeys; j0 <= last; j0 += kTileKeys) {
-    const int64_t n = std::min(kTileKeys, last + 1 - j0);
+  for (int64_t j0 = first_key_tile(p, s, t.r0); j0 <= t.r0 + rows - 1; j0 += kTileKeys) {
+    const int64_t n = std::min(kTileKeys, s.rows - j0);
     const KeyTile kt = load_key_tile(p, in, s, j0, n, h / p.group());
     tile_gradients(p, x.pos, rows, j0, n, x.Q, x.dO, x.lse, x.D, kt.Kt, kt.Vt, P, dS);
     kernels::gemm_nn(rows, K, n, dS, n, kt.Kj, kt.ldk, dQ, K, Accumulate::yes);
   }
   for (int64_t i = 0; i < rows * K; ++i) dQ[i] *= static_cast<float>(p.scale);
   store_rows(dq, s.qb, s.q0 + t.r0, rows, h, dQ, K);
+}
+
+// Fused: dK, dV of kv head hkv and dQ of its query heads over one span.
+void fused_grads(const Problem& p, const Inputs& in, const Span& s, int64_t hkv,
+                 const TensorView& dq, const TensorView& dk, const TensorView& dv) {
+  const int64_t K = p.K, V = p.V;
+  ScratchArena& arena = ScratchArena::local();
+  float* P = arena.get<float>(kSlotS, kTileRows * kTileKeys);
+  float* dS = arena.get<float>(kSlotDS, kTileRows * kTileKeys);
+  float* dQ = arena.get<float>(kSlotDQ, kTileRows * K);
+  float* dK = arena.get<float>(kSlotDK, s.rows * K);
+  float* dV = arena.get<float>(kSlotDV, s.rows * V);
+  std::fill(dK, dK + s.rows * K, 0.0f);
+  std::fill(dV, dV + s.rows * V, 0.0f);
+  for (int64_t h = hkv * p.group(); h < (hkv + 1) * p.group(); ++h)
+    for (int64_t i0 = 0; i0 < s.rows; i0 += kTileRows) {
+      const int64_t rows = std::min(kTileRows, s.rows - i0);
+      const QueryRows x = load_query_rows(p, in, s, i0, rows, h);
+      std::fill(dQ, dQ + rows * K, 0.0f);
+      for (int64_t j0 = first_key_tile(p, s, i0); j0 <= i0 + rows - 1; j0 += kTileKeys) {
+        const int64_t n = std::min(kTileKeys, s.rows - j0);
+        const KeyTile kt = load_key_tile(p, in, s, j0, n, hkv);
+        tile_gradients(p, x.pos, rows, j0, n, x.Q, x.dO, x.lse, x.D, kt.Kt, kt.Vt, P, dS);
+        kernels::gemm_tn(n, V, rows, P, n, x.dO, V, dV + j0 * V, V, Accumulate::yes);
+        kernels::gemm_tn(n, K, rows, dS, n, x.Q, K, dK + j0 * K, K, Accumulate::yes);
+        kernels::gemm_nn(rows, K, n, dS, n, kt.Kj, kt.ldk, dQ, K, Accumulate::yes);
+      }
+      for (int64_t e = 0; e < rows * K; ++e) dQ[e] *= static_cast<float>(p.scale);
+      if (dq.given()) store_rows(dq, s.qb, s.q0 + i0, rows, h, dQ, K);
+    }
+  if (dk.given()) store_rows(dk, s.kb, s.kv0, s.rows, hkv, dK, K);
+  if (dv.given()) store_rows(dv, s.kb, s.kv0, s.rows, hkv, dV, V);
 }
 
 }  // namespace
@@ -121,6 +162,13 @@ void chunk_backward(const Problem& p, const TensorView& q, const TensorView& k,
                     const TensorView& d_o, const TensorView& dq, const TensorView& dk,
                     const TensorView& dv) {
   const Inputs in{q, k, v, o, lse, d_o};
+  const int64_t n_items = static_cast<int64_t>(p.spans.size()) * p.Hkv;
+  if (items_cover_threads(n_items)) {
+    parallel_for(n_items, [&](int64_t item) {
+      fused_grads(p, in, p.spans[item / p.Hkv], item % p.Hkv, dq, dk, dv);
+    });
+    return;
+  }
   if (dk.given() || dv.given()) {
     const std::vector<Tile> key_tiles = tiles(p, kTileKeys);
     parallel_for_dynamic(static_cast<int64_t>(key_tiles.size()) * p.Hkv, [&](int64_t item) {
