@@ -178,7 +178,8 @@ void chunk_backward(const Problem& p, const TensorView& q, const TensorView& k,
   if (dq.given()) {
     const std::vector<Tile> query_tiles = tiles(p, kTileRows);
     parallel_for_dynamic(static_cast<int64_t>(query_tiles.size()) * p.H, [&](int64_t item) {
-      query_tile_grads(p, in, query_tiles[item / p.H], item % p.H, dq);
+      // last (most expensive) query tiles first
+      query_tile_grads(p, in, query_tiles[query_tiles.size() - 1 - item / p.H], item % p.H, dq);
     });
   }
 }
