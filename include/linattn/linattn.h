@@ -207,6 +207,46 @@ const char* linattn_last_error(void) LINATTN_NOEXCEPT;
 /* The library version "major.minor.patch" (a static string). */
 const char* linattn_version(void) LINATTN_NOEXCEPT;
 
+/* ---- Softmax attention (linattn/attention.hpp; algorithms.md 4.11): causal, optional sliding
+ * window, GQA (H % Hkv == 0), cu_seqlens. Forms: REFERENCE (fp64 oracle), CHUNK (tiled
+ * flash-style forward/backward), RECURRENT (decode against a KV cache). */
+typedef struct linattn_attention_args {
+  linattn_tensor q, k, v;    /* [B,T,H,K], [B,T,Hkv,K], [B,T,Hkv,V] */
+  linattn_tensor cu_seqlens; /* [N+1] int32/int64 token offsets; requires B == 1 */
+  double scale;              /* NaN (the default) means K^-0.5 */
+  int64_t window_size;       /* 0: full causal; W >= 1: token i reads keys [i-W+1, i] */
+} linattn_attention_args;
+
+/* Sets every tensor to "not given", scale to NaN and window_size to 0. Nothing if args is NULL. */
+void linattn_attention_args_init(linattn_attention_args* args) LINATTN_NOEXCEPT;
+
+/* Writes *o ([B,T,H,V], dtype of v, contiguous; required) and, when lse is not NULL, *lse
+ * ([B,T,H] float32/float64: the log-sum-exp of each query's logits, needed by the backward). */
+linattn_status linattn_attention_forward(linattn_form form, const linattn_attention_args* args,
+                                         linattn_tensor* o, linattn_tensor* lse) LINATTN_NOEXCEPT;
+
+/* Writes each of *dq, *dk, *dv that is not NULL and given, for the upstream gradient *d_o. The
+ * CHUNK form needs the forward's *o and *lse; REFERENCE ignores them (they may be NULL). */
+linattn_status linattn_attention_backward(linattn_form form, const linattn_attention_args* args,
+                                          const linattn_tensor* o, const linattn_tensor* lse,
+                                          const linattn_tensor* d_o, linattn_tensor* dq,
+                                          linattn_tensor* dk, linattn_tensor* dv) LINATTN_NOEXCEPT;
+
+/* Decode step: q [N,Tq,H,K] are the newest Tq tokens of each sequence, already written to the
+ * caches k_cache [N,S,Hkv,K] and v_cache [N,S,Hkv,V], which hold cache_seqlens[n] valid rows
+ * (Tq <= cache_seqlens[n] <= S); query t sits at position cache_seqlens[n] - Tq + t. */
+typedef struct linattn_kvcache_args {
+  linattn_tensor q, k_cache, v_cache, cache_seqlens;
+  double scale;
+  int64_t window_size;
+} linattn_kvcache_args;
+
+void linattn_kvcache_args_init(linattn_kvcache_args* args) LINATTN_NOEXCEPT;
+
+/* REFERENCE or RECURRENT; writes *o [N,Tq,H,V] (dtype of v_cache, contiguous). */
+linattn_status linattn_attention_decode(linattn_form form, const linattn_kvcache_args* args,
+                                        linattn_tensor* o) LINATTN_NOEXCEPT;
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -33,6 +33,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench  # imports torch lazily: check does not need it
 
     ops = _core.op_names() if "all" in args.op else list(dict.fromkeys(args.op))
+    if "softmax_attention" in ops:  # its own suite (bench_attention.py), before any other op's
+        from . import bench_attention
+
+        ops.remove("softmax_attention")
+        guard = bench.QuietGuard(enabled=not (args.no_quiet_guard or args.quick))
+        print(bench_attention.run(threads=args.threads, quick=args.quick, guard=guard).format())
+        if not ops:
+            return 0
     config = bench.QUICK if args.quick else bench.FULL
     if args.only:
         sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "against its fp64 oracle, or benchmark it.")
     parser.add_argument("--version", action="version", version=f"linattn {_core.version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    ops = ["all", *_core.op_names()]
+    ops = ["all", *_core.op_names(), "softmax_attention"]
 
     check = sub.add_parser("check", help="run every form of every op against its fp64 oracle")
     check.add_argument("--op", default="all", choices=["all", *_core.check_names()],

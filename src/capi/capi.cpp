@@ -12,6 +12,7 @@
 #include <string>
 
 #include "linattn/conv1d.hpp"
+#include "linattn/attention.hpp"
 #include "linattn/error.hpp"
 #include "linattn/ops.hpp"
 
@@ -323,6 +324,78 @@ linattn_status linattn_causal_conv1d_update(const linattn_tensor* x, linattn_ten
     a.residual = optional_view(fn, "residual", residual);
     a.activation = static_cast<Activation>(activation);
     causal_conv1d_update(a, to_view(fn, "y", require(fn, "y", y)));
+  });
+}
+
+// ---- softmax attention (linattn/attention.hpp)
+
+void linattn_attention_args_init(linattn_attention_args* args) noexcept {
+  if (args == nullptr) return;
+  *args = linattn_attention_args{};
+  args->scale = NAN;
+}
+
+void linattn_kvcache_args_init(linattn_kvcache_args* args) noexcept {
+  if (args == nullptr) return;
+  *args = linattn_kvcache_args{};
+  args->scale = NAN;
+}
+
+namespace {
+
+AttentionArgs to_attention_args(const char* fn, const linattn_attention_args* args) {
+  const linattn_attention_args& a = require(fn, "args", args);
+  AttentionArgs out;
+  out.q = to_view(fn, "args->q", a.q);
+  out.k = to_view(fn, "args->k", a.k);
+  out.v = to_view(fn, "args->v", a.v);
+  out.cu_seqlens = to_view(fn, "args->cu_seqlens", a.cu_seqlens);
+  out.scale = a.scale;
+  out.window_size = a.window_size;
+  return out;
+}
+
+}  // namespace
+
+linattn_status linattn_attention_forward(linattn_form form, const linattn_attention_args* args,
+                                         linattn_tensor* o, linattn_tensor* lse) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_attention_forward";
+    const Form cpp_form = to_form(form);
+    const AttentionArgs a = to_attention_args(fn, args);
+    attention_forward(cpp_form, a, {to_view(fn, "o", require(fn, "o", o)), optional_view(fn, "lse", lse)});
+  });
+}
+
+linattn_status linattn_attention_backward(linattn_form form, const linattn_attention_args* args,
+                                          const linattn_tensor* o, const linattn_tensor* lse,
+                                          const linattn_tensor* d_o, linattn_tensor* dq,
+                                          linattn_tensor* dk, linattn_tensor* dv) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_attention_backward";
+    const Form cpp_form = to_form(form);
+    const AttentionArgs a = to_attention_args(fn, args);
+    attention_backward(cpp_form, a, optional_view(fn, "o", o), optional_view(fn, "lse", lse),
+                       to_view(fn, "d_o", require(fn, "d_o", d_o)),
+                       {optional_view(fn, "dq", dq), optional_view(fn, "dk", dk),
+                        optional_view(fn, "dv", dv)});
+  });
+}
+
+linattn_status linattn_attention_decode(linattn_form form, const linattn_kvcache_args* args,
+                                        linattn_tensor* o) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_attention_decode";
+    const Form cpp_form = to_form(form);
+    const linattn_kvcache_args& a = require(fn, "args", args);
+    AttentionCacheArgs c;
+    c.q = to_view(fn, "args->q", a.q);
+    c.k_cache = to_view(fn, "args->k_cache", a.k_cache);
+    c.v_cache = to_view(fn, "args->v_cache", a.v_cache);
+    c.cache_seqlens = to_view(fn, "args->cache_seqlens", a.cache_seqlens);
+    c.scale = a.scale;
+    c.window_size = a.window_size;
+    attention_decode(cpp_form, c, to_view(fn, "o", require(fn, "o", o)));
   });
 }
 

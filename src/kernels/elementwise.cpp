@@ -37,6 +37,40 @@ void ExpInplace(float* x, int64_t n) {
   Map(n, x, x, [](D d, hn::Vec<D> v) { return hn::Exp(d, v); });
 }
 
+float ExpShiftedSum(float* HWY_RESTRICT x, int64_t n, float shift) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto vshift = hn::Set(d, shift);
+  auto sum = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto e = hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), vshift));
+    hn::StoreU(e, d, x + i);
+    sum = hn::Add(sum, e);
+  }
+  if (i < n) {  // tail through a full-width buffer padded with -inf (exp -> 0)
+    HWY_ALIGN float tail[HWY_MAX_BYTES / sizeof(float)];
+    std::fill(tail, tail + N, -INFINITY);
+    std::copy(x + i, x + n, tail);
+    const auto e = hn::Exp(d, hn::Sub(hn::Load(d, tail), vshift));
+    hn::Store(e, d, tail);
+    sum = hn::Add(sum, e);
+    std::copy(tail, tail + (n - i), x + i);
+  }
+  return hn::GetLane(hn::SumOfLanes(d, sum));
+}
+
+float MaxOf(const float* HWY_RESTRICT x, int64_t n) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto best = hn::Set(d, -INFINITY);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) best = hn::Max(best, hn::LoadU(d, x + i));
+  float out = hn::GetLane(hn::MaxOfLanes(d, best));
+  for (; i < n; ++i) out = std::max(out, x[i]);
+  return out;
+}
+
 void Axpy(int64_t n, float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y) {
   const D d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
@@ -83,6 +117,13 @@ HWY_EXPORT(Axpy);
 HWY_EXPORT(MulAdd);
 HWY_EXPORT(Sigmoid);
 HWY_EXPORT(SoftplusInplace);
+HWY_EXPORT(ExpShiftedSum);
+HWY_EXPORT(MaxOf);
+
+float exp_shifted_sum(float* x, int64_t n, float shift) {
+  return HWY_DYNAMIC_DISPATCH(ExpShiftedSum)(x, n, shift);
+}
+float max_of(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, n); }
 
 void exp_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInplace)(x, n); }
 void axpy(int64_t n, float a, const float* x, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(n, a, x, y); }

@@ -15,6 +15,13 @@ void exp_inplace(float* x, int64_t n);
 // for decays near 1 and near 0 alike (algorithms.md §3.3 S6).
 void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n);
 
+// x[i] = exp(x[i] - shift); returns the sum of the new x[i] (lanes added in a fixed order, so
+// the result does not depend on the caller's thread). The softmax rows of attention (§4.11).
+float exp_shifted_sum(float* x, int64_t n, float shift);
+
+// max_i x[i]; -inf for n = 0.
+float max_of(const float* x, int64_t n);
+
 // y[i] += a * x[i]
 void axpy(int64_t n, float a, const float* x, float* y);
 

@@ -70,6 +70,36 @@ inline void store_rows(const TensorView& t, int64_t b, int64_t row0, int64_t row
   }
 }
 
+// Rows [row0, row0 + rows) of t[b, :, head, :] as fp32 rows `ld` apart: the caller's memory
+// itself when it is float32 with unit-stride rows (no copy on the hot path), else widened into
+// `buf` (ld = D).
+inline const float* f32_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows,
+                             int64_t head, float* buf, int64_t& ld) {
+  if (t.dtype == DType::f32 && t.strides[3] == 1) {
+    ld = t.strides[1];
+    return static_cast<const float*>(t.data) + row_offset(t, b, row0, head);
+  }
+  ld = t.shape[3];
+  load_rows(t, b, row0, rows, head, buf, ld);
+  return buf;
+}
+
+// fp64 rows for the oracles: dst[r * D + d] = t[b, row0 + r, head, d], and back (rounded).
+inline void load_rows_f64(const TensorView& t, int64_t b, int64_t row0, int64_t rows,
+                          int64_t head, double* dst) {
+  const int64_t D = t.shape[3];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; ++d)
+      dst[r * D + d] = load_as_double(t.data, t.dtype, row_offset(t, b, row0 + r, head) + d * t.strides[3]);
+}
+inline void store_rows_f64(const TensorView& t, int64_t b, int64_t row0, int64_t rows,
+                           int64_t head, const double* src) {
+  const int64_t D = t.shape[3];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < D; ++d)
+      store_from_double(t.data, t.dtype, row_offset(t, b, row0 + r, head) + d * t.strides[3], src[r * D + d]);
+}
+
 // Scalar t[b, row, head] of a rank-3 view (gates, beta) as float.
 inline float load_scalar(const TensorView& t, int64_t b, int64_t row, int64_t head) {
   return static_cast<float>(load_as_double(t.data, t.dtype, row_offset(t, b, row, head)));
