@@ -1,7 +1,9 @@
 // Chunk-parallel forward and backward of the gated family and the delta family at issues 3/4's
 // shape (B=1, H=16, T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS).
 // GFLOP/s counts the dense chunked forward FLOPs of algorithms.md §5 per token and head:
-// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules).
+// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), and §4.8d's
+// 10CK + 8CV + C^2/3 + 8KV for dplr_delta_rule (RWKV-7), also at its head size K = V = 64 and
+// in the recurrent form (9KV per token).
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -14,51 +16,71 @@ namespace {
 using namespace linattn;
 using namespace linattn::check;
 
-Case target_case(Op op, int64_t T) {
+Case target_case(Op op, int64_t T, int64_t head_dim = 128) {
   Case c;
   c.op = op;
   c.B = 1;
   c.T = T;
   c.H = c.HV = 16;
-  c.K = c.V = 128;
+  c.K = c.V = head_dim;
   c.initial_state = false;
   c.output_final_state = false;
   c.l2norm = op_spec(op).takes_l2norm;
   return c;
 }
 
-double forward_flops(const Case& c) {
+double forward_flops(const Case& c, Form form = Form::chunk) {
   const double C = 64, K = double(c.K), V = double(c.V);
-  const double per_token = op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
-                                                    : 2 * C * (K + V) + 4 * K * V;
+  double per_token = op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
+                                              : 2 * C * (K + V) + 4 * K * V;
+  if (op_spec(c.op).takes_ab)
+    per_token = form == Form::chunk ? 10 * C * K + 8 * C * V + C * C / 3 + 8 * K * V : 9 * K * V;
   return double(c.B * c.T * c.H) * per_token;
 }
 
-void BM_ChunkForward(benchmark::State& state) {
-  const Case c = target_case(static_cast<Op>(state.range(0)), state.range(1));
-  const DType dtype = state.range(2) ? DType::bf16 : DType::f32;
+void time_forward(benchmark::State& state, const Case& c, DType dtype, Form form) {
   const Inputs in = make_inputs(c, dtype);
   const OpArgs args = in.args(c);
   const Buffer o(dtype, output_shapes(c.op, args).o);
-  for (auto _ : state) forward(c.op, Form::chunk, args, {o.view(), {}});
-  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(c), benchmark::Counter::kIsIterationInvariantRate);
+  for (auto _ : state) forward(c.op, form, args, {o.view(), {}});
+  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(c, form), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["tokens/s"] = benchmark::Counter(double(c.T), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(op_name(c.op)) + " " + dtype_name(dtype));
+  state.SetLabel(std::string(op_name(c.op)) + " " + dtype_name(dtype) + " K=V=" + std::to_string(c.K));
 }
 
-void BM_ChunkBackward(benchmark::State& state) {
-  const Case c = target_case(static_cast<Op>(state.range(0)), state.range(1));
+void BM_ChunkForward(benchmark::State& state) {
+  time_forward(state, target_case(static_cast<Op>(state.range(0)), state.range(1)),
+               state.range(2) ? DType::bf16 : DType::f32, Form::chunk);
+}
+
+// dplr_delta_rule at head size state.range(0), fp32: chunk form, and (range(1) = 1) recurrent.
+void BM_DplrForward(benchmark::State& state) {
+  time_forward(state, target_case(Op::dplr_delta_rule, 4096, state.range(0)), DType::f32,
+               state.range(1) ? Form::recurrent : Form::chunk);
+}
+
+void time_backward(benchmark::State& state, const Case& c) {
   const Inputs in = make_inputs(c, DType::f32);
   const Outputs out = run_forward(c, in, Form::chunk);
   const OpArgs args = in.args(c);
   const Buffer dq(DType::f32, in.q.shape()), dk(DType::f32, in.k.shape()), dv(DType::f32, in.v.shape());
   const Buffer dg = in.g.given() ? Buffer(DType::f32, in.g.shape()) : Buffer();
   const Buffer dgk = in.gk.given() ? Buffer(DType::f32, in.gk.shape()) : Buffer();
+  const Buffer da = in.a.given() ? Buffer(DType::f32, in.a.shape()) : Buffer();
+  const Buffer db = in.b.given() ? Buffer(DType::f32, in.b.shape()) : Buffer();
   for (auto _ : state)
     backward(c.op, Form::chunk, args, {out.o.view(), {}},
-             {dq.view(), dk.view(), dv.view(), dg.view(), dgk.view(), {}, {}});
+             {dq.view(), dk.view(), dv.view(), dg.view(), dgk.view(), {}, {}, da.view(), db.view()});
   state.counters["tokens/s"] = benchmark::Counter(double(c.T), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(op_name(c.op));
+  state.SetLabel(std::string(op_name(c.op)) + " K=V=" + std::to_string(c.K));
+}
+
+void BM_ChunkBackward(benchmark::State& state) {
+  time_backward(state, target_case(static_cast<Op>(state.range(0)), state.range(1)));
+}
+
+void BM_DplrBackward(benchmark::State& state) {
+  time_backward(state, target_case(Op::dplr_delta_rule, 4096, state.range(0)));
 }
 
 // Args: op, T, bf16 inputs (1) or fp32 (0).
@@ -70,6 +92,9 @@ void BM_ChunkBackward(benchmark::State& state) {
   ->Args({static_cast<int>(Op::gated_delta_rule), 4096, 0})
 BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simple_gla), 4096, 1});
 BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
+BENCHMARK(BM_DplrForward)->Args({128, 0})->Args({64, 0})->Args({128, 1})->Args({64, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DplrBackward)->Arg(128)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

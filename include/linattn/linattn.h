@@ -70,6 +70,10 @@ typedef LINATTN_ENUM(linattn_op){
     LINATTN_OP_RETENTION = 6,        /* S_t = gamma_h S_{t-1} + k v^T, gamma_h = 1 - 2^(-5-h) */
     LINATTN_OP_NONCAUSAL_LINEAR_ATTN = 7, /* o_t = scale q_t^T sum_s k_s v_s^T over the whole
                                              sequence; no state; fast form = CHUNK */
+    LINATTN_OP_KDA = 8, /* S_t = (I - b k k^T) diag(exp(gk_t)) S_{t-1} + b k v^T (Kimi Delta
+                           Attention; fla's g is gk here), gk and beta required */
+    LINATTN_OP_DPLR_DELTA_RULE = 9,  /* S_t = diag(exp(gk_t)) S_{t-1} + b_t (S_{t-1}^T a_t)^T
+                                        + k_t v_t^T (RWKV-7); a, b, gk required */
 } linattn_op;
 
 /* How an op is computed; values equal linattn::Form. */
@@ -104,12 +108,14 @@ typedef struct linattn_args {
   int32_t normalize;            /* linear_attn, noncausal_linear_attn: fla's normalize */
   int32_t use_qk_l2norm_in_kernel; /* delta family: L2-normalise q and k rows first */
   int32_t num_householder;      /* delta_product: n_h >= 1; 1 for every other op */
+  linattn_tensor a, b;          /* dplr_delta_rule: low-rank transition [B,T,H,K], dtype of q */
 } linattn_args;
 
 /* Gradients, mirroring linattn::OpGrads: a view with ndim == 0 is not computed; a given view
  * must have the shape of its input (which must have been given), be contiguous and floating. */
 typedef struct linattn_grads {
   linattn_tensor dq, dk, dv, dg, dgk, dbeta, dinitial_state;
+  linattn_tensor da, db;
 } linattn_grads;
 
 /* Sets every tensor to "not given", every flag to 0, scale to NaN (the default K^-0.5) and

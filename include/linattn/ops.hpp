@@ -29,8 +29,13 @@ enum class Op : int32_t {
   // of the sequence (§4.1 without the mask), optionally normalised. It has no recurrence and no
   // state, so its fast form, KV = K^T V then O = Q KV, is registered as the chunk form.
   noncausal_linear_attn = 7,
+  kda = 8,               // S_t = (I - b k k^T) diag(exp(gk_t)) S_{t-1} + b k v^T (§4.8, KDA)
+  // Generalized delta rule with a diagonal-plus-low-rank transition (RWKV-7, §4.8):
+  // sa_t = S_{t-1}^T a_t,  S_t = diag(exp(gk_t)) S_{t-1} + b_t sa_t^T + k_t v_t^T.
+  // a, b [B,T,H,K] (RWKV-7: a = -kappa, b = kappa * abar); q is RWKV-7's r.
+  dplr_delta_rule = 9,
 };
-inline constexpr int kNumOps = 8;
+inline constexpr int kNumOps = 10;
 
 enum class Form : int32_t { reference = 0, chunk = 1, recurrent = 2 };
 inline constexpr int kNumForms = 3;
@@ -53,6 +58,7 @@ struct OpSpec {
   bool takes_num_householder;
   bool fixed_decay;   // retention: log decay log(1 - 2^(-5-h)) of value head h, no gate input
   bool causal;        // false: every token reads its whole sequence; no initial/final state
+  bool takes_ab = false;  // low-rank transition vectors a, b [B, T, H, K] (dplr_delta_rule)
 };
 const OpSpec& op_spec(Op op);
 
@@ -61,6 +67,7 @@ struct OpArgs {
   TensorView g;                // scalar log decay, <= 0
   TensorView gk;               // per-key-channel log decay, <= 0
   TensorView beta;             // [B, T*n_h, HV], in [0, 2]
+  TensorView a, b;             // dplr_delta_rule: [B, T, H, K], dtype of q
   TensorView initial_state;    // [N, HV, K, V]
   TensorView cu_seqlens;       // [N+1] int32/int64 token offsets; requires B == 1
   double scale = NAN;          // NaN means the default K^-0.5
@@ -85,6 +92,7 @@ struct OpGradOutputs {
 // Gradients, one for each input that was given (dg only if g given, and so on).
 struct OpGrads {
   TensorView dq, dk, dv, dg, dgk, dbeta, dinitial_state;
+  TensorView da, db;
 };
 
 struct OutputShapes {

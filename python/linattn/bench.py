@@ -91,6 +91,7 @@ def recurrent_flops_per_token(op: str, K: int, V: int, n_h: int) -> int:
         "gated_delta_rule": 7 * K * V + 2 * V,
         "delta_product": (4 * n_h + 2) * K * V,
         "retention": 5 * K * V,
+        "kda": 7 * K * V + 2 * V,
     }[op]
 
 
@@ -391,10 +392,67 @@ def chunk_flops_per_token(op: str, K: int, V: int, C: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# The fast-form suite (issue 3): chunk forward, forward+backward, decode step, T sweep, bf16.
+# The fast-form suite (issues 3 and 4): chunk forward, forward+backward, decode step, T sweep,
+# bf16, and for DeltaProduct the cost against n_h. One suite serves every family with fast forms:
+# a Family says how to draw its inputs, its PyTorch baselines, its FLOP model and its targets.
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    row: str           # which row: "fwd", "peak" (% of peak of the fwd row), "fwdbwd", "decode",
+                       # "flat" (the sweep's max/min), "bf16"
+    threshold: float
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    ops: tuple[str, ...]
+    inputs: Callable        # (op, B, T, H, K, V, seed=0) -> dict of torch inputs
+    chunked: Callable       # (op, **inputs, chunk_size=C) -> (o, final_state)
+    decode: Callable        # (op, **inputs, state=S) -> o, S updated in place
+    chunk_flops: Callable   # (op, K, V, C) -> forward FLOPs per token per head
+    issue: str
+    targets: tuple[Target, ...]
+
+
+def gated_family() -> Family:
+    return Family(
+        "gated", GATED, gated_inputs, torch_chunked, torch_decode_step, chunk_flops_per_token,
+        "issue-3", (Target("chunk fwd >= 10x torch chunked", "fwd", 10.0),
+                    Target("chunk fwd >= 50% of peak", "peak", 50.0),
+                    Target("fwd+bwd >= 5x torch autograd", "fwdbwd", 5.0),
+                    Target("decode >= 3x torch", "decode", 3.0),
+                    Target("flat within 15% over the T sweep (max/min <= 1.15)", "flat", 1.15, False),
+                    Target("bf16 >= 1.3x fp32", "bf16", 1.3)))
+
+
+def delta_family() -> Family:
+    from . import bench_delta as d
+
+    return Family(
+        "delta", d.DELTA, d.delta_inputs, d.torch_chunked_delta, d.torch_decode_step_delta,
+        d.delta_chunk_flops_per_token,
+        "issue-4", (Target("chunk fwd >= 8x torch chunked (UT transform)", "fwd", 8.0),
+                    Target("chunk fwd >= 40% of peak", "peak", 40.0),
+                    Target("fwd+bwd >= 4x torch autograd", "fwdbwd", 4.0),
+                    Target("decode >= 3x torch", "decode", 3.0)))
+
+
+def family_of(op: str) -> Family | None:
+    """The family whose suite benchmarks op, or None (no fast-form suite for it)."""
+    for family in (gated_family(), delta_family()):
+        if op in family.ops:
+            return family
+    return None
+
+
+SUITE_OPS = GATED + ("delta_rule", "gated_delta_rule", "delta_product", "kda")
 
 BACKWARD_FACTOR = 2.5  # backward FLOPs counted as 2.5x the forward (algorithms.md §4.1 (d), §5)
-SECTIONS = ("fwd", "fwdbwd", "decode", "sweep", "bf16")
+SECTIONS = ("fwd", "fwdbwd", "decode", "sweep", "bf16", "nh")  # nh: delta_product only
+HOUSEHOLDER_STEPS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -445,8 +503,9 @@ def gated_inputs(op: str, B: int, T: int, H: int, K: int, V: int, seed: int = 0,
     return x
 
 
-def _gates(x: dict) -> dict:
-    return {n: x[n] for n in ("g", "gk") if n in x}
+def _extra(x: dict) -> dict:
+    """Every input of x besides q, k, v: gates, beta, num_householder."""
+    return {n: t for n, t in x.items() if n not in ("q", "k", "v")}
 
 
 def linattn_forward_fn(op: str, form: str, x: dict, initial_state=None, final_state=None):
@@ -454,29 +513,34 @@ def linattn_forward_fn(op: str, form: str, x: dict, initial_state=None, final_st
     written in place by C++ (as linattn's own Python API does, minus the allocation)."""
     import torch
 
-    o = torch.empty(x["v"].shape, dtype=x["v"].dtype)
-    return lambda: _core.forward(op, form, x["q"], x["k"], x["v"], **_gates(x),
+    o = torch.empty((*x["q"].shape[:-1], x["v"].shape[-1]), dtype=x["v"].dtype)
+    return lambda: _core.forward(op, form, x["q"], x["k"], x["v"], **_extra(x),
                                  initial_state=initial_state,
                                  output_final_state=final_state is not None, o=o,
                                  final_state=final_state)
 
 
 def linattn_backward_fn(op: str, form: str, x: dict, d_o):
-    """fn() computing every input gradient (dq, dk, dv, dg/dgk) of `form` through the binding."""
+    """fn() computing every input gradient (dq, dk, dv, dg/dgk/dbeta) of `form` through the binding."""
     import torch
 
-    grads = {f"d{n}": torch.empty_like(t) for n, t in x.items()}
-    return lambda: _core.backward(op, form, x["q"], x["k"], x["v"], **_gates(x), d_o=d_o, **grads)
+    grads = {f"d{n}": torch.empty_like(t) for n, t in x.items() if torch.is_tensor(t)}
+    return lambda: _core.backward(op, form, x["q"], x["k"], x["v"], **_extra(x), d_o=d_o, **grads)
 
 
-def torch_forward_backward_fn(op: str, x: dict, d_o, chunk: int):
-    """fn(): the chunked baseline's forward and autograd backward (gradients of q, k, v, gates)."""
-    leaves = {n: t.detach().clone().requires_grad_(True) for n, t in x.items()}
+def torch_forward_backward_fn(op: str, x: dict, d_o, chunk: int, chunked=None):
+    """fn(): the chunked baseline's forward and autograd backward (gradients of q, k, v, gates,
+    beta). chunked: the family's baseline (default: the gated family's torch_chunked)."""
+    import torch
+
+    chunked = chunked or torch_chunked
+    leaves = {n: t.detach().clone().requires_grad_(True) for n, t in x.items() if torch.is_tensor(t)}
+    extra = {n: t for n, t in x.items() if not torch.is_tensor(t)}
 
     def step():
         for t in leaves.values():
             t.grad = None
-        o, _ = torch_chunked(op, **leaves, chunk_size=chunk)
+        o, _ = chunked(op, **leaves, **extra, chunk_size=chunk)
         o.backward(d_o)
 
     return step
@@ -541,9 +605,10 @@ class _Timer:
 def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: dict | None = None,
               progress: Callable[[], None] | None = None,
               guard: QuietGuard | None = None) -> Section:
-    """The issue-3 rows of one gated-family op; sweep points are added to sweep_out[op]."""
+    """The suite's rows of one op with a Family; sweep points are added to sweep_out[op]."""
     import torch
 
+    family = family_of(op)
     C, K, V, H = cfg.chunk, cfg.K, cfg.V, cfg.H
     timer = _Timer(cfg.min_seconds, guard)
     has_chunk = _core.has_form(op, "chunk", False)
@@ -552,7 +617,7 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
     missing = "not implemented yet"
     rows: list[Row] = []
     notes: list[str] = []
-    flops_tok = chunk_flops_per_token(op, K, V, C) * H
+    flops_tok = family.chunk_flops(op, K, V, C) * H
     tick = progress or (lambda: None)
 
     def add(name, impl, tokens, seconds, flops, baseline=None, note="", compared=None):
@@ -566,7 +631,7 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
         """torch chunked vs linattn chunk forward on x; returns (torch s, linattn s)."""
         tokens = cfg.B * T
         with torch.no_grad():
-            base, note = timer(lambda: torch_chunked(op, **x, chunk_size=C))
+            base, note = timer(lambda: family.chunked(op, **x, chunk_size=C))
         add(name, f"torch chunked (C={C})", tokens, base, tokens * flops_tok, note=note)
         if not has_chunk:
             add(name, "linattn chunk", tokens, None, 0, note=missing)
@@ -575,7 +640,7 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
         add(name, "linattn chunk", tokens, ours, tokens * flops_tok, base, note, compared=True)
         return base, ours
 
-    x = gated_inputs(op, cfg.B, cfg.T, H, K, V)
+    x = family.inputs(op, cfg.B, cfg.T, H, K, V)
     tokens = cfg.B * cfg.T
     shape = f"T={cfg.T} fp32"
     if "fwd" in cfg.sections:
@@ -584,8 +649,8 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
 
     if "fwdbwd" in cfg.sections:
         name, flops = f"fwd+bwd {shape}", tokens * flops_tok * (1 + BACKWARD_FACTOR)
-        d_o = torch.randn(x["v"].shape, generator=torch.Generator().manual_seed(1))
-        base, note = timer(torch_forward_backward_fn(op, x, d_o, C))
+        d_o = torch.randn((*x["q"].shape[:-1], V), generator=torch.Generator().manual_seed(1))
+        base, note = timer(torch_forward_backward_fn(op, x, d_o, C, family.chunked))
         add(name, "torch autograd (chunked)", tokens, base, flops, note=note)
         if has_chunk and has_chunk_bwd:
             forward, backward = linattn_forward_fn(op, "chunk", x), linattn_backward_fn(op, "chunk", x, d_o)
@@ -597,11 +662,12 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
 
     if "decode" in cfg.sections:
         Bd = cfg.decode_B
-        xd = gated_inputs(op, Bd, 1, H, K, V, seed=2)
+        xd = family.inputs(op, Bd, 1, H, K, V, seed=2)
         state = torch.randn(Bd, H, K, V, generator=torch.Generator().manual_seed(3)) * 0.1
-        name, flops = f"decode B={Bd} T=1 (state in, state out)", Bd * H * recurrent_flops_per_token(op, K, V, 1)
+        n_h = xd.get("num_householder", 1)
+        name, flops = f"decode B={Bd} T=1 (state in, state out)", Bd * H * recurrent_flops_per_token(op, K, V, n_h)
         torch_state = state.clone()
-        base, note = timer(lambda: torch_decode_step(op, **xd, state=torch_state))
+        base, note = timer(lambda: family.decode(op, **xd, state=torch_state))
         add(name, "torch (in-place state update + readout)", Bd, base, flops, note=note)
         if has_recurrent:
             final = torch.empty_like(state)
@@ -626,10 +692,13 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
         tick()
     del x
 
+    if "nh" in cfg.sections and op == "delta_product":
+        notes += householder_rows(cfg, add, timer, tick)
+
     if "sweep" in cfg.sections:
         points = []
         for T in cfg.sweep_T:
-            xs = gated_inputs(op, cfg.B, T, H, K, V, seed=4)
+            xs = family.inputs(op, cfg.B, T, H, K, V, seed=4)
             base, ours = fwd_pair(xs, T, f"sweep fwd T={T}")
             del xs
             points.append((T, None if base is None else cfg.B * T / base,
@@ -645,49 +714,77 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
     return Section(f"{op}: {cfg.label()}, {threads} threads", rows, notes)
 
 
-def suite_ticks(cfg: SuiteConfig) -> int:
+def householder_rows(cfg: SuiteConfig, add, timer, tick) -> list[str]:
+    """DeltaProduct's cost against n_h (issue 4: no worse than linear): linattn chunk forward
+    and forward+backward for n_h = 1..4 on the suite's shape; returns the notes with
+    time(n_h) / time(1) next to n_h."""
+    import torch
+    from . import bench_delta
+
+    C, K, V, H, tokens = cfg.chunk, cfg.K, cfg.V, cfg.H, cfg.B * cfg.T
+    times: dict[str, list[float | None]] = {"fwd": [], "fwd+bwd": []}
+    for n_h in HOUSEHOLDER_STEPS:
+        x = bench_delta.delta_inputs("delta_product", cfg.B, cfg.T, H, K, V, seed=5, n_h=n_h)
+        flops = tokens * H * bench_delta.delta_chunk_flops_per_token("delta_product", K, V, C, n_h)
+        d_o = torch.randn((*x["q"].shape[:-1], V), generator=torch.Generator().manual_seed(6))
+        forward = linattn_forward_fn("delta_product", "chunk", x)
+        backward = linattn_backward_fn("delta_product", "chunk", x, d_o)
+        for kind, fn, total in (("fwd", forward, flops),
+                                ("fwd+bwd", lambda: (forward(), backward()), flops * (1 + BACKWARD_FACTOR))):
+            seconds, note = timer(fn)
+            times[kind].append(add(f"n_h={n_h} {kind} T={cfg.T}", "linattn chunk", tokens, seconds,
+                                   total, note=note))
+        tick()
+    notes = []
+    for kind, values in times.items():
+        if values[0]:
+            ratios = ", ".join(f"n_h={n}: {t / values[0]:.2f}" for n, t in zip(HOUSEHOLDER_STEPS, values) if t)
+            notes.append(f"delta_product {kind} time(n_h)/time(1) (linear would be n_h): {ratios}")
+    return notes
+
+
+def suite_ticks(cfg: SuiteConfig, op: str = "") -> int:
     """Progress steps of run_suite for one op."""
     return sum(s in cfg.sections for s in ("fwd", "fwdbwd", "decode", "bf16")) + (
-        len(cfg.sweep_T) if "sweep" in cfg.sections else 0)
+        len(cfg.sweep_T) if "sweep" in cfg.sections else 0) + (
+        len(HOUSEHOLDER_STEPS) if "nh" in cfg.sections and op == "delta_product" else 0)
 
 
-def target_lines(section: Section) -> list[str]:
-    """Issue 3's targets for the linattn rows of one op section: value, met or missed by how much."""
+def target_lines(section: Section, family: Family) -> list[str]:
+    """The family's targets for the linattn rows of one op section: value, met or missed by how
+    much."""
     def find(prefix, impl_prefix):
         for r in section.rows:
             if r.name.startswith(prefix) and r.impl.startswith(impl_prefix) and r.seconds is not None:
                 return r
         return None
 
-    out = []
-
-    def verdict(label, value, threshold, fmt, higher_is_better=True, unit=""):
-        if value is None:
-            out.append(f"  {label}: not measured")
-            return
-        met = value >= threshold if higher_is_better else value <= threshold
-        if met:
-            out.append(f"  {label}: {fmt.format(value)} - met")
-        else:
-            gap = threshold - value if higher_is_better else value - threshold
-            out.append(f"  {label}: {fmt.format(value)} - MISSED by {gap:.2f}{unit}")
-
     fwd = find("fwd T=", "linattn chunk")
-    verdict("chunk fwd >= 10x torch chunked", fwd and fwd.ratio, 10.0, "{:.2f}x", unit="x")
-    pct = fwd and 100 * fwd.gflops / fwd.peak_gflops
-    verdict("chunk fwd >= 50% of peak", pct, 50.0, "{:.1f}%", unit=" points")
     fb = find("fwd+bwd", "linattn")
-    verdict("fwd+bwd >= 5x torch autograd", fb and fb.ratio, 5.0, "{:.2f}x", unit="x")
     dec = find("decode", "linattn")
-    verdict("decode >= 3x torch", dec and dec.ratio, 3.0, "{:.2f}x", unit="x")
+    bf = find("bf16 fwd", "linattn chunk, bf16")
     flat = None
     for note in section.notes:
         if note.startswith("flatness (linattn"):
             flat = float(note.rsplit(" ", 1)[1])
-    verdict("flat within 15% over the T sweep (max/min <= 1.15)", flat, 1.15, "{:.3f}",
-            higher_is_better=False)
-    bf = find("bf16 fwd", "linattn chunk, bf16")
-    verdict("bf16 >= 1.3x fp32", bf and bf.ratio, 1.3, "{:.2f}x", unit="x")
+    values = {  # row -> (value, format, unit of the gap)
+        "fwd": (fwd and fwd.ratio, "{:.2f}x", "x"),
+        "peak": (fwd and 100 * fwd.gflops / fwd.peak_gflops, "{:.1f}%", " points"),
+        "fwdbwd": (fb and fb.ratio, "{:.2f}x", "x"),
+        "decode": (dec and dec.ratio, "{:.2f}x", "x"),
+        "flat": (flat, "{:.3f}", ""),
+        "bf16": (bf and bf.ratio, "{:.2f}x", "x"),
+    }
+    out = []
+    for t in family.targets:
+        value, fmt, unit = values[t.row]
+        if value is None:
+            out.append(f"  {t.label}: not measured")
+        elif (value >= t.threshold) if t.higher_is_better else (value <= t.threshold):
+            out.append(f"  {t.label}: {fmt.format(value)} - met")
+        else:
+            gap = t.threshold - value if t.higher_is_better else value - t.threshold
+            out.append(f"  {t.label}: {fmt.format(value)} - MISSED by {gap:.2f}{unit}")
     return out
 
 
@@ -810,10 +907,10 @@ class Report:
             if s.rows:
                 lines.append(format_table([r.cells() for r in s.rows]))
             lines += s.notes
-            if s.rows and s.title.split(":")[0] in GATED and any(
-                    r.impl.startswith("linattn") for r in s.rows):
+            family = family_of(s.title.split(":")[0])
+            if family and s.rows and any(r.impl.startswith("linattn") for r in s.rows):
                 if any(r.name.startswith(("fwd", "decode", "sweep", "bf16")) for r in s.rows):
-                    lines += ["issue-3 targets:", *target_lines(s)]
+                    lines += [f"{family.issue} targets:", *target_lines(s, family)]
         lines.append("")
         if self.others_percent is not None:
             lines.append(f"machine: other processes used {self.others_percent:.1f}% of the CPU "
@@ -851,6 +948,11 @@ def legend(cfg: SuiteConfig, malloc_tuned: bool, reference: bool) -> list[str]:
         "the same call with float32 q, k, v; ratio = bf16 throughput / fp32 throughput.",
         "  inputs: q, v ~ N(0,1), k L2-normalised, g/gk = logsigmoid(N(0,1))/16 (fla's GLA "
         "gate); no initial state except in decode; outputs of linattn preallocated.",
+        "  delta family (delta_rule, gated_delta_rule, delta_product, kda): FLOPs per token per "
+        "head 6CK + 4CV + C^2/3 + 6KV (+2C gated; DeltaProduct n_h(4CK + 2CV + C^2/3 + 4KV) + "
+        "2CK + 2CV + 2KV, n_h = 2 unless stated); baseline torch_chunked_delta: the UT transform "
+        "as a batched unit-triangular solve over all chunks, then the sequential state pass; "
+        "beta = sigmoid(N(0,1)); decode baseline: n_h delta steps with baddbmm.",
         "  malloc: " + ("glibc tuned to reuse freed blocks (no mmap, no trim) for torch and "
                         "linattn alike" if malloc_tuned else "glibc defaults"),
     ]
@@ -891,10 +993,10 @@ def write_plot(path: str, sweep: dict, threads: int, label: str = "") -> None:
 def run(ops: list[str], threads: int | None = None, quick: bool = False, forms: str = "auto",
         plot: str | None = None, config: SuiteConfig | None = None,
         malloc: bool = True, guard: QuietGuard | None = None) -> Report:
-    """Runs the benchmark of each op: the issue-3 suite (fast forms) and/or the reference rows.
+    """Runs the benchmark of each op: the fast-form suite and/or the reference rows.
 
-    forms: 'fast' the suite for the gated family; 'reference' the fp64 oracle rows; 'all' both;
-    'auto' the suite for a gated op that has a fast form, the reference rows otherwise.
+    forms: 'fast' the suite (ops of SUITE_OPS); 'reference' the fp64 oracle rows; 'all' both;
+    'auto' the suite for an op that has a fast form, the reference rows otherwise.
     guard: repeats suite measurements disturbed by other processes (default: a QuietGuard)."""
     import torch
 
@@ -910,25 +1012,25 @@ def run(ops: list[str], threads: int | None = None, quick: bool = False, forms: 
     peak, _ = guard.measure(lambda: _core.peak_fma_gflops(threads))
 
     def fast_available(op):
-        return op in GATED and any(_core.has_form(op, f, False) for f in ("chunk", "recurrent"))
+        return family_of(op) is not None and any(_core.has_form(op, f, False)
+                                                 for f in ("chunk", "recurrent"))
 
     suite_ops, reference_ops, notes = [], [], []
     for op in ops:
         fast = forms in ("fast", "all") or (forms == "auto" and fast_available(op))
-        if fast and op in GATED:
+        if fast and family_of(op):
             suite_ops.append(op)
         elif fast:
-            notes.append(f"{op}: the fast-form suite covers the gated family only "
-                         f"({', '.join(GATED)})")
+            notes.append(f"{op}: the fast-form suite covers {', '.join(SUITE_OPS)}")
         if forms in ("reference", "all") or (forms == "auto" and not fast_available(op)):
             reference_ops.append(op)
-            if forms == "auto" and op in GATED:
+            if forms == "auto" and family_of(op):
                 notes.append(f"{op}: no chunk or recurrent form yet: reference rows only "
                              "(--forms fast runs the torch baselines anyway)")
 
     sections: list[Section] = []
     sweep: dict = {}
-    total = sum(suite_ticks(cfg) for _ in suite_ops)
+    total = sum(suite_ticks(cfg, op) for op in suite_ops)
     progress = Progress("bench")
     done = [0]
 

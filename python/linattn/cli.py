@@ -72,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="time each form against baselines from the same run",
         description="Times linattn against PyTorch baselines measured in the same run on the same "
-                    "threads. Gated-family ops (linear_attn, retention, simple_gla, gla) get the "
-                    "fast-form suite: chunk forward vs a torch chunked formulation, forward+"
-                    "backward vs torch autograd, a decode step (recurrent form) vs torch, a T "
-                    "sweep and bf16 vs fp32 (B=1, H=16, T=4096, K=V=128, chunk 64; decode B=8).")
+                    "threads. The gated family (linear_attn, retention, simple_gla, gla) and the delta "
+                    "family (delta_rule, gated_delta_rule, delta_product, kda) get the "
+                    "fast-form suite: chunk forward vs a torch chunked formulation (UT transform "
+                    "for the delta family), forward+backward vs torch autograd, a decode step "
+                    "(recurrent form) vs torch, a T sweep, bf16 vs fp32, and DeltaProduct's cost "
+                    "against n_h (B=1, H=16, T=4096, K=V=128, chunk 64; decode B=8).")
     bench.add_argument("--op", default=["all"], nargs="+", choices=ops, metavar="OP",
                        help="one or more ops (run together: one peak probe, one table each), "
                             "or all (default); choices: " + ", ".join(ops))
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fast: the fast-form suite; reference: the fp64 oracle rows; all: "
                             "both; auto (default): the suite where a chunk/recurrent form exists")
     bench.add_argument("--only", default=None, metavar="SECTIONS",
-                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16")
+                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16,nh")
     bench.add_argument("--plot", default=None, metavar="PATH",
                        help="write tokens/s vs T of the sweep as a PNG (e.g. "
                             "docs/img/throughput_vs_T.png)")

@@ -42,14 +42,18 @@ __all__ = [
     "fused_recurrent_gated_delta_rule",
     "chunk_gated_delta_product",
     "fused_recurrent_gated_delta_product",
+    "chunk_kda",
+    "fused_recurrent_kda",
+    "chunk_dplr_delta_rule",
+    "fused_recurrent_dplr_delta_rule",
     "noncausal_linear_attn",
     "causal_conv1d",
 ]
 
 # The differentiable inputs of an op, in the order the autograd function receives them.
-_TENSOR_INPUTS = ("q", "k", "v", "g", "gk", "beta", "initial_state")
+_TENSOR_INPUTS = ("q", "k", "v", "g", "gk", "beta", "initial_state", "a", "b")
 _GRAD_NAME = {"q": "dq", "k": "dk", "v": "dv", "g": "dg", "gk": "dgk", "beta": "dbeta",
-              "initial_state": "dinitial_state"}
+              "initial_state": "dinitial_state", "a": "da", "b": "db"}
 
 
 def _backward_form(op: str) -> str:
@@ -71,11 +75,11 @@ class _MixerFunction(torch.autograd.Function):
     """o, final_state = op(q, k, v, gates, initial_state) through the C++ forward and backward."""
 
     @staticmethod
-    def forward(ctx, call: _Call, q, k, v, g, gk, beta, initial_state):
+    def forward(ctx, call: _Call, q, k, v, g, gk, beta, initial_state, a, b):
         o, final_state = _forward(call.op, call.form, q, k, v, g=g, gk=gk, beta=beta,
-                                  initial_state=initial_state, **call.options)
+                                  initial_state=initial_state, a=a, b=b, **call.options)
         ctx.call = call
-        ctx.save_for_backward(q, k, v, g, gk, beta, initial_state)
+        ctx.save_for_backward(q, k, v, g, gk, beta, initial_state, a, b)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zero fill
         if final_state is None:
             return o, None
@@ -93,8 +97,8 @@ class _MixerFunction(torch.autograd.Function):
             do = v.new_zeros((q.shape[0], q.shape[1], v.shape[2], v.shape[3]))
         call = ctx.call
         grads = _backward(call.op, _backward_form(call.op), q, saved["k"], v, do, dfinal_state,
-                          wanted=wanted, g=saved["g"], gk=saved["gk"], beta=saved["beta"],
-                          initial_state=saved["initial_state"], **call.options)
+                          wanted=wanted, **{n: saved[n] for n in _TENSOR_INPUTS[3:]},
+                          **call.options)
         return (None, *(grads.get(_GRAD_NAME[n]) for n in _TENSOR_INPUTS))
 
 
@@ -110,16 +114,16 @@ def _check_tensors(fn: str, tensors: dict[str, Any]) -> None:
                              f"device {x.device}")
 
 
-def mixer(op: str, q, k, v, *, form: str = "chunk", g=None, gk=None, beta=None, scale=None,
-          initial_state=None, output_final_state: bool = False, cu_seqlens=None,
+def mixer(op: str, q, k, v, *, form: str = "chunk", g=None, gk=None, beta=None, a=None, b=None,
+          scale=None, initial_state=None, output_final_state: bool = False, cu_seqlens=None,
           normalize: bool = False, use_qk_l2norm_in_kernel: bool = False,
           num_householder: int = 1, name: str | None = None):
     """Runs `form` ('chunk', 'recurrent' or 'reference') of `op` (a name of
-    ``linattn.op_names()``) on torch tensors; differentiable in q, k, v, g, gk, beta and
-    initial_state. Returns ``(o, final_state)``, final_state None unless output_final_state.
-    `name` is the function named in error messages (default: the op)."""
+    ``linattn.op_names()``) on torch tensors; differentiable in q, k, v, g, gk, beta,
+    initial_state, a and b. Returns ``(o, final_state)``, final_state None unless
+    output_final_state. `name` is the function named in error messages (default: the op)."""
     name = name or op
-    tensors = dict(q=q, k=k, v=v, g=g, gk=gk, beta=beta, initial_state=initial_state)
+    tensors = dict(q=q, k=k, v=v, g=g, gk=gk, beta=beta, initial_state=initial_state, a=a, b=b)
     _check_tensors(name, {**tensors, "cu_seqlens": cu_seqlens})
     options = dict(scale=scale, output_final_state=output_final_state, cu_seqlens=cu_seqlens,
                    normalize=normalize, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
@@ -318,6 +322,9 @@ def _gate_options(fn: str, g, beta, kwargs: dict[str, Any]):
         if A_log is None:
             raise ValueError(f"{fn}: use_gate_in_kernel=True needs A_log")
         _check_tensors(fn, {"A_log": A_log, "dt_bias": dt_bias})
+        if g.dim() == 4:  # KDA: per-channel logits [B, T, HV, K], dt_bias [HV * K], A_log [HV]
+            A_log = A_log.reshape(-1, 1)
+            dt_bias = None if dt_bias is None else dt_bias.reshape(g.shape[-2:])
         g = g if dt_bias is None else g + dt_bias
         wide = torch.promote_types(g.dtype, torch.float32)  # bf16 logits: the decay in fp32
         g = -A_log.to(wide).exp() * torch.nn.functional.softplus(g.to(wide))
@@ -390,6 +397,64 @@ def fused_recurrent_gated_delta_product(q, k, v, g, beta, num_householder, scale
                  initial_state=initial_state, output_final_state=output_final_state,
                  cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
                  num_householder=num_householder, name="fused_recurrent_gated_delta_product")
+
+
+def _kda(fn, form, q, k, v, g, beta, scale, initial_state, output_final_state,
+         use_qk_l2norm_in_kernel, cu_seqlens, kwargs):
+    if kwargs.pop("lower_bound", None) is not None or kwargs.pop("safe_gate", False):
+        raise ValueError(f"{fn}: lower_bound / safe_gate (bounded gates) are not supported")
+    g, beta = _gate_options(fn, g, beta, kwargs)
+    state_v_first = kwargs.pop("state_v_first", False)
+    _fla_extras(fn, kwargs)
+    return _state_v_first(lambda s0: mixer(
+        "kda", q, k, v, form=form, gk=g, beta=beta, scale=scale, initial_state=s0,
+        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, name=fn), initial_state, state_v_first)
+
+
+def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+              use_qk_l2norm_in_kernel=False, cu_seqlens=None, **kwargs):
+    """fla.ops.kda.chunk_kda (Kimi Delta Attention): the gated delta rule with a per-key-channel
+    log decay g [B, T, HV, K]. Takes fla's use_gate_in_kernel (with A_log [HV], dt_bias
+    [HV * K]), use_beta_sigmoid_in_kernel, allow_neg_eigval and state_v_first keywords."""
+    return _kda("chunk_kda", "chunk", q, k, v, g, beta, scale, initial_state,
+                output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
+
+
+def fused_recurrent_kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None,
+                        initial_state=None, output_final_state=False,
+                        use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+                        use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
+                        lower_bound=None, state_v_first=False, cu_seqlens=None, **kwargs):
+    """fla.ops.kda.fused_recurrent_kda (token by token)."""
+    kwargs.update(A_log=A_log, dt_bias=dt_bias, use_gate_in_kernel=use_gate_in_kernel,
+                  use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+                  allow_neg_eigval=allow_neg_eigval, lower_bound=lower_bound,
+                  state_v_first=state_v_first)
+    return _kda("fused_recurrent_kda", "recurrent", q, k, v, g, beta, scale, initial_state,
+                output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
+
+
+def chunk_dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None,
+                          output_final_state=False, cu_seqlens=None, **kwargs):
+    """fla.ops.generalized_delta_rule.chunk_dplr_delta_rule: S_t = diag(exp(gk_t)) S_{t-1}
+    + b_t (S_{t-1}^T a_t)^T + k_t v_t^T (RWKV-7 with q = r, gk = w)."""
+    _fla_extras("chunk_dplr_delta_rule", kwargs)
+    return mixer("dplr_delta_rule", q, k, v, a=a, b=b, gk=gk, scale=scale,
+                 initial_state=initial_state, output_final_state=output_final_state,
+                 cu_seqlens=cu_seqlens, name="chunk_dplr_delta_rule")
+
+
+def fused_recurrent_dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None,
+                                    output_final_state=False, reverse=False, cu_seqlens=None,
+                                    **kwargs):
+    """fla.ops.generalized_delta_rule.fused_recurrent_dplr_delta_rule (token by token)."""
+    fn = "fused_recurrent_dplr_delta_rule"
+    _fla_extras(fn, kwargs)
+    _unsupported(fn, "reverse", reverse, "linattn's recurrences run forward in time")
+    return mixer("dplr_delta_rule", q, k, v, form="recurrent", a=a, b=b, gk=gk, scale=scale,
+                 initial_state=initial_state, output_final_state=output_final_state,
+                 cu_seqlens=cu_seqlens, name=fn)
 
 
 def noncausal_linear_attn(q, k, v, scale=None, normalize=False, cu_seqlens=None):

@@ -26,6 +26,7 @@ __all__ = [
     "gated_delta_rule",
     "delta_product",
     "noncausal_linear_attn",
+    "dplr_delta_rule",
     "backward",
 ]
 
@@ -38,13 +39,15 @@ _GRAD_OF = {
     "gk": "dgk",
     "beta": "dbeta",
     "initial_state": "dinitial_state",
+    "a": "da",
+    "b": "db",
 }
 
 
 def _inputs(q, k, v, **options) -> dict[str, Any]:
     """The binding's keyword arguments: arrays prepared for zero-copy, flags as given."""
     arrays = {"q": q, "k": k, "v": v}
-    for name in ("g", "gk", "beta", "initial_state", "cu_seqlens"):
+    for name in ("g", "gk", "beta", "initial_state", "cu_seqlens", "a", "b"):
         arrays[name] = options.pop(name, None)
     return {**{n: as_input(x) for n, x in arrays.items()}, **options}
 
@@ -147,16 +150,36 @@ def noncausal_linear_attn(q, k, v, scale=None, normalize=False, cu_seqlens=None)
                     normalize=normalize, cu_seqlens=cu_seqlens)
 
 
+def kda(q, k, v, gk, beta, scale=None, initial_state=None, output_final_state=False,
+        cu_seqlens=None, use_qk_l2norm_in_kernel=False):
+    """Kimi Delta Attention: S_t = (I - beta_t k_t k_t^T) diag(exp(gk_t)) S_{t-1} + beta_t k_t
+    v_t^T, a per-channel log decay gk [B, T, HV, K] (fla's chunk_kda calls it g)."""
+    return _forward("kda", "reference", q, k, v, gk=gk, beta=beta, scale=scale,
+                    initial_state=initial_state, output_final_state=output_final_state,
+                    cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+
+
+def dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None, output_final_state=False,
+                    cu_seqlens=None):
+    """Generalized delta rule with a diagonal-plus-low-rank transition (fla's
+    chunk_dplr_delta_rule; RWKV-7 with q = r, gk = w, scale = 1): sa_t = S_{t-1}^T a_t,
+    S_t = diag(exp(gk_t)) S_{t-1} + b_t sa_t^T + k_t v_t^T; a, b [B, T, H, K]."""
+    return _forward("dplr_delta_rule", "reference", q, k, v, a=a, b=b, gk=gk, scale=scale,
+                    initial_state=initial_state, output_final_state=output_final_state,
+                    cu_seqlens=cu_seqlens)
+
+
 def backward(op: str, q, k, v, do, dfinal_state=None, *, g=None, gk=None, beta=None,
              scale=None, initial_state=None, cu_seqlens=None, normalize=False,
-             use_qk_l2norm_in_kernel=False, num_householder=1) -> dict[str, Any]:
+             use_qk_l2norm_in_kernel=False, num_householder=1, a=None,
+             b=None) -> dict[str, Any]:
     """The fp64 reference gradients of `op` (a name from op_names()) given the upstream
     gradients do (of o) and optionally dfinal_state (of final_state).
 
-    Returns {"dq", "dk", "dv"} plus "dg", "dgk", "dbeta", "dinitial_state" for each of those
-    inputs that was given; each gradient has its input's shape, dtype and kind.
+    Returns {"dq", "dk", "dv"} plus "dg", "dgk", "dbeta", "dinitial_state", "da", "db" for
+    each of those inputs that was given; each gradient has its input's shape, dtype and kind.
     """
     return _backward(op, "reference", q, k, v, do, dfinal_state, g=g, gk=gk, beta=beta,
                      scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
                      normalize=normalize, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
-                     num_householder=num_householder)
+                     num_householder=num_householder, a=a, b=b)

@@ -38,7 +38,8 @@ Call make_call(const std::string& op_name, const Input& q, const Input& k, const
                const OptInput& g, const OptInput& gk, const OptInput& beta,
                const OptInput& initial_state, const OptInput& cu_seqlens,
                std::optional<double> scale, bool output_final_state, bool normalize,
-               bool use_qk_l2norm_in_kernel, int32_t num_householder) {
+               bool use_qk_l2norm_in_kernel, int32_t num_householder, const OptInput& a_in,
+               const OptInput& b_in) {
   Call c{linattn::op_from_name(op_name), nullptr, {}};
   c.name = linattn::op_name(c.op);
   linattn::OpArgs& a = c.args;
@@ -48,6 +49,8 @@ Call make_call(const std::string& op_name, const Input& q, const Input& k, const
   a.g = view(c.name, "g", g);
   a.gk = view(c.name, "gk", gk);
   a.beta = view(c.name, "beta", beta);
+  a.a = view(c.name, "a", a_in);
+  a.b = view(c.name, "b", b_in);
   a.initial_state = view(c.name, "initial_state", initial_state);
   a.cu_seqlens = view(c.name, "cu_seqlens", cu_seqlens);
   a.scale = scale ? *scale : NAN;
@@ -73,17 +76,19 @@ nb::tuple shape_tuple(const std::vector<int64_t>& dims) {
   const Input &q, const Input &k, const Input &v, const OptInput &g, const OptInput &gk,      \
       const OptInput &beta, const OptInput &initial_state, const OptInput &cu_seqlens,        \
       std::optional<double> scale, bool output_final_state, bool normalize,                   \
-      bool use_qk_l2norm_in_kernel, int32_t num_householder
+      bool use_qk_l2norm_in_kernel, int32_t num_householder, const OptInput &a,               \
+      const OptInput &b
 #define LINATTN_INPUT_VALUES                                                                   \
   q, k, v, g, gk, beta, initial_state, cu_seqlens, scale, output_final_state, normalize,      \
-      use_qk_l2norm_in_kernel, num_householder
+      use_qk_l2norm_in_kernel, num_householder, a, b
 #define LINATTN_INPUT_ARGS                                                                     \
   nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("g").none() = nb::none(),                 \
       nb::arg("gk").none() = nb::none(), nb::arg("beta").none() = nb::none(),                 \
       nb::arg("initial_state").none() = nb::none(),                                           \
       nb::arg("cu_seqlens").none() = nb::none(), nb::arg("scale").none() = nb::none(),        \
       nb::arg("output_final_state") = false, nb::arg("normalize") = false,                    \
-      nb::arg("use_qk_l2norm_in_kernel") = false, nb::arg("num_householder") = 1
+      nb::arg("use_qk_l2norm_in_kernel") = false, nb::arg("num_householder") = 1,             \
+      nb::arg("a").none() = nb::none(), nb::arg("b").none() = nb::none()
 
 void bind_tools(nb::module_& m);  // bind_tools.cpp: check runner, peak probe, threads
 void bind_conv1d(nb::module_& m);  // bind_conv1d.cpp: causal_conv1d and its decode step
@@ -147,7 +152,8 @@ NB_MODULE(_core, m) {
       [](const std::string& op, const std::string& form, LINATTN_INPUT_PARAMS,
          const Input& d_o, const OptInput& dfinal_state, const OptOutput& dq,
          const OptOutput& dk, const OptOutput& dv, const OptOutput& dg, const OptOutput& dgk,
-         const OptOutput& dbeta, const OptOutput& dinitial_state) {
+         const OptOutput& dbeta, const OptOutput& dinitial_state, const OptOutput& da,
+         const OptOutput& db) {
         const Call c = make_call(op, LINATTN_INPUT_VALUES);
         const linattn::Form f = linattn::form_from_name(form);
         const linattn::OpGradOutputs grad_out{view(c.name, "d_o", d_o),
@@ -158,7 +164,9 @@ NB_MODULE(_core, m) {
                                      view(c.name, "dg", dg),
                                      view(c.name, "dgk", dgk),
                                      view(c.name, "dbeta", dbeta),
-                                     view(c.name, "dinitial_state", dinitial_state)};
+                                     view(c.name, "dinitial_state", dinitial_state),
+                                     view(c.name, "da", da),
+                                     view(c.name, "db", db)};
         nb::gil_scoped_release no_gil;
         linattn::backward(c.op, f, c.args, grad_out, grads);
       },
@@ -167,6 +175,7 @@ NB_MODULE(_core, m) {
       nb::arg("dk").none() = nb::none(), nb::arg("dv").none() = nb::none(),
       nb::arg("dg").none() = nb::none(), nb::arg("dgk").none() = nb::none(),
       nb::arg("dbeta").none() = nb::none(), nb::arg("dinitial_state").none() = nb::none(),
+      nb::arg("da").none() = nb::none(), nb::arg("db").none() = nb::none(),
       "Gradients of `form` of `op`: writes each given gradient array (dq, dk, ...) in place.");
 }
 

@@ -33,7 +33,9 @@ static_assert(LINATTN_OP_LINEAR_ATTN == static_cast<int>(Op::linear_attn) &&
               LINATTN_OP_DELTA_PRODUCT == static_cast<int>(Op::delta_product) &&
               LINATTN_OP_RETENTION == static_cast<int>(Op::retention) &&
               LINATTN_OP_NONCAUSAL_LINEAR_ATTN == static_cast<int>(Op::noncausal_linear_attn) &&
-              kNumOps == 8);
+              LINATTN_OP_KDA == static_cast<int>(Op::kda) &&
+              LINATTN_OP_DPLR_DELTA_RULE == static_cast<int>(Op::dplr_delta_rule) &&
+              kNumOps == 10);
 static_assert(LINATTN_FORM_REFERENCE == static_cast<int>(Form::reference) &&
               LINATTN_FORM_CHUNK == static_cast<int>(Form::chunk) &&
               LINATTN_FORM_RECURRENT == static_cast<int>(Form::recurrent) && kNumForms == 3);
@@ -135,6 +137,8 @@ OpArgs to_args(const char* fn, const linattn_args* args) {
   out.g = to_view(fn, "args->g", a.g);
   out.gk = to_view(fn, "args->gk", a.gk);
   out.beta = to_view(fn, "args->beta", a.beta);
+  out.a = to_view(fn, "args->a", a.a);
+  out.b = to_view(fn, "args->b", a.b);
   out.initial_state = to_view(fn, "args->initial_state", a.initial_state);
   out.cu_seqlens = to_view(fn, "args->cu_seqlens", a.cu_seqlens);
   out.scale = a.scale;
@@ -246,6 +250,8 @@ linattn_status linattn_backward(linattn_op op, linattn_form form, const linattn_
     cpp_grads.dgk = to_view(fn, "grads->dgk", g.dgk);
     cpp_grads.dbeta = to_view(fn, "grads->dbeta", g.dbeta);
     cpp_grads.dinitial_state = to_view(fn, "grads->dinitial_state", g.dinitial_state);
+    cpp_grads.da = to_view(fn, "grads->da", g.da);
+    cpp_grads.db = to_view(fn, "grads->db", g.db);
     backward(cpp_op, cpp_form, cpp_args, grad_out, cpp_grads);
   });
 }

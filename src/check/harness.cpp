@@ -68,6 +68,9 @@ const char* gates_name(Gates gates) {
     case Gates::beta_near_2: return "beta~2";
     case Gates::beta_wide: return "beta[0,2]";
     case Gates::decay_wide: return "decay[-20,-1e-6]";
+    case Gates::beta_near_2_decay_near_1: return "beta~2,decay~1";
+    case Gates::abar_near_0: return "abar~0";
+    case Gates::abar_near_1: return "abar~1";
   }
   return "?";
 }
@@ -95,10 +98,45 @@ bool has_g(const Case& c) { return spec_of(c).takes_g && (spec_of(c).requires_g 
 double log_decay(std::mt19937_64& rng, Gates gates) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   switch (gates) {
-    case Gates::decay_near_1: return -1e-6;
+    case Gates::decay_near_1:
+    case Gates::beta_near_2_decay_near_1: return -1e-6;
     case Gates::decay_near_0: return -10.0 - 20.0 * u(rng);
     case Gates::decay_wide: return -std::exp(std::log(1e-6) + (std::log(20.0) - std::log(1e-6)) * u(rng));
     default: return -0.01 - 0.99 * u(rng);
+  }
+}
+
+// RWKV-7's log decay w = -e^{-1/2} sigmoid(x) in (-0.607, 0) (algorithms.md §4.8a) for the
+// typical regime of dplr_delta_rule; the extreme regimes as for every other op.
+double rwkv7_log_decay(std::mt19937_64& rng, Gates gates) {
+  if (gates == Gates::decay_near_1 || gates == Gates::decay_near_0 || gates == Gates::decay_wide)
+    return log_decay(rng, gates);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  return -std::exp(-0.5) / (1.0 + std::exp(-normal(rng)));
+}
+
+// RWKV-7's in-context learning rate abar = sigmoid(x) in (0, 1), or its extremes.
+double learning_rate(std::mt19937_64& rng, Gates gates) {
+  if (gates == Gates::abar_near_0) return 1e-6;
+  if (gates == Gates::abar_near_1) return 1.0 - 1e-6;
+  std::normal_distribution<double> normal(0.0, 1.0);
+  return 1.0 / (1.0 + std::exp(-normal(rng)));
+}
+
+// dplr_delta_rule's a, b as RWKV-7 forms them from the keys (§4.8a): the removal key
+// kappa = normalize(k ⊙ k_k) (k_k a per-channel weight, here uniform in [0.5, 1.5]),
+// a = -kappa, b = kappa ⊙ abar. Then diag(e^w) + b a^T has norm <= 1 and the state stays bounded.
+void rwkv7_transition(std::mt19937_64& rng, const Case& c, const Buffer& k, Buffer& a, Buffer& b) {
+  std::uniform_real_distribution<double> k_k(0.5, 1.5);
+  std::vector<double> kappa(c.K);
+  for (int64_t row = 0; row < k.numel() / c.K; ++row) {
+    double sq = 0;
+    for (int64_t d = 0; d < c.K; ++d) sq += (kappa[d] = k.get(row * c.K + d) * k_k(rng)) * kappa[d];
+    for (int64_t d = 0; d < c.K; ++d) {
+      kappa[d] /= std::sqrt(sq + 1e-12);
+      a.set(row * c.K + d, -kappa[d]);
+      b.set(row * c.K + d, kappa[d] * learning_rate(rng, c.gates));
+    }
   }
 }
 
@@ -106,7 +144,8 @@ double beta_value(std::mt19937_64& rng, Gates gates) {
   std::uniform_real_distribution<double> u(0.0, 1.0);
   switch (gates) {
     case Gates::beta_near_0: return 1e-6;
-    case Gates::beta_near_2: return 2.0 - 1e-6;
+    case Gates::beta_near_2:
+    case Gates::beta_near_2_decay_near_1: return 2.0 - 1e-6;
     case Gates::beta_wide: return 2.0 * u(rng);
     default: return 0.1 + 0.9 * u(rng);
   }
@@ -132,7 +171,8 @@ Inputs make_inputs(const Case& c, DType dtype) {
   // Delta-rule keys have norm ~1 even without the in-kernel L2 norm (as after a layer's own
   // normalisation): beta |k|^2 in (0, 2) keeps the transition non-expansive (algorithms.md
   // §4.5), so fp32 forms and the oracle solve a well-conditioned problem.
-  const double key_scale = spec.takes_beta ? 1.0 / std::sqrt(static_cast<double>(c.K)) : 1.0;
+  const double key_scale =
+      spec.takes_beta || spec.takes_ab ? 1.0 / std::sqrt(static_cast<double>(c.K)) : 1.0;
   fill(in.k, [&] { return key_scale * feature(); });
   fill(in.v, [&] { return normal(rng); });
   if (has_g(c)) {
@@ -141,7 +181,7 @@ Inputs make_inputs(const Case& c, DType dtype) {
   }
   if (spec.takes_gk) {
     in.gk = Buffer(DType::f64, {c.B, c.T, c.HV, c.K});
-    fill(in.gk, [&] { return log_decay(rng, c.gates); });
+    fill(in.gk, [&] { return spec.takes_ab ? rwkv7_log_decay(rng, c.gates) : log_decay(rng, c.gates); });
   }
   if (spec.takes_beta) {
     in.beta = Buffer(DType::f64, {c.B, TK, c.HV});
@@ -151,6 +191,11 @@ Inputs make_inputs(const Case& c, DType dtype) {
   if (c.initial_state) {
     in.initial_state = Buffer(DType::f64, {N, c.HV, c.K, c.V});
     fill(in.initial_state, [&] { return normal(rng); });
+  }
+  if (spec.takes_ab) {
+    in.a = Buffer(DType::f64, {c.B, c.T, c.H, c.K});
+    in.b = Buffer(DType::f64, {c.B, c.T, c.H, c.K});
+    rwkv7_transition(rng, c, in.k, in.a, in.b);
   }
   if (!c.seqlens.empty()) {
     in.cu_seqlens = Buffer(DType::i64, {N + 1});
@@ -163,7 +208,7 @@ Inputs make_inputs(const Case& c, DType dtype) {
 
 Inputs Inputs::to(DType dtype) const {
   Inputs out = *this;
-  for (Buffer* b : {&out.q, &out.k, &out.v, &out.g, &out.gk, &out.beta, &out.initial_state})
+  for (Buffer* b : {&out.q, &out.k, &out.v, &out.g, &out.gk, &out.beta, &out.initial_state, &out.a, &out.b})
     *b = b->to(dtype);
   return out;
 }
@@ -176,6 +221,8 @@ OpArgs Inputs::args(const Case& c) const {
   a.g = g.view();
   a.gk = gk.view();
   a.beta = beta.view();
+  a.a = this->a.view();
+  a.b = this->b.view();
   a.initial_state = initial_state.view();
   a.cu_seqlens = cu_seqlens.view();
   a.output_final_state = c.output_final_state;
@@ -188,7 +235,8 @@ OpArgs Inputs::args(const Case& c) const {
 std::vector<std::pair<const char*, const Buffer*>> Gradients::list() const {
   std::vector<std::pair<const char*, const Buffer*>> out;
   for (auto [name, b] : {std::pair{"dq", &dq}, {"dk", &dk}, {"dv", &dv}, {"dg", &dg},
-                         {"dgk", &dgk}, {"dbeta", &dbeta}, {"dinitial_state", &dinitial_state}})
+                         {"dgk", &dgk}, {"dbeta", &dbeta}, {"dinitial_state", &dinitial_state},
+                         {"da", &da}, {"db", &db}})
     if (b->given()) out.emplace_back(name, b);
   return out;
 }
@@ -216,9 +264,11 @@ Gradients run_backward(const Case& c, const Inputs& in, Form form, const Buffer&
   gr.dgk = like(in.gk);
   gr.dbeta = like(in.beta);
   gr.dinitial_state = like(in.initial_state);
+  gr.da = like(in.a);
+  gr.db = like(in.b);
   backward(c.op, form, a, {d_o.view(), dfinal_state.view()},
            {gr.dq.view(), gr.dk.view(), gr.dv.view(), gr.dg.view(), gr.dgk.view(),
-            gr.dbeta.view(), gr.dinitial_state.view()});
+            gr.dbeta.view(), gr.dinitial_state.view(), gr.da.view(), gr.db.view()});
   return gr;
 }
 
@@ -332,8 +382,10 @@ void hebbian_attention_form(const Case& c, const Inputs& in, double scale, Outpu
   }
 }
 
-// Delta ops with explicit K x K transition matrices: S <- diag(a) S, then for each step
-// S <- (I - beta k k^T) S + beta k v^T (algorithms.md §4.5-4.7 in matrix form).
+// Delta ops with explicit K x K transition matrices: S <- diag(a) S (a = exp(g) on every
+// channel, or exp(gk) per channel for KDA), then for each step S <- (I - beta k k^T) S +
+// beta k v^T (algorithms.md §4.5-4.8 in matrix form); dplr_delta_rule as
+// S <- (diag(e^{gk}) + b a^T) S + k v^T (§4.8a, paper orientation transposed).
 void delta_matrix_form(const Case& c, const Inputs& in, double scale, Outputs& out) {
   const int64_t K = c.K, V = c.V, n_h = c.n_h;
   const auto seqs = spans(c);
@@ -356,11 +408,23 @@ void delta_matrix_form(const Case& c, const Inputs& in, double scale, Outputs& o
       for (int64_t t = 0; t < sp.length; ++t) {
         std::fill(M.begin(), M.end(), 0.0);
         const double a = in.g.given() ? std::exp(in.g.get(at3(in.g, sp.batch, sp.start + t, hv))) : 1.0;
-        for (int64_t d = 0; d < K; ++d) M[d * K + d] = a;
+        for (int64_t d = 0; d < K; ++d)
+          M[d * K + d] = in.gk.given() ? std::exp(in.gk.get(at4(in.gk, sp.batch, sp.start + t, hv, d))) : a;
+        if (in.a.given()) {
+          const auto ta = row(in.a, sp.batch, sp.start + t, hq, false);
+          const auto tb = row(in.b, sp.batch, sp.start + t, hq, false);
+          for (int64_t r = 0; r < K; ++r)
+            for (int64_t m = 0; m < K; ++m) M[r * K + m] += tb[r] * ta[m];
+        }
         apply(M);
         for (int64_t j = 0; j < n_h; ++j) {
           const int64_t idx = (sp.start + t) * n_h + j;
           const auto k = row(in.k, sp.batch, idx, hq, c.l2norm);
+          if (!in.beta.given()) {  // dplr: the Hebbian write
+            for (int64_t r = 0; r < K; ++r)
+              for (int64_t e = 0; e < V; ++e) S[r * V + e] += k[r] * in.v.get(at4(in.v, sp.batch, idx, hv, e));
+            continue;
+          }
           const double beta = in.beta.get(at3(in.beta, sp.batch, idx, hv));
           for (int64_t r = 0; r < K; ++r)
             for (int64_t m = 0; m < K; ++m) M[r * K + m] = (r == m ? 1.0 : 0.0) - beta * k[r] * k[m];
@@ -423,7 +487,7 @@ double independent_form_error(const Case& c) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.K));
   if (!op_spec(c.op).causal) {
     noncausal_attention_form(c, in, scale, alt);
-  } else if (op_spec(c.op).takes_beta) {
+  } else if (op_spec(c.op).takes_beta || op_spec(c.op).takes_ab) {
     delta_matrix_form(c, in, scale, alt);
   } else {
     hebbian_attention_form(c, in, scale, alt);
@@ -466,7 +530,8 @@ double finite_difference_error(const Case& c) {
 
   const std::pair<Buffer*, const Buffer*> pairs[] = {
       {&in.q, &gr.dq}, {&in.k, &gr.dk}, {&in.v, &gr.dv}, {&in.g, &gr.dg},
-      {&in.gk, &gr.dgk}, {&in.beta, &gr.dbeta}, {&in.initial_state, &gr.dinitial_state}};
+      {&in.gk, &gr.dgk}, {&in.beta, &gr.dbeta}, {&in.initial_state, &gr.dinitial_state},
+      {&in.a, &gr.da}, {&in.b, &gr.db}};
   struct Sampled {
     double diff2 = 0, norm2 = 0;
   };
@@ -545,6 +610,8 @@ Inputs slice_inputs(const Inputs& in, int64_t batch, int64_t start, int64_t len,
   part.g = slice_tokens(in.g, batch, start, len, 1);
   part.gk = slice_tokens(in.gk, batch, start, len, 1);
   part.beta = slice_tokens(in.beta, batch, start, len, n_h);
+  part.a = slice_tokens(in.a, batch, start, len, 1);
+  part.b = slice_tokens(in.b, batch, start, len, 1);
   part.initial_state = state;
   return part;
 }
@@ -665,6 +732,14 @@ std::vector<Case> builtin_cases(Op op) {
     add([](Case& c) { c.gates = Gates::beta_near_2; c.l2norm = true; });
     add([](Case& c) { c.gates = Gates::beta_wide; c.l2norm = true; });
     add([](Case& c) { c.l2norm = true; });
+  }
+  if (spec.takes_beta && spec.takes_gk)  // KDA: per-channel decays over every regime at once
+    add([](Case& c) { c.gates = Gates::decay_wide; c.l2norm = true; });
+  if (spec.takes_ab) {
+    add([](Case& c) { c.gates = Gates::abar_near_0; });
+    add([](Case& c) { c.gates = Gates::abar_near_1; });
+    add([](Case& c) { c.HV = 4; });  // grouped value heads share q, k, a, b
+    add([](Case& c) { c.B = 1; c.T = 150; c.K = c.V = 16; });  // several chunks, a partial last one
   }
   if (spec.takes_num_householder) {
     add([](Case& c) { c.n_h = 1; });

@@ -50,6 +50,9 @@ enum class Gates {
   beta_near_2,   // beta = 2 - 1e-6 with unit-norm keys: eigenvalue ~ -1 (reflections)
   beta_wide,     // beta uniform in [0, 2]
   decay_wide,    // log decays log-uniform in [-20, -1e-6]: every regime in one sequence
+  beta_near_2_decay_near_1,  // both: reflections that are hardly forgotten (long-run stability)
+  abar_near_0,   // dplr: in-context learning rate 1e-6 (b ~ 0: almost no removal)
+  abar_near_1,   // dplr: learning rate 1 - 1e-6 (the removal key's component is erased)
 };
 const char* gates_name(Gates gates);
 
@@ -70,7 +73,7 @@ struct Case {
 
 // Owning inputs of one case.
 struct Inputs {
-  Buffer q, k, v, g, gk, beta, initial_state, cu_seqlens;
+  Buffer q, k, v, g, gk, beta, initial_state, cu_seqlens, a, b;
   OpArgs args(const Case& c) const;
   Inputs to(DType dtype) const;  // q, k, v, gates and state converted (cu_seqlens kept)
 };
@@ -80,7 +83,7 @@ struct Outputs {
   Buffer o, final_state;
 };
 struct Gradients {
-  Buffer dq, dk, dv, dg, dgk, dbeta, dinitial_state;
+  Buffer dq, dk, dv, dg, dgk, dbeta, dinitial_state, da, db;
   // (name, gradient) of every gradient that exists for this case.
   std::vector<std::pair<const char*, const Buffer*>> list() const;
 };

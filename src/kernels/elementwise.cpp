@@ -92,5 +92,22 @@ void mul_add(int64_t n, const float* a, const float* x, float* y) {
 void sigmoid(int64_t n, const float* x, float* s) { HWY_DYNAMIC_DISPATCH(Sigmoid)(n, x, s); }
 void softplus_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(SoftplusInplace)(x, n); }
 
+void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n) {
+  std::copy(x, x + n, e);
+  exp_inplace(e, n);
+  constexpr float kHalf = -0.6931472f;  // log(1/2)
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = x[i];
+    // expm1: near 0 the Taylor series to x^8 / 8! (truncation below 2e-10 relative for
+    // |x| <= 1/4); further out e - 1 is at least 0.22 in size and the subtraction loses nothing.
+    const float series =
+        t * (1.0f + t * (1.0f / 2 + t * (1.0f / 6 + t * (1.0f / 24 + t * (1.0f / 120 +
+             t * (1.0f / 720 + t * (1.0f / 5040 + t * (1.0f / 40320))))))));
+    const bool near_one = t >= kHalf;
+    lo[i] = !near_one ? e[i] : t > -0.25f ? series : e[i] - 1.0f;
+    hi[i] = near_one ? 1.0f : 0.0f;
+  }
+}
+
 }  // namespace linattn::kernels
 #endif  // HWY_ONCE

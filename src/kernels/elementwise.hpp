@@ -8,6 +8,13 @@ namespace linattn::kernels {
 // x[i] = exp(x[i]); exact 0 below -104, as the decay factors' limit (algorithms.md §3.3 S6).
 void exp_inplace(float* x, int64_t n);
 
+// e[i] = exp(x[i]) for x[i] <= 0, also split as e = lo + hi with hi in {0, 1}: hi = 1 and
+// lo = expm1(x) (to fp32's relative precision) when e >= 1/2, hi = 0 and lo = e below. A state
+// multiplied by e over many steps carries e's rounding each step, and e rounded to fp32 keeps
+// only |x| / 2^-24 of the digits of its distance from 1 (e^-1e-6: 4%); lo S + hi S keeps them
+// for decays near 1 and near 0 alike (algorithms.md §3.3 S6).
+void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n);
+
 // y[i] += a * x[i]
 void axpy(int64_t n, float a, const float* x, float* y);
 

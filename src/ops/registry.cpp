@@ -22,6 +22,8 @@ const OpSpec kSpecs[kNumOps] = {
     {Op::delta_product,         "delta_product",         true,  false, false, true,  false, true,  true,  false, true},
     {Op::retention,             "retention",             false, false, false, false, false, false, false, true,  true},
     {Op::noncausal_linear_attn, "noncausal_linear_attn", false, false, false, false, true,  false, false, false, false},
+    {Op::kda,                   "kda",                   false, false, true,  true,  false, true,  false, false, true},
+    {Op::dplr_delta_rule,       "dplr_delta_rule",       false, false, true,  false, false, false, false, false, true,  /*takes_ab=*/true},
 };
 
 const char* const kFormNames[kNumForms] = {"reference", "chunk", "recurrent"};
@@ -35,6 +37,12 @@ FormImpl lookup(Op op, Form form) {
   if (!op_spec(op).causal) {  // src/ops/noncausal/: no recurrence, so no recurrent form
     if (form == Form::reference) return {noncausal_reference_forward, noncausal_reference_backward};
     if (form == Form::chunk) return {noncausal_chunk_forward, noncausal_chunk_backward};
+    return {};
+  }
+  if (op_spec(op).takes_ab) {  // src/ops/dplr/ (the oracle is the shared engine)
+    if (form == Form::reference) return {reference_forward, reference_backward};
+    if (form == Form::chunk) return {dplr_chunk_forward, dplr_chunk_backward};
+    if (form == Form::recurrent) return {dplr_recurrent_forward, nullptr};
     return {};
   }
   const bool hebbian = !op_spec(op).takes_beta;  // src/ops/gla/, else src/ops/delta/

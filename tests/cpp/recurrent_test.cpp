@@ -84,9 +84,9 @@ TEST(Recurrent, DecodeChainEqualsOneCall) {
       Buffer state = in.initial_state;  // updated in place by every step
       for (int64_t t = 0; t < c.T; ++t) {
         OpArgs a = in.args(c);
-        for (TensorView* view : {&a.q, &a.k, &a.v, &a.g, &a.gk, &a.beta}) {
+        for (TensorView* view : {&a.q, &a.k, &a.v, &a.g, &a.gk, &a.beta, &a.a, &a.b}) {
           if (!view->given()) continue;
-          const int64_t rows = view == &a.q || view == &a.g || view == &a.gk ? 1 : n_h;
+          const int64_t rows = view == &a.k || view == &a.v || view == &a.beta ? n_h : 1;
           view->data = static_cast<char*>(view->data) + t * rows * view->strides[1] * dtype_size(view->dtype);
           view->shape[1] = rows;
         }
@@ -156,7 +156,8 @@ TEST(Recurrent, StridedInputsMatchContiguous) {
         const Outputs want = run_forward(c, in, Form::recurrent);
         const Strided q = strided(in.q, step), k = strided(in.k, step), v = strided(in.v, step),
                       g = strided(in.g, step), gk = strided(in.gk, step),
-                      beta = strided(in.beta, step), h0 = strided(in.initial_state, step);
+                      beta = strided(in.beta, step), h0 = strided(in.initial_state, step),
+                      ta = strided(in.a, step), tb = strided(in.b, step);
         OpArgs a = in.args(c);
         a.q = q.view;
         a.k = k.view;
@@ -164,6 +165,8 @@ TEST(Recurrent, StridedInputsMatchContiguous) {
         a.g = g.view;
         a.gk = gk.view;
         a.beta = beta.view;
+        a.a = ta.view;
+        a.b = tb.view;
         a.initial_state = h0.view;
         Buffer o(dtype, want.o.shape());
         Buffer fs(step == 1 ? DType::f32 : DType::f64, want.final_state.shape());

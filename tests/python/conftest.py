@@ -18,6 +18,8 @@ OP_GATES = {
     "delta_product": ("g", "beta"),
     "retention": (),
     "noncausal_linear_attn": (),
+    "kda": ("gk", "beta"),
+    "dplr_delta_rule": ("a", "b", "gk"),
 }
 OPS = tuple(OP_GATES)
 # Ops without a recurrent state: initial_state and output_final_state=True are rejected.
@@ -42,6 +44,12 @@ def random_inputs(op, *, B=2, T=7, H=2, HV=None, K=8, V=6, num_householder=None,
         "beta": lambda: rng.uniform(0.05, 1.0, (B, T * n_h, HV)),
         "initial_state": lambda: rng.standard_normal((N, HV, K, V)) * 0.5,
     }
+    # dplr_delta_rule as RWKV-7 forms it: a = -kappa, b = kappa * abar, kappa a unit removal key
+    # and abar in (0, 1), so that diag(exp(gk)) + b a^T keeps the state bounded.
+    kappa = rng.standard_normal((B, T, H, K))
+    kappa /= np.linalg.norm(kappa, axis=-1, keepdims=True)
+    draw["a"] = lambda: -kappa
+    draw["b"] = lambda: kappa * rng.uniform(0.05, 0.95, (B, T, H, K))
     names = ("q", "k", "v", *OP_GATES[op]) + (("initial_state",) if initial_state else ())
     inputs = {name: draw[name]().astype(dtype) for name in names}
     if op == "delta_product":

@@ -151,3 +151,67 @@ def test_quiet_guard_keeps_a_quiet_measurement():
     guard = bench.QuietGuard(limit=100.0)  # every measurement counts as quiet
     assert guard.measure(lambda: 1.5) == (1.5, "")
     assert guard.repeated == 0
+
+
+# ---------------------------------------------------------------------- delta family (issue 4)
+
+from linattn import bench_delta  # noqa: E402
+
+DELTA = [op for op in bench_delta.DELTA if op in reference.__dict__]  # ops linattn has
+
+
+def delta_inputs(op, *, B=2, T=100, H=3, K=8, V=6, dtype=torch.float64, seed=0):
+    x = bench_delta.delta_inputs(op, B, T, H, K, V, seed=seed, dtype=dtype)
+    x["initial_state"] = torch.randn(B, H, K, V, generator=torch.Generator().manual_seed(seed),
+                                     dtype=dtype)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("T, chunk", [(100, 64), (128, 64), (37, 16)])
+@pytest.mark.parametrize("op", DELTA)
+def test_torch_chunked_delta_matches_reference(op, T, chunk, dtype):
+    x = delta_inputs(op, T=T, dtype=dtype)
+    o, s = bench_delta.torch_chunked_delta(op, **x, output_final_state=True, chunk_size=chunk)
+    o_ref, s_ref = getattr(reference, op)(**x, output_final_state=True)
+    assert o.shape == o_ref.shape and o.dtype == dtype
+    assert rel_err(o, o_ref) <= TOL
+    assert rel_err(s, s_ref) <= TOL
+
+
+@pytest.mark.parametrize("op", DELTA)
+def test_autograd_through_torch_chunked_delta_matches_reference_backward(op):
+    x = delta_inputs(op, T=45, dtype=torch.float64)
+    leaves = {n: (t.clone().requires_grad_(True) if torch.is_tensor(t) else t) for n, t in x.items()}
+    o, s = bench_delta.torch_chunked_delta(op, **leaves, output_final_state=True, chunk_size=16)
+    gen = torch.Generator().manual_seed(5)
+    do = torch.randn(o.shape, generator=gen, dtype=o.dtype)
+    ds = torch.randn(s.shape, generator=gen, dtype=s.dtype)
+    torch.autograd.backward([o, s], [do, ds])
+    grads = reference.backward(op, **x, do=do, dfinal_state=ds)
+    for name, grad in grads.items():
+        assert rel_err(leaves[name[1:]].grad, grad) <= TOL, name
+
+
+@pytest.mark.parametrize("op", DELTA)
+def test_torch_decode_step_delta_matches_reference(op):
+    x = delta_inputs(op, B=3, T=1, H=4)
+    state = x.pop("initial_state")
+    o_ref, s_ref = getattr(reference, op)(**x, initial_state=state, output_final_state=True)
+    s = state.clone()
+    o = bench_delta.torch_decode_step_delta(op, **x, state=s)
+    assert rel_err(o, o_ref) <= TOL
+    assert rel_err(s, s_ref) <= TOL
+
+
+def test_delta_suite_runs_with_householder_scaling():
+    report = bench.run(["gated_delta_rule", "delta_product"], threads=1, forms="fast",
+                       config=TINY, malloc=False, guard=NO_GUARD)
+    assert [s.title.split(":")[0] for s in report.sections] == ["gated_delta_rule", "delta_product"]
+    for section in report.sections:
+        for row in section.rows:
+            assert measured(row) or row.note == "not implemented yet", row.note
+    nh_rows = [r for r in report.sections[1].rows if r.name.startswith("n_h=")]
+    assert len(nh_rows) == 2 * len(bench.HOUSEHOLDER_STEPS) and all(map(measured, nh_rows))
+    text = report.format()
+    assert "issue-4 targets" in text and "time(n_h)/time(1)" in text

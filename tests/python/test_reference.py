@@ -13,7 +13,7 @@ from linattn import reference
 
 # The ops with a state: the tests below pass and return one (the others: test_noncausal.py).
 OPS = [op for op in linattn.op_names() if op not in STATELESS]
-DIFFERENTIABLE = ("q", "k", "v", "g", "gk", "beta", "initial_state")
+DIFFERENTIABLE = ("q", "k", "v", "g", "gk", "beta", "initial_state", "a", "b")
 
 
 def run(op, inputs, **options):

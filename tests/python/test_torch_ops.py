@@ -13,8 +13,8 @@ import linattn  # noqa: E402
 from conftest import OP_GATES, STATELESS  # noqa: E402
 from linattn import ops, reference  # noqa: E402
 
-OPS = linattn.op_names()
-DIFFERENTIABLE = ("q", "k", "v", "g", "gk", "beta", "initial_state")
+OPS = [op for op in linattn.op_names() if op in OP_GATES]  # the ops the fixtures can feed
+DIFFERENTIABLE = ("q", "k", "v", "g", "gk", "beta", "initial_state", "a", "b")
 
 
 def torch_inputs(make_inputs, op, dtype=torch.float64, requires_grad=True, **shape):
@@ -199,7 +199,7 @@ def test_contiguous_inputs_are_not_copied(make_inputs, monkeypatch):
     (o.sum() + s.sum()).backward()
     assert len(received) == 2
     for call in received:
-        assert set(call) == set(DIFFERENTIABLE) - {"gk"}
+        assert set(call) == set(DIFFERENTIABLE) - {"gk", "a", "b"}
         assert set(call.values()) <= pointers
 
 
@@ -252,6 +252,22 @@ FLA_SIGNATURES = {
                                   ("num_householder", E), ("scale", None),
                                   ("initial_state", None), ("output_final_state", False),
                                   ("cu_seqlens", None), ("use_qk_l2norm_in_kernel", False)],
+    "chunk_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("scale", None),
+                  ("initial_state", None), ("output_final_state", False),
+                  ("use_qk_l2norm_in_kernel", False), ("cu_seqlens", None)],
+    "fused_recurrent_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("A_log", None),
+                            ("dt_bias", None), ("scale", None), ("initial_state", None),
+                            ("output_final_state", False), ("use_qk_l2norm_in_kernel", False),
+                            ("use_gate_in_kernel", False), ("use_beta_sigmoid_in_kernel", False),
+                            ("allow_neg_eigval", False), ("lower_bound", None),
+                            ("state_v_first", False), ("cu_seqlens", None)],
+    "chunk_dplr_delta_rule": [("q", E), ("k", E), ("v", E), ("a", E), ("b", E), ("gk", E),
+                              ("scale", None), ("initial_state", None),
+                              ("output_final_state", False), ("cu_seqlens", None)],
+    "fused_recurrent_dplr_delta_rule": [("q", E), ("k", E), ("v", E), ("a", E), ("b", E),
+                                        ("gk", E), ("scale", None), ("initial_state", None),
+                                        ("output_final_state", False), ("reverse", False),
+                                        ("cu_seqlens", None)],
 }
 
 
@@ -284,6 +300,10 @@ FLA_CALLS = {
                                          {"use_qk_l2norm_in_kernel": True}),
     "chunk_gated_delta_product": ("delta_product", {"g": "g", "beta": "beta"},
                                   {"num_householder": 2}),
+    "chunk_kda": ("kda", {"g": "gk", "beta": "beta"}, {"use_qk_l2norm_in_kernel": True}),
+    "fused_recurrent_kda": ("kda", {"g": "gk", "beta": "beta"}, {}),
+    "chunk_dplr_delta_rule": ("dplr_delta_rule", {"a": "a", "b": "b", "gk": "gk"}, {}),
+    "fused_recurrent_dplr_delta_rule": ("dplr_delta_rule", {"a": "a", "b": "b", "gk": "gk"}, {}),
 }
 
 
@@ -406,3 +426,15 @@ def test_causal_conv1d_float32_matches_torch():
     assert float((y - y_ref).detach().norm() / y_ref.detach().norm()) <= 1e-6
     for g, ref in zip(grads, grads_ref):
         assert float((g - ref).norm() / ref.norm()) <= 1e-6
+
+
+def test_kda_gate_in_kernel(make_inputs, rel_err):
+    """fla's KDA gate keywords: per-channel dt_bias [HV * K], A_log [HV]."""
+    x = torch_inputs(make_inputs, "kda", dtype=torch.float64, requires_grad=False)
+    a = torch.randn(2, 7, 2, 8, dtype=torch.float64)
+    A_log, dt_bias = torch.tensor([0.5, -1.0]).double(), torch.randn(16).double()
+    o, _ = ops.fused_recurrent_kda(x["q"], x["k"], x["v"], a, x["beta"], A_log, dt_bias,
+                                   use_gate_in_kernel=True)
+    gk = -A_log.exp()[:, None] * torch.nn.functional.softplus(a + dt_bias.view(2, 8))
+    o_ref, _ = reference.kda(x["q"], x["k"], x["v"], gk, x["beta"])
+    assert rel_err(o, o_ref) <= 1e-12

@@ -27,6 +27,12 @@ void delta_chunk_backward(const Problem& p, const OpArgs& args, const OpGradOutp
                           const OpGrads& grads);
 void delta_recurrent_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
 
+// Fast forms of dplr_delta_rule (src/ops/dplr/): float32 or bfloat16, fp32 accumulation.
+void dplr_recurrent_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+void dplr_chunk_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);
+void dplr_chunk_backward(const Problem& p, const OpArgs& args, const OpGradOutputs& grad_out,
+                         const OpGrads& grads);
+
 // noncausal_linear_attn (src/ops/noncausal/): the fp64 oracle, and the fast form (KV = K^T V,
 // O = Q KV; float32 or bfloat16, fp32 accumulation) registered as the chunk form.
 void noncausal_reference_forward(const Problem& p, const OpArgs& args, const OpOutputs& out);

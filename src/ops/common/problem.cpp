@@ -99,6 +99,18 @@ Problem make_problem(Op op, const OpArgs& a) {
     check.absent("beta", a.beta, "this op has no delta-rule step");
   }
 
+  if (spec.takes_ab) {  // the low-rank transition vectors, key-side like k
+    for (auto [name, t] : {std::pair{"a", &a.a}, {"b", &a.b}}) {
+      check.present(name, *t);
+      check.basic(name, *t);
+      check.same_dtype(name, *t, "q", a.q);
+      check.shape(name, *t, {p.B, p.T, p.H, p.K}, "[B, T, H, K]");
+    }
+  } else {
+    check.absent("a", a.a, "only dplr_delta_rule takes a low-rank transition");
+    check.absent("b", a.b, "only dplr_delta_rule takes a low-rank transition");
+  }
+
   p.sequences = check.sequences(a.cu_seqlens, p.B, p.T);
 
   if (!spec.causal) {  // every token reads its whole sequence: no state goes in or comes out
@@ -151,7 +163,8 @@ void check_grads(const Problem& p, const OpArgs& a, const OpGradOutputs& go, con
   const std::pair<const char*, std::pair<const TensorView*, const TensorView*>> pairs[] = {
       {"dq", {&gr.dq, &a.q}},       {"dk", {&gr.dk, &a.k}},     {"dv", {&gr.dv, &a.v}},
       {"dg", {&gr.dg, &a.g}},       {"dgk", {&gr.dgk, &a.gk}},  {"dbeta", {&gr.dbeta, &a.beta}},
-      {"dinitial_state", {&gr.dinitial_state, &a.initial_state}}};
+      {"dinitial_state", {&gr.dinitial_state, &a.initial_state}},
+      {"da", {&gr.da, &a.a}},       {"db", {&gr.db, &a.b}}};
   for (const auto& [name, views] : pairs) {
     const TensorView& grad = *views.first;
     const TensorView& input = *views.second;

@@ -1,7 +1,9 @@
 // fp64 token-by-token oracle for every matrix-state recurrence of the gated (Hebbian) and delta
 // families, forward and hand-written reverse mode. One engine serves both families because they
 // differ only in the write: Hebbian S += k v^T (algorithms.md §4.1-4.4), delta
-// S += k [beta (v - S^T k)]^T (§4.5-4.7), with n_h writes per token for DeltaProduct (§4.7a).
+// S += k [beta (v - S^T k)]^T (§4.5-4.7), with n_h writes per token for DeltaProduct (§4.7a),
+// and for dplr_delta_rule (§4.8a) the Hebbian write plus b sa^T with sa = S_{t-1}^T a read from
+// the state before the token's decay.
 // Per token: decay (scalar exp(g) or per-key-channel exp(gk)), then the writes, then the read
 // o = scale S^T q (/ scale q.z + eps when normalize). Everything runs in double whatever the
 // storage dtype; work items are (sequence, q/k head) so dq and dk of a head group are owned
@@ -62,6 +64,8 @@ struct Head {
   const Problem& p;
   const double* q;  // [len, K], normalised if use_qk_l2norm_in_kernel
   const double* k;  // [len * n_h, K]
+  const double* a = nullptr;  // dplr_delta_rule: [len, K] low-rank transition a_t (else null)
+  const double* b = nullptr;  // [len, K]
   std::vector<double> v, beta, g, gk, z;  // [len*n_h, V], [len*n_h], [len], [len, K], [len, K]
   bool has_g = false, has_gk = false, normalize = false;
 };
@@ -71,11 +75,15 @@ struct WriteTrace {
   std::vector<double> pre;  // [n_h, K, V] state before write j (pre[0] = the decayed state)
   std::vector<double> err;  // [n_h, V]    v - S^T k (delta only)
   std::vector<double> u;    // [n_h, V]    the value written along k
+  std::vector<double> sa;   // [V]         dplr: S_{t-1}^T a_t
 };
 
 // Applies token t's transition to S (K x V, row-major): decay, then n_h writes.
 void transition(const Head& h, int64_t t, double* S, WriteTrace* trace) {
   const int64_t K = h.p.K, V = h.p.V, n_h = h.p.n_h;
+  std::vector<double> sa(h.a ? V : 0, 0.0);  // dplr: read with the undecayed state (§4.8a)
+  for (int64_t r = 0; r < (h.a ? K : 0); ++r)
+    for (int64_t c = 0; c < V; ++c) sa[c] += S[r * V + c] * h.a[t * K + r];
   if (h.has_g) {
     const double a = std::exp(h.g[t]);
     for (int64_t i = 0; i < K * V; ++i) S[i] *= a;
@@ -107,6 +115,10 @@ void transition(const Head& h, int64_t t, double* S, WriteTrace* trace) {
       std::copy(err.begin(), err.end(), trace->err.begin() + j * V);
     }
   }
+  if (!h.a) return;
+  for (int64_t r = 0; r < K; ++r)
+    for (int64_t c = 0; c < V; ++c) S[r * V + c] += h.b[t * K + r] * sa[c];
+  if (trace) trace->sa = sa;
 }
 
 // o = scale S^T q_t, divided by scale q_t.z_t + eps when normalising; returns the denominator.
@@ -166,10 +178,14 @@ void store_state(const TensorView& state, int64_t n, int64_t hv, const double* S
 
 // The q/k rows of one (sequence, q/k head), shared by the group of value heads that read them.
 struct GroupInputs {
-  std::vector<double> q, k, q_rstd, k_rstd, z;
+  std::vector<double> q, k, q_rstd, k_rstd, z, a_rows, b_rows, ab_rstd;  // a, b: dplr only
   GroupInputs(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hq) {
     load_rows(a.q, s, 1, hq, a.use_qk_l2norm_in_kernel, q, q_rstd);
     load_rows(a.k, s, p.n_h, hq, a.use_qk_l2norm_in_kernel, k, k_rstd);
+    if (p.spec->takes_ab) {
+      load_rows(a.a, s, 1, hq, false, a_rows, ab_rstd);
+      load_rows(a.b, s, 1, hq, false, b_rows, ab_rstd);
+    }
     if (a.normalize) {  // running key sum of this sequence (fla normalises without the state)
       z.assign(s.length * p.K, 0.0);
       for (int64_t t = 0; t < s.length; ++t)
@@ -179,6 +195,10 @@ struct GroupInputs {
   }
   Head head(const Problem& p, const OpArgs& a) const {
     Head h(p, q.data(), k.data());
+    if (p.spec->takes_ab) {
+      h.a = a_rows.data();
+      h.b = b_rows.data();
+    }
     h.normalize = a.normalize;
     h.z = z;
     return h;
@@ -224,6 +244,7 @@ void reference_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
     const int64_t len = s.length;
     const GroupInputs in(p, a, s, hq);
     std::vector<double> dq(len * K, 0.0), dk(len * n_h * K, 0.0);
+    std::vector<double> da(in.a_rows.size(), 0.0), db(in.b_rows.size(), 0.0), dsa(V);
     std::vector<double> dS(KV), num(V), dnum(V), du(V), dpred(V), dz_run(K);
     WriteTrace trace{std::vector<double>(n_h * KV), std::vector<double>(n_h * V),
                      std::vector<double>(n_h * V)};
@@ -324,6 +345,18 @@ void reference_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
               dk[idx * K + r] += acc;
             }
           }
+          // dplr: S += b sa^T gives db = dS sa, dsa = dS^T b (dS is still dS_t here).
+          if (h.a) {
+            std::fill(dsa.begin(), dsa.end(), 0.0);
+            for (int64_t r = 0; r < K; ++r) {
+              double acc = 0;
+              for (int64_t c = 0; c < V; ++c) {
+                acc += dS[r * V + c] * trace.sa[c];
+                dsa[c] += dS[r * V + c] * h.b[t * K + r];
+              }
+              db[t * K + r] += acc;
+            }
+          }
           // Decay: S_dec = a * S_prev, and trace.pre[0] is S_dec.
           const double* S_dec = trace.pre.data();
           if (h.has_g) {
@@ -340,6 +373,18 @@ void reference_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
               dgk[t * K + r] += acc;
               const double decay = std::exp(h.gk[t * K + r]);
               for (int64_t c = 0; c < V; ++c) dS[r * V + c] *= decay;
+            }
+          }
+          // dplr: sa = S_prev^T a gives da = S_prev dsa and dS_prev += a dsa^T.
+          if (h.a) {
+            const double* S_prev = &states[(t - t0) * KV];
+            for (int64_t r = 0; r < K; ++r) {
+              double acc = 0;
+              for (int64_t c = 0; c < V; ++c) {
+                acc += S_prev[r * V + c] * dsa[c];
+                dS[r * V + c] += h.a[t * K + r] * dsa[c];
+              }
+              da[t * K + r] += acc;
             }
           }
         }
@@ -369,6 +414,10 @@ void reference_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
       for (int64_t c = 0; c < K; ++c) write(gr.dq, dq[t * K + c], s.batch, s.start + t, hq, c);
     for (int64_t r = 0; r < len * n_h && gr.dk.given(); ++r)
       for (int64_t c = 0; c < K; ++c) write(gr.dk, dk[r * K + c], s.batch, s.start * n_h + r, hq, c);
+    for (int64_t t = 0; t < len && gr.da.given(); ++t)
+      for (int64_t c = 0; c < K; ++c) write(gr.da, da[t * K + c], s.batch, s.start + t, hq, c);
+    for (int64_t t = 0; t < len && gr.db.given(); ++t)
+      for (int64_t c = 0; c < K; ++c) write(gr.db, db[t * K + c], s.batch, s.start + t, hq, c);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/scratch.hpp"
+#include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
 #include "ops/common/rows.hpp"
 
@@ -55,6 +56,11 @@ HWY_EXPORT(DeltaUnitLowerInverse);
 }  // namespace linattn
 
 namespace linattn::delta {
+
+void unit_lower_inverse(int64_t rows, const float* L, float* X) {
+  HWY_DYNAMIC_DISPATCH(DeltaUnitLowerInverse)(rows, L, X);
+}
+
 namespace {
 
 using kernels::Accumulate;
@@ -73,24 +79,51 @@ void l2norm_rows(bool l2norm, int64_t rows, int64_t D, float* x, float* rstd) {
   }
 }
 
+// The state decay e^{G_C} of channel (or scalar gate) w, and its split lo + hi as
+// kernels::exp_split makes it, from the fp64 cumulative gate.
+void set_state_decay(Chunk& c, int64_t w, double G_last) {
+  const double e = std::exp(G_last);
+  const bool near_one = e >= 0.5;
+  c.decay[w] = static_cast<float>(e);
+  c.decay_lo[w] = static_cast<float>(near_one ? std::expm1(G_last) : e);
+  c.decay_hi[w] = near_one ? 1.0f : 0.0f;
+}
+
 }  // namespace
+
+void decay_state(const Chunk& c, int64_t K, int64_t V, const float* S, float* out) {
+  for (int64_t r = 0; r < K; ++r) {
+    const float lo = c.decay_lo[c.width == 1 ? 0 : r], hi = c.decay_hi[c.width == 1 ? 0 : r];
+    for (int64_t e = 0; e < V; ++e) out[r * V + e] = std::fma(lo, S[r * V + e], hi * S[r * V + e]);
+  }
+}
 
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
                    int64_t t0, int64_t rows, Chunk& c) {
   const int64_t K = p.K, V = p.V, C = kChunk, n_h = p.n_h, row0 = s.start * n_h + t0;
-  const int64_t CC = C * C, CK = C * K, CV = C * V;
-  float* next = ScratchArena::local().get<float>(kSlotChunk, 4 * CC + 6 * CK + 3 * CV + 7 * C);
+  const bool vector = p.spec->takes_gk;
+  const int64_t width = vector ? K : 1, CC = C * C, CK = C * K, CV = C * V, CW = C * width;
+  // (Every size but the last is a multiple of C = 64 floats, so G stays 8-byte aligned.)
+  float* next = ScratchArena::local().get<float>(
+      kSlotChunk, 4 * CC + 6 * CK + 3 * CV + 4 * CW + 3 * C + (vector ? 5 * CK : 0) + 3 * width);
   auto take = [&](int64_t n) {
     float* ptr = next;
     next += n;
     return ptr;
   };
   c.rows = rows;
+  c.width = width;
   c.KKg = take(CC), c.L = take(CC), c.T0 = take(CC), c.P = take(CC);
   c.q = take(CK), c.k = take(CK), c.Kb = take(CK), c.Qg = take(CK), c.Kd = take(CK), c.W = take(CK);
   c.v = take(CV), c.Vb = take(CV), c.U = take(CV);
-  c.G = reinterpret_cast<double*>(take(2 * C));  // (8-byte aligned: every size above is a multiple of C = 64)
-  c.q_rstd = take(C), c.k_rstd = take(C), c.beta = take(C), c.eG = take(C), c.eGd = take(C);
+  c.G = reinterpret_cast<double*>(take(2 * CW));
+  c.eG = take(CW), c.eGd = take(CW);
+  c.q_rstd = take(C), c.k_rstd = take(C), c.beta = take(C);
+  if (vector) {
+    c.gate.ratio = take(CK), c.gate.inverse = take(CK);
+    c.q_ratio = take(CK), c.k_ratio = take(CK), c.k_inverse = take(CK);
+  }
+  c.decay = take(width), c.decay_lo = take(width), c.decay_hi = take(width);
 
   if (n_h == 1) {
     load_rows(a.q, s.batch, row0, rows, hq, c.q, K);
@@ -106,44 +139,76 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
   load_rows(a.v, s.batch, row0, rows, hv, c.v, V);
   l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.q, c.q_rstd);
   l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.k, c.k_rstd);
-  const bool gated = a.g.given();
-  for (int64_t r = 0; r < rows; ++r) {
-    c.beta[r] = load_scalar(a.beta, s.batch, row0 + r, hv);
-    const bool gate_here = gated && gate_step(t0 + r, n_h);
-    const double g = gate_here ? load_scalar(a.g, s.batch, s.start + (t0 + r) / n_h, hv) : 0.0;
-    c.G[r] = (r ? c.G[r - 1] : 0.0) + g;  // chunk-local (S1), in double
-  }
-  const double G_last = c.G[rows - 1];
-  c.decay = static_cast<float>(std::exp(G_last));
-  for (int64_t r = 0; r < rows; ++r) {
-    c.eG[r] = static_cast<float>(std::exp(c.G[r]));
-    c.eGd[r] = static_cast<float>(std::exp(G_last - c.G[r]));
-  }
-
-  // KKg, L = diag(β) KKg (strictly lower) and P = scale QK^T ⊙ Γ (lower with the diagonal).
+  for (int64_t r = 0; r < rows; ++r) c.beta[r] = load_scalar(a.beta, s.batch, row0 + r, hv);
   const float scale = static_cast<float>(p.scale);
-  kernels::lower_gemm_nt(rows, K, c.k, K, c.k, K, c.KKg, C);
-  kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.P, C);
-  for (int64_t i = 0; i < rows; ++i) {
-    float *kk = c.KKg + i * C, *li = c.L + i * C, *pi = c.P + i * C;
-    for (int64_t j = 0; j <= i; ++j) {
-      const float gamma = static_cast<float>(std::exp(c.G[i] - c.G[j]));
-      kk[j] = j < i ? kk[j] * gamma : 0.0f;
-      li[j] = c.beta[i] * kk[j];
-      pi[j] *= scale * gamma;
+  if (vector) {
+    // Per-channel gates (kda, n_h = 1): chunk-local cumulative sums in double (S1), then every
+    // factor as exp of a non-positive fp32 exponent (S2), as gla/chunk.cpp.
+    load_rows(a.gk, s.batch, row0, rows, hv, c.eG, K);
+    for (int64_t i = 0; i < rows * K; ++i) c.G[i] = (i >= K ? c.G[i - K] : 0.0) + c.eG[i];
+    const double* last = c.G + (rows - 1) * K;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t d = 0; d < K; ++d) {
+        c.eG[r * K + d] = static_cast<float>(c.G[r * K + d]);
+        c.eGd[r * K + d] = static_cast<float>(last[d] - c.G[r * K + d]);
+      }
+    for (int64_t d = 0; d < K; ++d) set_state_decay(c, d, last[d]);
+    kernels::exp_inplace(c.eG, rows * K);
+    kernels::exp_inplace(c.eGd, rows * K);
+
+    // KKg (strictly lower) and P = scale (Q K^T ⊙ Γ) (lower with the diagonal), Γ per channel.
+    c.gate.rows = rows, c.gate.K = K, c.gate.B = c.G;
+    channel_gate::prepare(c.gate);
+    if (c.gate.factored) {
+      channel_gate::times_ratio(c.gate, c.q, c.q_ratio);
+      channel_gate::times_ratio(c.gate, c.k, c.k_ratio);
+      channel_gate::times_inverse(c.gate, c.k, c.k_inverse);
     }
-    std::fill(kk + i + 1, kk + rows, 0.0f);
-    std::fill(li + i + 1, li + rows, 0.0f);
-    std::fill(pi + i + 1, pi + rows, 0.0f);
+    float* tmp = c.Kb;  // (K floats; Kb is filled below)
+    channel_gate::scores(c.gate, c.k, c.k, c.k_ratio, c.k_inverse, 1.0f, c.KKg, C, tmp);
+    channel_gate::scores(c.gate, c.q, c.k, c.q_ratio, c.k_inverse, scale, c.P, C, tmp);
+    for (int64_t i = 0; i < rows; ++i) {
+      c.KKg[i * C + i] = 0.0f;
+      for (int64_t j = 0; j < rows; ++j) c.L[i * C + j] = c.beta[i] * c.KKg[i * C + j];
+    }
+  } else {
+    const bool gated = a.g.given();
+    for (int64_t r = 0; r < rows; ++r) {
+      const bool gate_here = gated && gate_step(t0 + r, n_h);
+      const double g = gate_here ? load_scalar(a.g, s.batch, s.start + (t0 + r) / n_h, hv) : 0.0;
+      c.G[r] = (r ? c.G[r - 1] : 0.0) + g;  // chunk-local (S1), in double
+    }
+    const double G_last = c.G[rows - 1];
+    set_state_decay(c, 0, G_last);
+    for (int64_t r = 0; r < rows; ++r) {
+      c.eG[r] = static_cast<float>(std::exp(c.G[r]));
+      c.eGd[r] = static_cast<float>(std::exp(G_last - c.G[r]));
+    }
+
+    // KKg, L = diag(β) KKg (strictly lower) and P = scale QK^T ⊙ Γ (lower with the diagonal).
+    kernels::lower_gemm_nt(rows, K, c.k, K, c.k, K, c.KKg, C);
+    kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.P, C);
+    for (int64_t i = 0; i < rows; ++i) {
+      float *kk = c.KKg + i * C, *li = c.L + i * C, *pi = c.P + i * C;
+      for (int64_t j = 0; j <= i; ++j) {
+        const float gamma = static_cast<float>(std::exp(c.G[i] - c.G[j]));
+        kk[j] = j < i ? kk[j] * gamma : 0.0f;
+        li[j] = c.beta[i] * kk[j];
+        pi[j] *= scale * gamma;
+      }
+      std::fill(kk + i + 1, kk + rows, 0.0f);
+      std::fill(li + i + 1, li + rows, 0.0f);
+      std::fill(pi + i + 1, pi + rows, 0.0f);
+    }
   }
-  HWY_DYNAMIC_DISPATCH(DeltaUnitLowerInverse)(rows, c.L, c.T0);
+  unit_lower_inverse(rows, c.L, c.T0);
 
   for (int64_t r = 0; r < rows; ++r) {
-    const float kb = c.beta[r] * c.eG[r], qg = scale * c.eG[r];
     for (int64_t d = 0; d < K; ++d) {
-      c.Kb[r * K + d] = kb * c.k[r * K + d];
-      c.Qg[r * K + d] = qg * c.q[r * K + d];
-      c.Kd[r * K + d] = c.eGd[r] * c.k[r * K + d];
+      const float eg = factor(c, c.eG, r, d);
+      c.Kb[r * K + d] = c.beta[r] * eg * c.k[r * K + d];
+      c.Qg[r * K + d] = scale * eg * c.q[r * K + d];
+      c.Kd[r * K + d] = factor(c, c.eGd, r, d) * c.k[r * K + d];
     }
     for (int64_t e = 0; e < V; ++e) c.Vb[r * V + e] = c.beta[r] * c.v[r * V + e];
   }

@@ -1,6 +1,9 @@
 // Shared pieces of the chunk-parallel forward and backward of delta_rule (algorithms.md §4.5b),
 // gated_delta_rule (§4.6b) and delta_product (§4.7b): one chunk of one (sequence, value head)
 // loaded into fp32 buffers with its chunk-local gates and the UT-transform quantities (§3.5).
+// kda (§4.8b) is gated_delta_rule with per-key-channel decays: G, e^{G}, e^{G_C - G} and the
+// state decay get one value per channel, and the pair factors exp(G_i - G_j) of K K^T and Q K^T
+// go through channel_gate (the middle-row factored form, or pair by pair for extreme decays).
 // delta_product runs on the expanded sequence of n_h * T steps: step e = t n_h + j carries
 // (k, v, beta) row e, the gate g_t at j = 0 (0 elsewhere) and the query q_t at j = n_h - 1 (0
 // elsewhere); o_t is the expanded output of step t n_h + n_h - 1. For n_h = 1 steps are tokens.
@@ -8,6 +11,7 @@
 
 #include <cstdint>
 
+#include "ops/common/channel_gate.hpp"
 #include "ops/common/problem.hpp"
 
 namespace linattn::delta {
@@ -24,10 +28,17 @@ struct Chunk {
   float* q_rstd = nullptr;  // [C] 1 / sqrt(|q|^2 + eps) (1 without l2norm)
   float* k_rstd = nullptr;  // [C]
   float* beta = nullptr;  // [C]
-  double* G = nullptr;    // [C] chunk-local inclusive cumulative log gate
-  float* eG = nullptr;    // [C] e^{G_r}
-  float* eGd = nullptr;   // [C] e^{G_C - G_r}
-  float decay = 1.0f;     // e^{G_C}
+  int64_t width = 1;      // gate values per step: 1 (scalar g) or K (kda's per-channel gk)
+  double* G = nullptr;    // [C, width] chunk-local inclusive cumulative log gate
+  float* eG = nullptr;    // [C, width] e^{G_r}
+  float* eGd = nullptr;   // [C, width] e^{G_C - G_r}
+  float* decay = nullptr; // [width] e^{G_C}
+  float* decay_lo = nullptr;  // [width] e^{G_C} = lo + hi, hi in {0, 1} (as kernels::exp_split)
+  float* decay_hi = nullptr;  // [width]
+  channel_gate::Factors gate;  // per-channel gates: middle-row factors of G
+  float* q_ratio = nullptr;    // [C, K] Q ⊙ e^{G - G_m}   (per-channel gates, factored form)
+  float* k_ratio = nullptr;    // [C, K] K ⊙ e^{G - G_m}
+  float* k_inverse = nullptr;  // [C, K] K ⊙ e^{G_m - G}
   float* KKg = nullptr;   // [C, C] (k_i . k_j) Γ_ij, strictly lower
   float* L = nullptr;     // [C, C] β_i KKg_ij, strictly lower
   float* T0 = nullptr;    // [C, C] (I + L)^{-1}, unit lower
@@ -48,6 +59,22 @@ inline bool gate_step(int64_t e, int64_t n_h) { return e % n_h == 0; }
 // computes every field of c.
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
                    int64_t t0, int64_t rows, Chunk& c);
+
+// out = diag(e^{G_C}) S for a K x V state (out may be S), as lo S + hi S (kernels::exp_split):
+// the state carries this factor through every chunk, and e^{G_C} rounded to fp32 would put a
+// relative error of up to 2^-25 into it each time (e^{-1e-6} keeps 4% of its distance from 1).
+void decay_state(const Chunk& c, int64_t K, int64_t V, const float* S, float* out);
+
+// The factor of element d of step r: e.g. factor(c.eG, r, d) = e^{G_r} (channel d of it).
+inline float factor(const Chunk& c, const float* f, int64_t r, int64_t d) {
+  return c.width == 1 ? f[r] : f[r * c.width + d];
+}
+
+// X = (I + L)^{-1} for L strictly lower triangular (rows x rows, leading dimension kChunk) by
+// forward substitution accumulated in double (§3.5); X is unit lower triangular, zero above the
+// diagonal. X may be L itself (row i of L is read before row i of X is written). Shared with
+// the dplr family, whose (I - A_ab)^{-1} is this with L = -A_ab (§4.8b).
+void unit_lower_inverse(int64_t rows, const float* L, float* X);
 
 // Scratch slots (core/scratch.hpp); slot kSlotChunk onwards holds the Chunk.
 enum Slot : int { kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2 };

@@ -1,6 +1,8 @@
 // Chunk-parallel backward of gated_delta_rule and delta_rule (algorithms.md §4.6c; §4.5c is the
-// same with g = 0), and of delta_product on its expanded sequence (§4.7c, chunk.hpp): dO is zero
-// on steps without a query, and dg_t is the gate gradient of step t n_h.
+// same with g = 0), of delta_product on its expanded sequence (§4.7c, chunk.hpp): dO is zero
+// on steps without a query, and dg_t is the gate gradient of step t n_h; and of kda (§4.8c):
+// the same with per-channel gates, so every gate factor and dG have one value per channel and
+// the pair factors go through pair_gradients_per_channel.
 // Per (sequence, q/k head), for each value head of its group: rerun the forward keeping the
 // state entering every chunk (the store-states mode of §3.4), then walk the chunks backwards
 // with dS = dS_[n+1] (dfinal_state, or zero, at the end), recomputing each chunk (chunk.cpp:
@@ -22,6 +24,7 @@
 
 #include "core/parallel.hpp"
 #include "core/scratch.hpp"
+#include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
@@ -39,6 +42,41 @@ double dot(int64_t n, const float* x, const float* y) {
   return acc;
 }
 
+// kda's pair factors (§4.8c: §4.6c with a per-channel Γ): P = scale (Q K^T ⊙ Γ) and
+// L = diag(β) (K K^T ⊙ Γ). With E = diag(β) dL: dq = the Γ-weighted product of dP with K,
+// dk = that of dP^T with Q plus E with K both ways (dq, dk overwritten); the cumulative gate
+// gets x ⊙ dx - y ⊙ dy of each product (channel_gate::scores_backward, the pair factor rule of
+// §3.4). The diagonal of P (decay e^0) goes straight to dq, dk and adds nothing to dG, so
+// strongly decayed gates keep their precision, as in gla/chunk_bwd.cpp.
+void pair_gradients_per_channel(const delta::Chunk& c, int64_t K, float scale, float* dP,
+                                const float* dL, float* E, float* dq, float* dk, float* dx,
+                                float* dy, float* tmp, double* dG) {
+  const int64_t rows = c.rows, C = kChunk;
+  std::fill(dq, dq + rows * K, 0.0f);
+  std::fill(dk, dk + rows * K, 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < rows; ++j) {
+      dP[i * C + j] *= scale;
+      E[i * C + j] = c.beta[i] * dL[i * C + j];
+    }
+    const float diagonal = dP[i * C + i];
+    kernels::axpy(K, diagonal, c.k + i * K, dq + i * K);
+    kernels::axpy(K, diagonal, c.q + i * K, dk + i * K);
+    dP[i * C + i] = 0.0f;
+  }
+  channel_gate::scores_backward(c.gate, dP, C, c.q, c.k, c.q_ratio, c.k_inverse, dx, dy, tmp);
+  for (int64_t i = 0; i < rows * K; ++i) {
+    dq[i] += dx[i];
+    dk[i] += dy[i];
+    dG[i] += static_cast<double>(c.q[i]) * dx[i] - static_cast<double>(c.k[i]) * dy[i];
+  }
+  channel_gate::scores_backward(c.gate, E, C, c.k, c.k, c.k_ratio, c.k_inverse, dx, dy, tmp);
+  for (int64_t i = 0; i < rows * K; ++i) {
+    dk[i] += dx[i] + dy[i];
+    dG[i] += static_cast<double>(c.k[i]) * (static_cast<double>(dx[i]) - dy[i]);
+  }
+}
+
 // The states entering every chunk of (sequence s, value head hv): states[ci * K * V].
 void chunk_states(const Problem& p, const OpArgs& a, const Sequence& s, int64_t n, int64_t hv,
                   int64_t hq, float* states, float* work) {
@@ -52,7 +90,7 @@ void chunk_states(const Problem& p, const OpArgs& a, const Sequence& s, int64_t 
     float* S_next = states + (ci + 1) * KV;
     kernels::gemm_nn(rows, V, K, c.W, K, S, V, work, V, Accumulate::no);
     for (int64_t i = 0; i < rows * V; ++i) c.U[i] -= work[i];  // Ṽ
-    for (int64_t i = 0; i < KV; ++i) S_next[i] = c.decay * S[i];
+    delta::decay_state(c, K, V, S, S_next);
     kernels::gemm_tn(K, V, rows, c.Kd, K, c.U, V, S_next, V, Accumulate::yes);
   }
 }
@@ -62,7 +100,10 @@ void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const 
   const int64_t K = p.K, V = p.V, KV = K * V, C = kChunk;
   const Sequence& s = p.sequences[n];
   const int64_t n_h = p.n_h, steps = s.length * n_h, n_chunks = (steps + C - 1) / C;
-  const bool gated = a.g.given();
+  const bool vector = p.spec->takes_gk;  // kda: per-channel gates
+  const int64_t width = vector ? K : 1;
+  const TensorView& dgate = vector ? gr.dgk : gr.dg;
+  const bool want_gate = (vector || a.g.given()) && dgate.given();
   std::vector<float> dq_all(steps * K, 0.0f), dk_all(steps * K, 0.0f);
   std::vector<float> q_rstd(steps), k_rstd(steps);
   std::vector<float> states((n_chunks + 1) * KV), dS(KV);
@@ -73,8 +114,8 @@ void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const 
   float *dQg = tmpV + C * V, *dKd = dQg + C * K, *dW = dKd + C * K, *dKb = dW + C * K;
   float *dq = dKb + C * K, *dk = dq + C * K;
   float *dP = dk + C * K, *dT = dP + C * C, *tmpC = dT + C * C, *dL = tmpC + C * C, *E = dL + C * C;
-  std::vector<double> dG(C);
-  std::vector<float> dv_rows(C * V);
+  std::vector<double> dG(C * width), dG_last(width), run(width);
+  std::vector<float> dv_rows(C * V), dx(C * K), dy(C * K), gate_row(K);
 
   for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
     chunk_states(p, a, s, n, hv, hq, states.data(), tmpV);
@@ -107,13 +148,17 @@ void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const 
       kernels::gemm_tn(rows, V, rows, c.P, C, dO, V, dVt, V, Accumulate::no);
       kernels::gemm_nn(rows, V, K, c.Kd, K, dS.data(), V, dVt, V, Accumulate::yes);
       kernels::gemm_nt(rows, K, V, Vt, V, dS.data(), V, dKd, K, Accumulate::no);
-      double dG_last = c.decay * dot(KV, S, dS.data());  // state decay e^{G_C} S
+      // State decay e^{G_C} S (per state row for per-channel gates).
+      for (int64_t w = 0; w < width; ++w) {
+        const int64_t span = KV / width;
+        dG_last[w] = c.decay[w] * dot(span, S + w * span, dS.data() + w * span);
+      }
       kernels::gemm_nt(rows, K, V, dO, V, S, V, dQg, K, Accumulate::no);
       kernels::gemm_nt(rows, rows, V, dO, V, Vt, V, dP, C, Accumulate::no);
       kernels::gemm_nt(rows, K, V, dVt, V, S, V, dW, K, Accumulate::no);
       for (int64_t i = 0; i < rows * K; ++i) dW[i] = -dW[i];
       // dS_[n] = e^{G_C} dS' + Qg^T dO - W^T dṼ.
-      for (int64_t i = 0; i < KV; ++i) dS[i] *= c.decay;
+      delta::decay_state(c, K, V, dS.data(), dS.data());
       kernels::gemm_tn(K, V, rows, c.Qg, K, dO, V, dS.data(), V, Accumulate::yes);
       for (int64_t i = 0; i < rows * K; ++i) c.W[i] = -c.W[i];
       kernels::gemm_tn(K, V, rows, c.W, K, dVt, V, dS.data(), V, Accumulate::yes);
@@ -127,42 +172,58 @@ void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const 
       kernels::gemm_tn(rows, rows, rows, c.T0, C, dT, C, tmpC, C, Accumulate::no);
       kernels::gemm_nt(rows, rows, rows, tmpC, C, c.T0, C, dL, C, Accumulate::no);
 
-      // Masks; gate gradients of the pair factors; E = dL ⊙ β_i Γ_ij (the K K^T part of L).
-      std::fill(dG.begin(), dG.begin() + rows, 0.0);
+      // Masks: dP lower with the diagonal, dL strictly lower (and negated).
+      std::fill(dG.begin(), dG.begin() + rows * width, 0.0);
       const float scale = static_cast<float>(p.scale);
-      for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t i = 0; i < rows; ++i)
         for (int64_t j = 0; j < rows; ++j) {
-          float& dp = dP[i * C + j];
-          float& dl = dL[i * C + j];
-          if (j > i) dp = 0.0f;
-          if (j >= i) dl = 0.0f; else dl = -dl;
-          const double xp = static_cast<double>(c.P[i * C + j]) * dp;
-          const double xl = static_cast<double>(c.L[i * C + j]) * dl;
-          dG[i] += xp + xl;
-          dG[j] -= xp + xl;
-          // dP ⊙ (P / (q.k)) = dP * scale Γ: recompute Γ from G.
-          const float gamma = j <= i ? static_cast<float>(std::exp(c.G[i] - c.G[j])) : 0.0f;
-          dp *= scale * gamma;
-          E[i * C + j] = dl * c.beta[i] * gamma;
+          if (j > i) dP[i * C + j] = 0.0f;
+          dL[i * C + j] = j >= i ? 0.0f : -dL[i * C + j];
         }
+      if (vector) {
+        pair_gradients_per_channel(c, K, scale, dP, dL, E, dq, dk, dx.data(), dy.data(), gate_row.data(),
+                                   dG.data());
+      } else {
+        // Gate gradients of the pair factors; E = dL ⊙ β_i Γ_ij (the K K^T part of L);
+        // dq = dP' K, dk = dP'^T Q + E K + E^T K with dP' = dP ⊙ scale Γ.
+        for (int64_t i = 0; i < rows; ++i) {
+          for (int64_t j = 0; j < rows; ++j) {
+            float& dp = dP[i * C + j];
+            const float dl = dL[i * C + j];
+            const double xp = static_cast<double>(c.P[i * C + j]) * dp;
+            const double xl = static_cast<double>(c.L[i * C + j]) * dl;
+            dG[i] += xp + xl;
+            dG[j] -= xp + xl;
+            // dP ⊙ (P / (q.k)) = dP * scale Γ: recompute Γ from G.
+            const float gamma = j <= i ? static_cast<float>(std::exp(c.G[i] - c.G[j])) : 0.0f;
+            dp *= scale * gamma;
+            E[i * C + j] = dl * c.beta[i] * gamma;
+          }
+        }
+        kernels::gemm_nn(rows, K, rows, dP, C, c.k, K, dq, K, Accumulate::no);
+        kernels::gemm_tn(rows, K, rows, dP, C, c.q, K, dk, K, Accumulate::no);
+        kernels::gemm_nn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
+        kernels::gemm_tn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
       }
-      // dq = dP' K + scale e^G dQg; dk = dP'^T Q + E K + E^T K + β e^G dKb + e^{G_C-G} dKd.
-      kernels::gemm_nn(rows, K, rows, dP, C, c.k, K, dq, K, Accumulate::no);
-      kernels::gemm_tn(rows, K, rows, dP, C, c.q, K, dk, K, Accumulate::no);
-      kernels::gemm_nn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
-      kernels::gemm_tn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
+      // Row factors e^{G_r} (Qg, Kb) and key-to-end factors e^{G_C - G_r} (Kd):
+      // dq += scale e^G dQg; dk += β e^G dKb + e^{G_C-G} dKd; dG by the product rule.
       for (int64_t r = 0; r < rows; ++r) {
-        const float qf = scale * c.eG[r], kf = c.beta[r] * c.eG[r];
         for (int64_t d = 0; d < K; ++d) {
-          dq[r * K + d] += qf * dQg[r * K + d];
-          dk[r * K + d] += kf * dKb[r * K + d] + c.eGd[r] * dKd[r * K + d];
+          const int64_t i = r * K + d;
+          const float eg = delta::factor(c, c.eG, r, d);
+          dq[i] += scale * eg * dQg[i];
+          dk[i] += c.beta[r] * eg * dKb[i] + delta::factor(c, c.eGd, r, d) * dKd[i];
+          if (!vector) continue;
+          const double kd = static_cast<double>(c.Kd[i]) * dKd[i];
+          dG[i] += static_cast<double>(c.Qg[i]) * dQg[i] + static_cast<double>(c.Kb[i]) * dKb[i] - kd;
+          dG_last[d] += kd;
         }
-        // Row factors e^{G_r} (Qg, Kb) and key-to-end factors e^{G_C - G_r} (Kd).
+        if (vector) continue;
         const double kd = dot(K, c.Kd + r * K, dKd + r * K);
         dG[r] += dot(K, c.Qg + r * K, dQg + r * K) + dot(K, c.Kb + r * K, dKb + r * K) - kd;
-        dG_last += kd;
+        dG_last[0] += kd;
       }
-      dG[rows - 1] += dG_last;
+      for (int64_t w = 0; w < width; ++w) dG[(rows - 1) * width + w] += dG_last[w];
       for (int64_t i = 0; i < rows * K; ++i) {
         dq_all[t0 * K + i] += dq[i];
         dk_all[t0 * K + i] += dk[i];
@@ -174,16 +235,26 @@ void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const 
       }
       if (gr.dbeta.given()) {
         for (int64_t i = 0; i < rows; ++i) {
-          double db = dot(V, dVb + i * V, c.v + i * V) + c.eG[i] * dot(K, dKb + i * K, c.k + i * K);
+          double db = dot(V, dVb + i * V, c.v + i * V);
+          for (int64_t d = 0; d < K; ++d)
+            db += static_cast<double>(delta::factor(c, c.eG, i, d)) * dKb[i * K + d] * c.k[i * K + d];
           for (int64_t j = 0; j < i; ++j) db += static_cast<double>(dL[i * C + j]) * c.KKg[i * C + j];
           store_scalar(gr.dbeta, s.batch, row0 + i, hv, db);
         }
       }
-      if (gated && gr.dg.given()) {
-        double acc = 0;  // dg_t = sum of dG_r over the steps r >= t n_h in the chunk
+      if (want_gate) {
+        // dg_t = the sum of dG_r over the steps r >= t n_h in the chunk (per channel for kda).
+        std::fill(run.begin(), run.end(), 0.0);
         for (int64_t r = rows - 1; r >= 0; --r) {
-          acc += dG[r];
-          if (delta::gate_step(t0 + r, n_h)) store_scalar(gr.dg, s.batch, s.start + (t0 + r) / n_h, hv, acc);
+          for (int64_t w = 0; w < width; ++w) run[w] += dG[r * width + w];
+          if (!delta::gate_step(t0 + r, n_h)) continue;
+          const int64_t token = s.start + (t0 + r) / n_h;
+          if (vector) {
+            for (int64_t d = 0; d < K; ++d) gate_row[d] = static_cast<float>(run[d]);
+            store_rows(dgate, s.batch, token, 1, hv, gate_row.data(), K);
+          } else {
+            store_scalar(dgate, s.batch, token, hv, run[0]);
+          }
         }
       }
     }

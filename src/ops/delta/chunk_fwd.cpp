@@ -1,7 +1,8 @@
 // Chunk-parallel forward of gated_delta_rule (algorithms.md §4.6b), delta_rule (§4.5b, the
-// same with g = 0) and delta_product (§4.7b: the same on the expanded sequence of n_h steps per
-// token, chunk.hpp), chunk 64, with the UT transform of §3.5. Per chunk (chunk.cpp prepares G,
-// Γ_ij = exp(G_i - G_j), L, T0 = (I + L)^{-1}, W = T0 (β ⊙ K ⊙ e^G), U = T0 (β ⊙ V)):
+// same with g = 0), delta_product (§4.7b: the same on the expanded sequence of n_h steps per
+// token, chunk.hpp) and kda (§4.8b: per-channel gates, so e^{G} scales each channel and
+// e^{G_C} S decays each state row), chunk 64, with the UT transform of §3.5. Per chunk (chunk.cpp
+// prepares G, Γ_ij = exp(G_i - G_j), L, T0 = (I + L)^{-1}, W = T0 (β ⊙ K ⊙ e^G), U = T0 (β ⊙ V)):
 //   Ṽ  = U - W S                                  (row r = the recurrent u_r)
 //   O  = (scale Q ⊙ e^{G}) S + scale ((Q K^T) ⊙ Γ) Ṽ
 //   S' = e^{G_C} S + (K ⊙ e^{G_C - G})^T Ṽ
@@ -46,8 +47,7 @@ void run_item(const Problem& p, const OpArgs& a, const OpOutputs& out, int64_t n
         if (delta::query_step(t0 + r, n_h))
           store_rows(out.o, s.batch, s.start + (t0 + r) / n_h, 1, hv, O + r * V, V);
     }
-    if (c.decay != 1.0f)
-      for (int64_t i = 0; i < K * V; ++i) S[i] *= c.decay;
+    delta::decay_state(c, K, V, S, S);
     kernels::gemm_tn(K, V, rows, c.Kd, K, Vt, V, S, V, Accumulate::yes);
   }
   if (a.output_final_state) store_state(out.final_state, n, hv, K, V, S);

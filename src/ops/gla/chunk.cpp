@@ -13,10 +13,6 @@ namespace {
 
 using kernels::Accumulate;
 
-// Largest exponent a factored per-channel factor may carry: e^80 stays far from fp32's
-// overflow at e^88, and products q~ k~ of kept (j <= i) entries are ordinary-sized.
-constexpr double kMaxFactorExponent = 80.0;
-
 // Row i of A: A[i, j] *= scale * exp(b_i - b_j) for j <= i, 0 beyond. The exponent is formed in
 // double from chunk-local sums (S1, S3), so a large early decay cannot swamp later small ones.
 void decay_scalar_scores(const Chunk& c, double scale, float* tmp) {
@@ -25,22 +21,6 @@ void decay_scalar_scores(const Chunk& c, double scale, float* tmp) {
     kernels::exp_inplace(tmp, i + 1);
     float* row = c.A + i * kChunk;
     for (int64_t j = 0; j <= i; ++j) row[j] *= static_cast<float>(scale) * tmp[j];
-    std::fill(row + i + 1, row + c.rows, 0.0f);
-  }
-}
-
-// Per-channel decays, pair by pair (§4.4b diagonal-block formula for the whole chunk): used only
-// when a chunk's decays are too strong for the factored form.
-void vector_scores_pairwise(const Chunk& c, int64_t K, double scale, float* tmp) {
-  for (int64_t i = 0; i < c.rows; ++i) {
-    float* row = c.A + i * kChunk;
-    for (int64_t j = 0; j <= i; ++j) {
-      for (int64_t d = 0; d < K; ++d) tmp[d] = static_cast<float>(c.B[i * K + d] - c.B[j * K + d]);
-      kernels::exp_inplace(tmp, K);
-      double acc = 0;
-      for (int64_t d = 0; d < K; ++d) acc += double(c.q[i * K + d]) * c.k[j * K + d] * tmp[d];
-      row[j] = static_cast<float>(scale * acc);
-    }
     std::fill(row + i + 1, row + c.rows, 0.0f);
   }
 }
@@ -116,38 +96,26 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
   c.factored = false;
   const int64_t m = rows / 2;
   if (vector) {
-    double before = 0, after = 0;  // largest decay from row 0 to m, and from m to the last row
-    for (int64_t d = 0; d < K; ++d) {
-      before = std::max(before, c.B[d] - c.B[m * K + d]);
-      after = std::max(after, c.B[m * K + d] - last[d]);
-    }
-    c.factored = before <= kMaxFactorExponent && after <= kMaxFactorExponent;
-  }
-  if (c.factored) {
     c.ratio = arena.get<float>(kSlotRatio, kChunk * K);
     c.inverse_ratio = arena.get<float>(kSlotInverseRatio, kChunk * K);
+    channel_gate::Factors f = factors_of(c, K);
+    channel_gate::prepare(f);
+    c.factored = f.factored;
+  }
+  if (c.factored) {
     float* column = arena.get<float>(kSlotWork2, 2 * K);  // e^{B_m}, e^{B_last - B_m}
     const double* Bm = c.B + m * K;
-    for (int64_t r = 0; r < rows; ++r) {
-      const double* Br = c.B + r * K;
-      float* out = c.ratio + r * K;
-      for (int64_t d = 0; d < K; ++d) out[d] = static_cast<float>(Br[d] - Bm[d]);
-    }
     for (int64_t d = 0; d < K; ++d) {
       column[d] = static_cast<float>(Bm[d]);
       column[K + d] = static_cast<float>(last[d] - Bm[d]);
     }
-    kernels::exp_inplace(c.ratio, rows * K);
     kernels::exp_inplace(column, 2 * K);
     const float scale = static_cast<float>(p.scale);
     for (int64_t r = 0; r < rows; ++r) {
       const float* ratio = c.ratio + r * K;
-      float* inverse = c.inverse_ratio + r * K;
+      const float* inverse = c.inverse_ratio + r * K;
       float* kf = c.k_factor + r * K;
-      for (int64_t d = 0; d < K; ++d) {
-        inverse[d] = 1.0f / ratio[d];
-        kf[d] = column[K + d] * inverse[d];
-      }
+      for (int64_t d = 0; d < K; ++d) kf[d] = column[K + d] * inverse[d];
       if (!with_queries) continue;
       float* qf = c.q_factor + r * K;
       for (int64_t d = 0; d < K; ++d) qf[d] = scale * column[d] * ratio[d];
@@ -173,22 +141,14 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
     decay_scalar_scores(c, p.scale, tmp);
     return;
   }
-  if (!c.factored) {
-    vector_scores_pairwise(c, K, p.scale, tmp);
-    return;
+  const channel_gate::Factors f = factors_of(c, K);
+  if (c.factored) {
+    c.q_tilde = arena.get<float>(kSlotQTilde, kChunk * K);
+    c.k_tilde = arena.get<float>(kSlotKTilde, kChunk * K);
+    channel_gate::times_ratio(f, c.q, c.q_tilde);
+    channel_gate::times_inverse(f, c.k, c.k_tilde);
   }
-  c.q_tilde = arena.get<float>(kSlotQTilde, kChunk * K);
-  c.k_tilde = arena.get<float>(kSlotKTilde, kChunk * K);
-  for (int64_t i = 0; i < rows * K; ++i) {
-    c.q_tilde[i] = c.q[i] * c.ratio[i];
-    c.k_tilde[i] = c.k[i] * c.inverse_ratio[i];
-  }
-  kernels::lower_gemm_nt(rows, K, c.q_tilde, K, c.k_tilde, K, c.A, kChunk);
-  for (int64_t i = 0; i < rows; ++i) {
-    float* row = c.A + i * kChunk;
-    for (int64_t j = 0; j <= i; ++j) row[j] *= static_cast<float>(p.scale);
-    std::fill(row + i + 1, row + rows, 0.0f);  // entries above the diagonal may be huge: drop
-  }
+  channel_gate::scores(f, c.q, c.k, c.q_tilde, c.k_tilde, static_cast<float>(p.scale), c.A, kChunk, tmp);
 }
 
 }  // namespace linattn::gla

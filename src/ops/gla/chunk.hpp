@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/common/channel_gate.hpp"
 #include "ops/common/problem.hpp"
 
 namespace linattn::gla {
@@ -45,6 +46,11 @@ struct Chunk {
   float* k_tilde = nullptr;  // [C, K]
   double* B = nullptr;       // [C, K] (vector) or [C] (scalar) chunk-local cumulative log decay
 };
+
+// The chunk's per-channel gate factors (ratio, inverse_ratio, factored) as channel_gate sees them.
+inline channel_gate::Factors factors_of(const Chunk& c, int64_t K) {
+  return {c.rows, K, c.B, c.factored, c.ratio, c.inverse_ratio};
+}
 
 // How much of a Chunk to prepare: the state pass needs k, v, k_factor and the state decay;
 // the state-gradient pass also q and q_factor; outputs and gradients also the scores A.

@@ -85,27 +85,8 @@ void vector_intra(const Item& it, const Chunk& c, Workspace& w, bool want_gate) 
     kernels::axpy(K, d, c.q + i * K, w.dK.data() + i * K);
     w.dA[i * kChunk + i] = 0.0f;
   }
-  if (c.factored) {
-    kernels::lower_gemm_nn(rows, K, w.dA.data(), kChunk, c.k_tilde, K, dQs.data(), K, Accumulate::no);
-    kernels::lower_gemm_tn(rows, K, w.dA.data(), kChunk, c.q_tilde, K, dKs.data(), K, Accumulate::no);
-    // Back from q~ (k~) to q (k): multiply by e^{B - B_m} (divide: e^{B_m - B}).
-    for (int64_t i = 0; i < rows * K; ++i) {
-      dQs[i] *= c.ratio[i];
-      dKs[i] *= c.inverse_ratio[i];
-    }
-  } else {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < i; ++j) {
-        const float a = w.dA[i * kChunk + j];
-        if (a == 0.0f) continue;
-        for (int64_t d = 0; d < K; ++d) w.tmp[d] = static_cast<float>(c.B[i * K + d] - c.B[j * K + d]);
-        kernels::exp_inplace(w.tmp.data(), K);
-        for (int64_t d = 0; d < K; ++d) {
-          dQs[i * K + d] += a * c.k[j * K + d] * w.tmp[d];
-          dKs[j * K + d] += a * c.q[i * K + d] * w.tmp[d];
-        }
-      }
-  }
+  channel_gate::scores_backward(factors_of(c, K), w.dA.data(), kChunk, c.q, c.k, c.q_tilde,
+                                c.k_tilde, dQs.data(), dKs.data(), w.tmp.data());
   kernels::axpy(rows * K, 1.0f, dQs.data(), w.dQ.data());
   kernels::axpy(rows * K, 1.0f, dKs.data(), w.dK.data());
   if (want_gate)

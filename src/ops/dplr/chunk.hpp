@@ -1,0 +1,73 @@
+// Shared pieces of the chunk-parallel forward and backward of dplr_delta_rule (algorithms.md
+// §4.8b). One chunk of one (sequence, value head) is loaded with the gated family's preparation
+// (src/ops/gla/chunk.hpp: q, k, v, the per-channel cumulative decay G, the factors scale e^G and
+// e^{G_C - G}, and A_qk) and extended by the low-rank pieces: a, b, the exclusive cumulative
+// decay Ḡ, the gated score matrices A_qb, A_ab, A_ak, T = (I - A_ab)^{-1}, W = T (a ⊙ e^Ḡ) and
+// X = A_ak V. Every C x C matrix has leading dimension kChunk and zeros outside its triangle.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/gla/chunk.hpp"
+
+namespace linattn::dplr {
+
+using gla::kChunk;
+
+struct Chunk {
+  gla::Chunk g;           // q, k, v, B = G (double), q_factor = scale e^G, k_factor = e^{G_C-G},
+                          // state_decay = e^{G_C}, A = scale A_qk (lower with the diagonal)
+  float* a = nullptr;     // [C, K]
+  float* b = nullptr;     // [C, K]
+  double* Gx = nullptr;   // [C, K] exclusive cumulative log decay Ḡ (row 0 is 0)
+  float* ea = nullptr;    // [C, K] e^{Ḡ}
+  float* Aqb = nullptr;   // [C, C] scale Σ_d q_id b_jd e^{G_id - G_jd}, j <= i
+  float* Aab = nullptr;   // [C, C] Σ_d a_id b_jd e^{Ḡ_id - G_jd}, j < i
+  float* Aak = nullptr;   // [C, C] Σ_d a_id k_jd e^{Ḡ_id - G_jd}, j < i
+  float* T = nullptr;     // [C, C] (I - A_ab)^{-1}, unit lower
+  float* W = nullptr;     // [C, K] T (a ⊙ e^Ḡ)
+  float* X = nullptr;     // [C, V] A_ak V
+  float* SA = nullptr;    // [C, V] T X after prepare_chunk; U + W S once read_state has run
+  // Factored form (§3.3 S5, middle row m as reference) when every factor stays within e^{±80};
+  // else the matrices are formed pair by pair.
+  bool factored = false;
+  float* a_ratio = nullptr;  // [C, K] e^{Ḡ - G_m}
+  float* a_tilde = nullptr;  // [C, K] a ⊙ e^{Ḡ - G_m}
+  float* b_tilde = nullptr;  // [C, K] b ⊙ e^{G_m - G}
+  float* work = nullptr;     // [C, max(K, V)] scratch of the caller
+};
+
+// Loads tokens [t0, t0 + rows) of the item and computes every field but the state read.
+void prepare_chunk(const gla::Item& it, int64_t t0, int64_t rows, Chunk& c);
+
+// SA = U + W S (row i is the sa_i of the recurrence) from the state S entering the chunk.
+void read_state(const Chunk& c, int64_t K, int64_t V, const float* S);
+
+// S' = diag(e^{G_C}) S + (K ⊙ e^{G_C - G})^T V + (B ⊙ e^{G_C - G})^T SA, in place (chunk_fwd.cpp).
+void advance_state(const Chunk& c, int64_t K, int64_t V, float* S);
+
+// One side of a gated pair product M_ij = Σ_d x_id y_jd e^{E_id - G_jd}: the raw rows, their
+// exponents (G or Ḡ, double) and, in the factored form, the rows times e^{±(E - G_m)} and that
+// factor.
+struct Side {
+  const float* raw;
+  const double* exponent;
+  const float* tilde;
+  const float* ratio;
+};
+Side left_q(const Chunk& c);
+Side left_a(const Chunk& c);
+Side right_k(const Chunk& c);
+Side right_b(const Chunk& c);
+
+// The gradient of M = scale mask(x y^T ⊙ decay) given dM (strictly lower: the caller has
+// handled and zeroed the entries whose decay is e^0): dx += the x-part, dy += the y-part; with dE, dG given, the
+// decay's product rule dE_i += x_i ⊙ (dx part)_i, dG_j -= y_j ⊙ (dy part)_j (§3.4).
+void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,
+                   float* dx, float* dy, double* dE, double* dG);
+
+// Scratch slot of this family (the gla slots are in use by gla::prepare_chunk).
+inline constexpr int kSlotChunk = 20;
+inline constexpr int kSlotStates = 21;
+
+}  // namespace linattn::dplr

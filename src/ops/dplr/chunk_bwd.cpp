@@ -1,0 +1,221 @@
+// Chunk-parallel backward of dplr_delta_rule (algorithms.md §4.8c, the §4.6c pattern). Per
+// (sequence, q/k head), for each value head of its group: rerun the forward keeping the state
+// entering every chunk, then walk the chunks backwards with dS' = dS_[n+1] (dfinal_state, or
+// zero, at the end), recomputing each chunk (chunk.cpp) and SA = U + W S_[n]:
+//   dSA = A_qb^T dO + Bd dS'                     (Bd = B ⊙ e^{G_C - G}, Kd, Qf likewise)
+//   dS_[n] = e^{G_C} ⊙ dS' + Qf^T dO + W^T dSA   (the reverse state scan; dS_0 at n = 0)
+//   dQf = dO S^T   dKd = V dS'^T   dBd = SA dS'^T   dW = dSA S^T
+//   dT = dSA X^T + dW Ae^T   dX = T^T dSA   dAe = T^T dW          (Ae = A ⊙ e^Ḡ, X = A_ak V)
+//   dA_ab = (T^T dT T^T) ⊙ M⁻   dA_ak = (dX V^T) ⊙ M⁻   dA_qk = (dO V^T) ⊙ M   dA_qb = (dO SA^T) ⊙ M
+//   dV = A_qk^T dO + A_ak^T dX + Kd dS'
+// and the four gated pair products back to q, k, a, b (chunk.cpp pair_backward). Gate
+// gradients by the product rule of §3.4 on the chunk-local cumulative decays: dG (inclusive)
+// and dḠ (exclusive) per channel, then dgk_t = Σ_{r>=t} dG_r + Σ_{r>t} dḠ_r + Σ_{j<t} (the
+// key-to-end factors' terms) + the state decay's term e^{G_C} ⊙ rowsum(S ⊙ dS'), shared by all t.
+// q, k, a, b gradients sum over the group's value heads in a fixed order: results do not
+// depend on the thread count.
+#include <algorithm>
+#include <vector>
+
+#include "core/parallel.hpp"
+#include "core/scratch.hpp"
+#include "kernels/elementwise.hpp"
+#include "kernels/gemm.hpp"
+#include "ops/common/forms.hpp"
+#include "ops/common/rows.hpp"
+#include "ops/dplr/chunk.hpp"
+
+namespace linattn {
+namespace {
+
+using dplr::kChunk;
+using kernels::Accumulate;
+
+// dst[i] = x[i] * y[i]
+void multiply(int64_t n, const float* x, const float* y, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = x[i] * y[i];
+}
+
+// Per-chunk buffers of one work item.
+struct Workspace {
+  std::vector<float> dO, dSA, dV, dX;                          // [C, V]
+  std::vector<float> Qf, Kd, Bd, Ae, dQf, dKd, dBd, dW, dAe;   // [C, K]
+  std::vector<float> dq, dk, da, db, dw;                       // [C, K]
+  std::vector<float> dMqk, dMqb, dT, dAab, dAak, tmp;          // [C, C]
+  std::vector<double> dG, dGx, key_end;                        // [C, K]
+  Workspace(int64_t K, int64_t V) {
+    const int64_t C = kChunk;
+    for (auto* b : {&dO, &dSA, &dV, &dX}) b->resize(C * V);
+    for (auto* b : {&Qf, &Kd, &Bd, &Ae, &dQf, &dKd, &dBd, &dW, &dAe, &dq, &dk, &da, &db, &dw}) b->resize(C * K);
+    for (auto* b : {&dMqk, &dMqb, &dT, &dAab, &dAak, &tmp}) b->resize(C * C);
+    for (auto* b : {&dG, &dGx, &key_end}) b->resize(C * K);
+  }
+};
+
+// Keeps the triangle of M (j <= i, or j < i when strict), zero elsewhere up to `rows`.
+void keep_triangle(int64_t rows, bool strict, float* M) {
+  for (int64_t i = 0; i < rows; ++i) std::fill(M + i * kChunk + (strict ? i : i + 1), M + i * kChunk + rows, 0.0f);
+}
+
+// The entries of a pair product whose decay is e^0 whatever the gates: the diagonal (i, i) of
+// A_qk, A_qb (e^{G_i - G_i}) and the subdiagonal (i, i-1) of A_ab, A_ak (e^{Ḡ_i - G_{i-1}}).
+// They go straight to dx, dy and are zeroed before pair_backward, leaving the gate out: their
+// two terms of dgk cancel exactly, and in fp32 would leave rounding noise as large as the
+// entries next to a gradient that strong decays make tiny.
+void undecayed(int64_t rows, int64_t K, int64_t below, float scale, float* dM, const float* x,
+               const float* y, float* dx, float* dy) {
+  for (int64_t i = below; i < rows; ++i) {
+    const int64_t j = i - below;
+    const float d = scale * dM[i * kChunk + j];
+    kernels::axpy(K, d, y + j * K, dx + i * K);
+    kernels::axpy(K, d, x + i * K, dy + j * K);
+    dM[i * kChunk + j] = 0.0f;
+  }
+}
+
+// Σ_e x[r, e] y[r, e] as a double per row r.
+double row_dot(int64_t n, const float* x, const float* y) {
+  double acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += double(x[i]) * y[i];
+  return acc;
+}
+
+void chunk_gradients(const gla::Item& it, const OpGradOutputs& go, const OpGrads& gr,
+                     const dplr::Chunk& c, int64_t t0, const float* S, float* dS, float* dS_prev,
+                     Workspace& w, float* dq_all, float* dk_all, float* da_all, float* db_all) {
+  const Problem& p = it.p;
+  const Sequence& s = it.s;
+  const int64_t K = p.K, V = p.V, C = kChunk, rows = c.g.rows, RK = rows * K;
+  const float scale = static_cast<float>(p.scale);
+  const bool want_gate = gr.dgk.given();
+  const float* kf = c.g.k_factor;
+  load_rows(go.d_o, s.batch, s.start + t0, rows, it.hv, w.dO.data(), V);
+  multiply(RK, c.g.q, c.g.q_factor, w.Qf.data());
+  multiply(RK, c.g.k, kf, w.Kd.data());
+  multiply(RK, c.b, kf, w.Bd.data());
+  multiply(RK, c.a, c.ea, w.Ae.data());
+
+  // dSA, and the state gradient entering the chunk.
+  kernels::lower_gemm_tn(rows, V, c.Aqb, C, w.dO.data(), V, w.dSA.data(), V, Accumulate::no);
+  kernels::gemm_nn(rows, V, K, w.Bd.data(), K, dS, V, w.dSA.data(), V, Accumulate::yes);
+  for (int64_t r = 0; r < K; ++r)
+    for (int64_t e = 0; e < V; ++e) dS_prev[r * V + e] = c.g.state_decay[r] * dS[r * V + e];
+  kernels::gemm_tn(K, V, rows, w.Qf.data(), K, w.dO.data(), V, dS_prev, V, Accumulate::yes);
+  kernels::gemm_tn(K, V, rows, c.W, K, w.dSA.data(), V, dS_prev, V, Accumulate::yes);
+
+  // Row-factor gradients (before the factors' own product rule).
+  kernels::gemm_nt(rows, K, V, w.dO.data(), V, S, V, w.dQf.data(), K, Accumulate::no);
+  kernels::gemm_nt(rows, K, V, c.g.v, V, dS, V, w.dKd.data(), K, Accumulate::no);
+  kernels::gemm_nt(rows, K, V, c.SA, V, dS, V, w.dBd.data(), K, Accumulate::no);
+  kernels::gemm_nt(rows, K, V, w.dSA.data(), V, S, V, w.dW.data(), K, Accumulate::no);
+
+  // The triangular solve: W = T Ae, U = T X.
+  kernels::gemm_nt(rows, rows, V, w.dSA.data(), V, c.X, V, w.dT.data(), C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, K, w.dW.data(), K, w.Ae.data(), K, w.dT.data(), C, Accumulate::yes);
+  kernels::gemm_tn(rows, V, rows, c.T, C, w.dSA.data(), V, w.dX.data(), V, Accumulate::no);
+  kernels::gemm_tn(rows, K, rows, c.T, C, w.dW.data(), K, w.dAe.data(), K, Accumulate::no);
+  kernels::gemm_tn(rows, rows, rows, c.T, C, w.dT.data(), C, w.tmp.data(), C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, rows, w.tmp.data(), C, c.T, C, w.dAab.data(), C, Accumulate::no);
+  keep_triangle(rows, true, w.dAab.data());
+  kernels::gemm_nt(rows, rows, V, w.dX.data(), V, c.g.v, V, w.dAak.data(), C, Accumulate::no);
+  keep_triangle(rows, true, w.dAak.data());
+  kernels::gemm_nt(rows, rows, V, w.dO.data(), V, c.g.v, V, w.dMqk.data(), C, Accumulate::no);
+  keep_triangle(rows, false, w.dMqk.data());
+  kernels::gemm_nt(rows, rows, V, w.dO.data(), V, c.SA, V, w.dMqb.data(), C, Accumulate::no);
+  keep_triangle(rows, false, w.dMqb.data());
+
+  // dV = A_qk^T dO + A_ak^T dX + Kd dS'.
+  kernels::lower_gemm_tn(rows, V, c.g.A, C, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
+  kernels::lower_gemm_tn(rows, V, c.Aak, C, w.dX.data(), V, w.dV.data(), V, Accumulate::yes);
+  kernels::gemm_nn(rows, V, K, w.Kd.data(), K, dS, V, w.dV.data(), V, Accumulate::yes);
+  if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, it.hv, w.dV.data(), V);
+
+  // q, k, a, b: row factors, then the pair products.
+  multiply(RK, w.dQf.data(), c.g.q_factor, w.dq.data());
+  multiply(RK, w.dKd.data(), kf, w.dk.data());
+  multiply(RK, w.dBd.data(), kf, w.db.data());
+  multiply(RK, w.dAe.data(), c.ea, w.da.data());
+  std::fill(w.dG.begin(), w.dG.begin() + RK, 0.0);
+  std::fill(w.dGx.begin(), w.dGx.begin() + RK, 0.0);
+  double* dG = want_gate ? w.dG.data() : nullptr;
+  double* dGx = want_gate ? w.dGx.data() : nullptr;
+  if (want_gate)
+    for (int64_t i = 0; i < RK; ++i) {
+      w.dG[i] += double(w.Qf[i]) * w.dQf[i];   // query factor e^{G_r}
+      w.dGx[i] += double(w.Ae[i]) * w.dAe[i];  // e^{Ḡ_r} of a_r
+      w.key_end[i] = double(w.Kd[i]) * w.dKd[i] + double(w.Bd[i]) * w.dBd[i];  // e^{G_C - G_j}
+    }
+  undecayed(rows, K, 0, scale, w.dMqk.data(), c.g.q, c.g.k, w.dq.data(), w.dk.data());
+  undecayed(rows, K, 0, scale, w.dMqb.data(), c.g.q, c.b, w.dq.data(), w.db.data());
+  undecayed(rows, K, 1, 1.0f, w.dAab.data(), c.a, c.b, w.da.data(), w.db.data());
+  undecayed(rows, K, 1, 1.0f, w.dAak.data(), c.a, c.g.k, w.da.data(), w.dk.data());
+  dplr::pair_backward(c, K, w.dMqk.data(), scale, dplr::left_q(c), dplr::right_k(c), w.dq.data(), w.dk.data(), dG, dG);
+  dplr::pair_backward(c, K, w.dMqb.data(), scale, dplr::left_q(c), dplr::right_b(c), w.dq.data(), w.db.data(), dG, dG);
+  dplr::pair_backward(c, K, w.dAab.data(), 1.0f, dplr::left_a(c), dplr::right_b(c), w.da.data(), w.db.data(), dGx, dG);
+  dplr::pair_backward(c, K, w.dAak.data(), 1.0f, dplr::left_a(c), dplr::right_k(c), w.da.data(), w.dk.data(), dGx, dG);
+  kernels::axpy(RK, 1.0f, w.dq.data(), dq_all + t0 * K);
+  kernels::axpy(RK, 1.0f, w.dk.data(), dk_all + t0 * K);
+  kernels::axpy(RK, 1.0f, w.da.data(), da_all + t0 * K);
+  kernels::axpy(RK, 1.0f, w.db.data(), db_all + t0 * K);
+
+  if (!want_gate) return;
+  // dgk_t = Σ_{r>=t} dG_r + Σ_{r>t} dḠ_r + Σ_{j<t} key_end_j + e^{G_C} rowsum(S ⊙ dS').
+  std::vector<double> run(K), before(K, 0.0);
+  for (int64_t d = 0; d < K; ++d) run[d] = c.g.state_decay[d] * row_dot(V, S + d * V, dS + d * V);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t d = 0; d < K; ++d) {
+      const double key_end = w.key_end[r * K + d];
+      w.key_end[r * K + d] = before[d];  // now the prefix sum over j < r
+      before[d] += key_end;
+    }
+  for (int64_t r = rows - 1; r >= 0; --r)
+    for (int64_t d = 0; d < K; ++d) {
+      run[d] += w.dG[r * K + d];
+      w.dw[r * K + d] = static_cast<float>(run[d] + w.key_end[r * K + d]);
+      run[d] += w.dGx[r * K + d];  // dḠ_r counts for t < r only
+    }
+  store_rows(gr.dgk, s.batch, s.start + t0, rows, it.hv, w.dw.data(), K);
+}
+
+void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const OpGrads& gr,
+              int64_t n, int64_t hq) {
+  const int64_t K = p.K, V = p.V, KV = K * V;
+  const Sequence& s = p.sequences[n];
+  const int64_t len = s.length, n_chunks = (len + kChunk - 1) / kChunk;
+  std::vector<float> grads(4 * len * K, 0.0f);  // dq, dk, da, db of the group
+  float *dq_all = grads.data(), *dk_all = dq_all + len * K, *da_all = dk_all + len * K, *db_all = da_all + len * K;
+  std::vector<float> dS(KV), dS_prev(KV);
+  Workspace w(K, V);
+  float* states = ScratchArena::local().get<float>(dplr::kSlotStates, (n_chunks + 1) * KV);
+  dplr::Chunk c;
+  for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
+    const gla::Item it{p, a, s, n, hv, hq, gla::Gate::vector};
+    load_state(a.initial_state, n, hv, K, V, states);
+    for (int64_t ci = 0; ci < n_chunks; ++ci) {
+      dplr::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c);
+      dplr::read_state(c, K, V, states + ci * KV);
+      std::copy(states + ci * KV, states + (ci + 1) * KV, states + (ci + 1) * KV);
+      dplr::advance_state(c, K, V, states + (ci + 1) * KV);
+    }
+    load_state(go.dfinal_state, n, hv, K, V, dS.data());
+    for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
+      dplr::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c);
+      dplr::read_state(c, K, V, states + ci * KV);
+      chunk_gradients(it, go, gr, c, ci * kChunk, states + ci * KV, dS.data(), dS_prev.data(), w,
+                      dq_all, dk_all, da_all, db_all);
+      std::swap(dS, dS_prev);
+    }
+    if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS.data());
+  }
+  for (auto [grad, rows] : {std::pair{&gr.dq, dq_all}, {&gr.dk, dk_all}, {&gr.da, da_all}, {&gr.db, db_all}})
+    if (grad->given()) store_rows(*grad, s.batch, s.start, len, hq, rows, K);
+}
+
+}  // namespace
+
+void dplr_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& go,
+                         const OpGrads& gr) {
+  parallel_for(p.N() * p.H, [&](int64_t item) { run_item(p, a, go, gr, item / p.H, item % p.H); });
+}
+
+}  // namespace linattn
