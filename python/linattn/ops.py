@@ -403,6 +403,12 @@ def _kda(fn, form, q, k, v, g, beta, scale, initial_state, output_final_state,
          use_qk_l2norm_in_kernel, cu_seqlens, kwargs):
     if kwargs.pop("lower_bound", None) is not None or kwargs.pop("safe_gate", False):
         raise ValueError(f"{fn}: lower_bound / safe_gate (bounded gates) are not supported")
+    _unsupported(fn, "return_intermediate_states", kwargs.pop("return_intermediate_states", None),
+                 "the per-chunk states stay inside the C++ op")
+    _unsupported(fn, "use_graph", kwargs.pop("use_graph", None), "no device graphs on the CPU")
+    # Tuning knobs of fla's kernels that do not change the result: linattn picks its own.
+    for knob in ("disable_recompute", "max_num_seqs", "chunk_size"):
+        kwargs.pop(knob, None)
     g, beta = _gate_options(fn, g, beta, kwargs)
     state_v_first = kwargs.pop("state_v_first", False)
     _fla_extras(fn, kwargs)
@@ -413,10 +419,22 @@ def _kda(fn, form, q, k, v, g, beta, scale, initial_state, output_final_state,
 
 
 def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
-              use_qk_l2norm_in_kernel=False, cu_seqlens=None, **kwargs):
+              use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+              use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False, safe_gate=False,
+              lower_bound=None, disable_recompute=False, return_intermediate_states=False,
+              state_v_first=False, cu_seqlens=None, cu_seqlens_cpu=None, cp_context=None,
+              use_graph=False, max_num_seqs=None, **kwargs):
     """fla.ops.kda.chunk_kda (Kimi Delta Attention): the gated delta rule with a per-key-channel
-    log decay g [B, T, HV, K]. Takes fla's use_gate_in_kernel (with A_log [HV], dt_bias
-    [HV * K]), use_beta_sigmoid_in_kernel, allow_neg_eigval and state_v_first keywords."""
+    log decay g [B, T, HV, K]. use_gate_in_kernel takes A_log [HV] and dt_bias [HV * K] as
+    keywords (as fla); safe_gate/lower_bound, return_intermediate_states and use_graph are not
+    supported; disable_recompute, max_num_seqs and chunk_size are accepted and have no effect."""
+    kwargs.update(use_gate_in_kernel=use_gate_in_kernel,
+                  use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+                  allow_neg_eigval=allow_neg_eigval, safe_gate=safe_gate, lower_bound=lower_bound,
+                  disable_recompute=disable_recompute,
+                  return_intermediate_states=return_intermediate_states,
+                  state_v_first=state_v_first, cu_seqlens_cpu=cu_seqlens_cpu,
+                  cp_context=cp_context, use_graph=use_graph, max_num_seqs=max_num_seqs)
     return _kda("chunk_kda", "chunk", q, k, v, g, beta, scale, initial_state,
                 output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
 
