@@ -154,12 +154,33 @@ class _Mixer(nn.Module):
     """Projections -> short convolutions (or their activation alone) -> _mix.
 
     Subclasses set ``conv_inputs`` (the projections that pass through a short convolution, in
-    the order of the conv caches) and implement ``_project(x)`` (a dict of those projections)
-    and ``_mix(x, h, initial_state, output_final_state, form)`` -> (o, recurrent state)."""
+    the order of the conv caches), build their projections (``_make_qkv`` gives q, k, v and the
+    default ``_project``; others override ``_project(x)``, a dict of the projections) and
+    implement ``_mix(x, h, initial_state, output_final_state, form)`` -> (o, recurrent state)."""
 
     conv_inputs: tuple[str, ...] = ()
     conv_activation: str | None = "silu"  # inside the convolution
     plain_activation = None               # applied instead when use_short_conv is False
+
+    def _make_qkv(self, hidden_size: int, q_dim: int, k_dim: int, v_dim: int):
+        """The q, k, v projections (no bias), and _project for them."""
+        self.q_proj = nn.Linear(hidden_size, q_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, k_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, v_dim, bias=False)
+
+    def _project(self, x):
+        return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+
+    def _make_output(self, hidden_size: int, value_dim: int, use_gate: bool, norm_eps: float):
+        """The output norm over each head's head_v_dim channels (gated by silu(g_proj(x)) with
+        use_gate) and o_proj; _output_norm applies them."""
+        self.use_gate = use_gate
+        if use_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
 
     def _make_convs(self, use_short_conv: bool, conv_size: int, conv_bias: bool,
                     dims: dict[str, int]):
@@ -215,26 +236,16 @@ class GatedDeltaNet(_Mixer):
         if self.num_v_heads % num_heads:
             raise ValueError(f"GatedDeltaNet: num_v_heads={self.num_v_heads} must be a multiple "
                              f"of num_heads={num_heads}")
-        self.allow_neg_eigval, self.use_gate, self.layer_idx = allow_neg_eigval, use_gate, layer_idx
+        self.allow_neg_eigval, self.layer_idx = allow_neg_eigval, layer_idx
         key_dim, value_dim = num_heads * head_dim, self.num_v_heads * self.head_v_dim
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         self.a_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(self.num_v_heads).uniform_(1, 16).log())
         self.dt_bias = nn.Parameter(_inverse_softplus_dt(self.num_v_heads))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        if use_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    def _project(self, x):
-        return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+        self._make_output(hidden_size, value_dim, use_gate, norm_eps)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
@@ -255,7 +266,7 @@ class GatedDeltaNet(_Mixer):
 
 def _output_norm(layer, x, o):
     """The output norm, gated by silu(g_proj(x)) per head when the layer has an output gate."""
-    if getattr(layer, "use_gate", False):
+    if layer.use_gate:
         return layer.o_norm(o, _heads(layer.g_proj(x), o.shape[-1]))
     return layer.o_norm(o)
 
@@ -280,23 +291,13 @@ class DeltaNet(_Mixer):
                              f"defaults) are supported, got {qk_activation!r}, {qk_norm!r}")
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
-        self.use_beta, self.use_gate = use_beta, use_gate
-        self.allow_neg_eigval, self.layer_idx = allow_neg_eigval, layer_idx
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self.use_beta, self.allow_neg_eigval, self.layer_idx = use_beta, allow_neg_eigval, layer_idx
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         if use_beta:
             self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        if use_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
+        self._make_output(hidden_size, value_dim, use_gate, norm_eps)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         v = _heads(h["v"], self.head_v_dim)
@@ -327,24 +328,14 @@ class GatedLinearAttention(_Mixer):
         super().__init__()
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
-        self.use_gate = use_output_gate
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
         self.layer_idx = layer_idx
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, key_dim, bias=True))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
+        self._make_output(hidden_size, value_dim, use_output_gate, norm_eps)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         gk = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer
@@ -416,9 +407,7 @@ class LinearAttention(_Mixer):
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
         self.norm_q, self.norm_k, self.do_feature_map_norm = norm_q, norm_k, do_feature_map_norm
         self.use_short_conv, self.layer_idx = False, layer_idx
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         self.feature_map_q, _ = _feature_map(feature_map, self.head_k_dim)
         self.feature_map_k = (self.feature_map_q if tie_feature_map_qk
                               else _feature_map(feature_map, self.head_k_dim)[0])
@@ -431,8 +420,6 @@ class LinearAttention(_Mixer):
             raise ValueError(f"LinearAttention: output_norm must be 'rmsnorm' or 'identity', "
                              f"got {output_norm!r}")
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         if self.do_feature_map_norm and initial_state is not None:
@@ -525,13 +512,11 @@ class GatedDeltaProduct(_Mixer):
         super().__init__()
         self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
         self.num_heads, self.num_householder = num_heads, num_householder
-        self.allow_neg_eigval, self.use_gate = allow_neg_eigval, use_output_gate
+        self.allow_neg_eigval = allow_neg_eigval
         self.use_forget_gate, self.layer_idx = use_forget_gate, layer_idx
         key_dim, value_dim = num_heads * head_dim, num_heads * self.head_v_dim
         n = num_householder
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim * n, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim * n, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim * n, value_dim * n)
         self.b_proj = nn.Linear(hidden_size, num_heads * n, bias=False)
         if use_forget_gate:
             self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
@@ -539,14 +524,7 @@ class GatedDeltaProduct(_Mixer):
             self.dt_bias = nn.Parameter(_inverse_softplus_dt(num_heads))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim * n, "v": value_dim * n})
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
+        self._make_output(hidden_size, value_dim, use_output_gate, norm_eps)
 
     def _steps(self, x, d):
         """[B, T, n_h * H * d] -> [B, T * n_h, H, d]: the n_h steps of a token are consecutive
