@@ -81,8 +81,6 @@ class _MixerFunction(torch.autograd.Function):
         ctx.call = call
         ctx.save_for_backward(q, k, v, g, gk, beta, initial_state, a, b)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zero fill
-        if final_state is None:
-            return o, None
         return o, final_state
 
     @staticmethod
