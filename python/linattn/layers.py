@@ -548,6 +548,79 @@ class GatedDeltaProduct(_Mixer):
         return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
 
 
+class _LoRA(nn.Module):
+    """RWKV-7's low-rank maps: up(act(down(x))) (+ bias). The decay and learning-rate maps
+    start at their bias (zero up-projection), as in RWKV-7's initialisation."""
+
+    def __init__(self, dim: int, rank: int, activation, bias: bool = True):
+        super().__init__()
+        self.down = nn.Linear(dim, rank, bias=False)
+        self.up = nn.Linear(rank, dim, bias=bias)
+        if bias:
+            nn.init.zeros_(self.up.weight)
+        self.activation = activation
+
+    def forward(self, x):
+        return self.up(self.activation(self.down(x)))
+
+
+class RWKV7(_Mixer):
+    """RWKV-7 "Goose" time mix (Peng et al. 2025), after fla's RWKV7Attention: token shift
+    (each projection reads a learned mix of x_t and x_{t-1}), receptance r, key k, value v, a
+    data-dependent decay w = -0.6065 sigmoid(LoRA(x)) (log space, per channel), in-context
+    learning rate a = sigmoid(LoRA(x)), removal key kk = l2norm(k * k_k), k <- k (1 + (a - 1) k_a);
+    the generalized delta rule S_t = diag(exp(w_t)) S_{t-1} + (kk a)(S_{t-1}^T (-kk))^T + k v^T
+    read by r (linattn's dplr_delta_rule, scale 1), a per-head group norm, the bonus
+    (r . (k * r_k)) v, an output gate g = LoRA(x) and o_proj. The state's ``conv`` field holds
+    the token-shift state (the previous token, [B, hidden_size]). Not included: fla's value
+    residual across layers (v_first)."""
+
+    def __init__(self, hidden_size: int = 1024, head_dim: int = 64, decay_low_rank_dim: int = 64,
+                 a_low_rank_dim: int = 64, gate_low_rank_dim: int = 128, norm_eps: float = 1e-5,
+                 layer_idx: int | None = None):
+        super().__init__()
+        if hidden_size % head_dim:
+            raise ValueError(f"RWKV7: hidden_size = {hidden_size} must be a multiple of "
+                             f"head_dim = {head_dim}")
+        self.head_dim, self.num_heads = head_dim, hidden_size // head_dim
+        self.use_short_conv, self.layer_idx = False, layer_idx
+        self.x_mix = nn.Parameter(torch.rand(6, hidden_size))  # r, w, k, v, a, g
+        self.r_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.w_lora = _LoRA(hidden_size, decay_low_rank_dim, torch.tanh)
+        self.a_lora = _LoRA(hidden_size, a_low_rank_dim, nn.Identity())
+        self.g_lora = _LoRA(hidden_size, gate_low_rank_dim, torch.sigmoid, bias=False)
+        self.k_k = nn.Parameter(torch.full((hidden_size,), 0.85))
+        self.k_a = nn.Parameter(torch.ones(hidden_size))
+        self.r_k = nn.Parameter(torch.zeros(self.num_heads, head_dim))
+        self.g_norm = nn.GroupNorm(self.num_heads, hidden_size, eps=head_dim * norm_eps)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, state: LayerState | None = None,
+                output_state: bool = False, form: str = "chunk"):
+        x = hidden_states
+        previous = (x.new_zeros(x.shape[0], 1, x.shape[2]) if state is None or state.conv is None
+                    else state.conv[0][:, None])
+        delta = torch.cat([previous, x[:, :-1]], dim=1) - x  # x_{t-1} - x_t
+        xr, xw, xk, xv, xa, xg = (x + delta * m for m in self.x_mix)
+        r, k, v = self.r_proj(xr), self.k_proj(xk), self.v_proj(xv)
+        w = -0.6065306597126334 * torch.sigmoid(self.w_lora(xw))  # log decay in (-e^-0.5, 0)
+        a = torch.sigmoid(self.a_lora(xa))
+        kk = F.normalize(_heads(k * self.k_k, self.head_dim), dim=-1)
+        k = k * (1 + (a - 1) * self.k_a)
+        r, k, v, w, a = (_heads(t, self.head_dim) for t in (r, k, v, w, a))
+        o, recurrent = ops.mixer("dplr_delta_rule", r, k, v, a=-kk, b=kk * a, gk=w, scale=1.0,
+                                 initial_state=None if state is None else state.recurrent,
+                                 output_final_state=output_state, form=form)
+        o = self.g_norm(o.flatten(-2).flatten(0, 1)).view(o.shape)
+        o = o + (r * k * self.r_k).sum(-1, keepdim=True) * v
+        o = self.o_proj(o.flatten(-2) * self.g_lora(xg))
+        if not output_state:
+            return o, None
+        return o, LayerState((x[:, -1],), recurrent)
+
+
 # Layers by the names models use (linattn.models.LMConfig.mixer).
 MIXERS = {
     "gated_deltanet": GatedDeltaNet,
@@ -557,4 +630,5 @@ MIXERS = {
     "linear_attn": LinearAttention,
     "mamba2": Mamba2,
     "gated_deltaproduct": GatedDeltaProduct,
+    "rwkv7": RWKV7,
 }
