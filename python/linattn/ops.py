@@ -126,12 +126,11 @@ def mixer(op: str, q, k, v, *, form: str = "chunk", g=None, gk=None, beta=None, 
     options = dict(scale=scale, output_final_state=output_final_state, cu_seqlens=cu_seqlens,
                    normalize=normalize, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
                    num_householder=num_householder)
-    call = _Call(op, form, options)
     needs_graph = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in tensors.values())
     if not needs_graph:  # no_grad, inference_mode or constants: no autograd node, nothing saved
         return _forward(op, form, **tensors, **options)
-    return _MixerFunction.apply(call, *tensors.values())
+    return _MixerFunction.apply(_Call(op, form, options), *tensors.values())
 
 
 # ----------------------------------------------------------------------------------------------
