@@ -6,22 +6,26 @@ same model with a PyTorch chunked formulation of the mixer, measured in the same
 One step = forward + backward + AdamW on next-token cross-entropy. Both models hold the same
 weights and see the same batch; the only difference is GatedDeltaNet.recurrence: linattn's
 chunk_gated_delta_rule (C++ forward and backward) or ``torch_chunk_gated_delta_rule`` below
-(PyTorch ops, differentiated by autograd). The run prints both step times, their ratio and the
-relative difference of the two models' gradients (a check that they compute the same function).
+(PyTorch ops, differentiated by autograd); everything else (projections, linattn's short
+convolution, norms, SwiGLU, head, AdamW) is shared. Steps of the two models alternate, round
+after round, so that a busy machine slows both alike; the run prints the fastest and the median
+step of each, the ratio of the fastest, and the relative difference of the two models' gradients
+(a check that they compute the same function).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
 from . import _core
-from .bench import QuietGuard, time_call
 from .layers import GatedDeltaNet
 from .models import CausalLM, LMConfig
 
@@ -116,6 +120,25 @@ def gradient_difference(model, baseline, batch) -> float:
     return float((grads[0] - grads[1]).norm() / grads[1].norm())
 
 
+def mixer_inputs(args, gen):
+    """The recurrence's inputs at the model's shapes (q, k, v pre-normalisation, gates in range),
+    requiring grad."""
+    B, T, H = args.batch, args.seq, args.heads
+    K = args.d_model // H
+    V = int(K * args.expand_v)
+    x = dict(q=torch.randn(B, T, H, K, generator=gen), k=torch.randn(B, T, H, K, generator=gen),
+             v=torch.randn(B, T, H, V, generator=gen),
+             g=F.logsigmoid(torch.randn(B, T, H, generator=gen)) / 4,
+             beta=torch.rand(B, T, H, generator=gen))
+    return {n: t.requires_grad_() for n, t in x.items()}
+
+
+def mixer_step(recurrence, x, do):
+    """Forward + backward of the recurrence alone."""
+    o, _ = recurrence(x["q"], x["k"], x["v"], x["g"], x["beta"], None, False, "chunk")
+    torch.autograd.backward(o, do)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -126,9 +149,7 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--expand-v", type=float, default=2.0)
     parser.add_argument("--vocab", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement")
-    parser.add_argument("--no-guard", action="store_true",
-                        help="do not repeat measurements disturbed by other processes")
+    parser.add_argument("--rounds", type=int, default=5, help="timed steps of each model")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -137,26 +158,44 @@ def main(argv=None) -> None:
     batch = torch.randint(0, args.vocab, (args.batch, args.seq + 1),
                           generator=torch.Generator().manual_seed(1))
     diff = gradient_difference(model, baseline, batch)
-    guard = QuietGuard(limit=10.0, enabled=not args.no_guard)
-    rows = []
-    for name, m in (("linattn (C++ chunk_gated_delta_rule)", model),
-                    ("PyTorch chunked gated delta rule", baseline)):
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    runs = [("linattn (C++ chunk_gated_delta_rule)", model),
+            ("PyTorch chunked gated delta rule", baseline)]
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for _, m in runs]
+    for (_, m), opt in zip(runs, optimizers):
         train_step(m, opt, batch)  # warm-up: allocations, optimizer state
-        seconds, note = guard.measure(
-            lambda: time_call(lambda: train_step(m, opt, batch), args.seconds, 3))
-        rows.append((name, seconds, note))
+    # The mixer alone (forward + backward of one layer's recurrence, the same shapes).
+    x = mixer_inputs(args, torch.Generator().manual_seed(2))
+    do = torch.randn(x["v"].shape)
+    layers = [model.blocks[0].mixer, baseline.blocks[0].mixer]
+    steps = [lambda m=m: train_step(m, opt, batch) for (_, m), opt in zip(runs, optimizers)]
+    steps += [lambda layer=layer: mixer_step(layer.recurrence, x, do) for layer in layers]
+    for step in steps[2:]:
+        step()  # warm-up
+    times: list[list[float]] = [[] for _ in steps]
+    load = os.getloadavg()[0]
+    for _ in range(args.rounds):
+        for step, seconds in zip(steps, times):
+            start_time = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - start_time)
+    load = max(load, os.getloadavg()[0])
 
     params = sum(p.numel() for p in model.parameters())
     print(f"training step (forward + backward + AdamW), {args.layers}-layer Gated DeltaNet LM, "
           f"d_model={args.d_model}, {args.heads} heads (K={args.d_model // args.heads}, "
-          f"V={int(args.d_model // args.heads * args.expand_v)}), vocab {args.vocab}, "
-          f"{params / 1e6:.2f}M parameters, B={args.batch}, T={args.seq}, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
-    for name, seconds, note in rows:
-        tokens = args.batch * args.seq / seconds
-        print(f"  {name:40s} {seconds * 1e3:9.1f} ms/step {tokens:10.0f} tokens/s {note}")
-    print(f"  speedup of linattn over the PyTorch chunked mixer: {rows[1][1] / rows[0][1]:.2f}x")
+          f"V={int(args.d_model // args.heads * args.expand_v)}), short conv 4, vocab "
+          f"{args.vocab}, {params / 1e6:.2f}M parameters, B={args.batch}, T={args.seq}, "
+          f"{args.threads} threads, {args.rounds} alternating rounds, {platform.machine()}, "
+          f"torch {torch.__version__}, load average up to {load:.1f}")
+    names = [name for name, _ in runs] + [f"mixer only: {name}" for name, _ in runs]
+    for name, seconds in zip(names, times):
+        best = min(seconds)
+        print(f"  {name:52s} fastest {best * 1e3:8.1f} ms "
+              f"({args.batch * args.seq / best:7.0f} tokens/s), median "
+              f"{statistics.median(seconds) * 1e3:8.1f} ms")
+    best = [min(seconds) for seconds in times]
+    print(f"  training step: linattn {best[1] / best[0]:.2f}x faster than the PyTorch chunked "
+          f"mixer; the mixer alone (fwd + bwd of one layer): {best[3] / best[2]:.2f}x")
     print(f"  gradient difference between the two models: {diff:.2e} (relative, all parameters)")
 
 

@@ -154,12 +154,33 @@ class _Mixer(nn.Module):
     """Projections -> short convolutions (or their activation alone) -> _mix.
 
     Subclasses set ``conv_inputs`` (the projections that pass through a short convolution, in
-    the order of the conv caches) and implement ``_project(x)`` (a dict of those projections)
-    and ``_mix(x, h, initial_state, output_final_state, form)`` -> (o, recurrent state)."""
+    the order of the conv caches), build their projections (``_make_qkv`` gives q, k, v and the
+    default ``_project``; others override ``_project(x)``, a dict of the projections) and
+    implement ``_mix(x, h, initial_state, output_final_state, form)`` -> (o, recurrent state)."""
 
     conv_inputs: tuple[str, ...] = ()
     conv_activation: str | None = "silu"  # inside the convolution
     plain_activation = None               # applied instead when use_short_conv is False
+
+    def _make_qkv(self, hidden_size: int, q_dim: int, k_dim: int, v_dim: int):
+        """The q, k, v projections (no bias), and _project for them."""
+        self.q_proj = nn.Linear(hidden_size, q_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, k_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, v_dim, bias=False)
+
+    def _project(self, x):
+        return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+
+    def _make_output(self, hidden_size: int, value_dim: int, use_gate: bool, norm_eps: float):
+        """The output norm over each head's head_v_dim channels (gated by silu(g_proj(x)) with
+        use_gate) and o_proj; _output_norm applies them."""
+        self.use_gate = use_gate
+        if use_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
 
     def _make_convs(self, use_short_conv: bool, conv_size: int, conv_bias: bool,
                     dims: dict[str, int]):
@@ -215,26 +236,16 @@ class GatedDeltaNet(_Mixer):
         if self.num_v_heads % num_heads:
             raise ValueError(f"GatedDeltaNet: num_v_heads={self.num_v_heads} must be a multiple "
                              f"of num_heads={num_heads}")
-        self.allow_neg_eigval, self.use_gate, self.layer_idx = allow_neg_eigval, use_gate, layer_idx
+        self.allow_neg_eigval, self.layer_idx = allow_neg_eigval, layer_idx
         key_dim, value_dim = num_heads * head_dim, self.num_v_heads * self.head_v_dim
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         self.a_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(self.num_v_heads).uniform_(1, 16).log())
         self.dt_bias = nn.Parameter(_inverse_softplus_dt(self.num_v_heads))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        if use_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    def _project(self, x):
-        return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+        self._make_output(hidden_size, value_dim, use_gate, norm_eps)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
@@ -255,7 +266,7 @@ class GatedDeltaNet(_Mixer):
 
 def _output_norm(layer, x, o):
     """The output norm, gated by silu(g_proj(x)) per head when the layer has an output gate."""
-    if getattr(layer, "use_gate", False):
+    if layer.use_gate:
         return layer.o_norm(o, _heads(layer.g_proj(x), o.shape[-1]))
     return layer.o_norm(o)
 
@@ -280,23 +291,13 @@ class DeltaNet(_Mixer):
                              f"defaults) are supported, got {qk_activation!r}, {qk_norm!r}")
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
-        self.use_beta, self.use_gate = use_beta, use_gate
-        self.allow_neg_eigval, self.layer_idx = allow_neg_eigval, layer_idx
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self.use_beta, self.allow_neg_eigval, self.layer_idx = use_beta, allow_neg_eigval, layer_idx
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         if use_beta:
             self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        if use_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
+        self._make_output(hidden_size, value_dim, use_gate, norm_eps)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         v = _heads(h["v"], self.head_v_dim)
@@ -327,24 +328,14 @@ class GatedLinearAttention(_Mixer):
         super().__init__()
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
-        self.use_gate = use_output_gate
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
         self.layer_idx = layer_idx
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, key_dim, bias=True))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
+        self._make_output(hidden_size, value_dim, use_output_gate, norm_eps)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         gk = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer
@@ -416,9 +407,7 @@ class LinearAttention(_Mixer):
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads
         self.norm_q, self.norm_k, self.do_feature_map_norm = norm_q, norm_k, do_feature_map_norm
         self.use_short_conv, self.layer_idx = False, layer_idx
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
         self.feature_map_q, _ = _feature_map(feature_map, self.head_k_dim)
         self.feature_map_k = (self.feature_map_q if tie_feature_map_qk
                               else _feature_map(feature_map, self.head_k_dim)[0])
@@ -431,8 +420,6 @@ class LinearAttention(_Mixer):
             raise ValueError(f"LinearAttention: output_norm must be 'rmsnorm' or 'identity', "
                              f"got {output_norm!r}")
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         if self.do_feature_map_norm and initial_state is not None:
@@ -548,13 +535,11 @@ class GatedDeltaProduct(_Mixer):
         super().__init__()
         self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
         self.num_heads, self.num_householder = num_heads, num_householder
-        self.allow_neg_eigval, self.use_gate = allow_neg_eigval, use_output_gate
+        self.allow_neg_eigval = allow_neg_eigval
         self.use_forget_gate, self.layer_idx = use_forget_gate, layer_idx
         key_dim, value_dim = num_heads * head_dim, num_heads * self.head_v_dim
         n = num_householder
-        self.q_proj = nn.Linear(hidden_size, key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, key_dim * n, bias=False)
-        self.v_proj = nn.Linear(hidden_size, value_dim * n, bias=False)
+        self._make_qkv(hidden_size, key_dim, key_dim * n, value_dim * n)
         self.b_proj = nn.Linear(hidden_size, num_heads * n, bias=False)
         if use_forget_gate:
             self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
@@ -562,14 +547,7 @@ class GatedDeltaProduct(_Mixer):
             self.dt_bias = nn.Parameter(_inverse_softplus_dt(num_heads))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim * n, "v": value_dim * n})
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
-
-    _project = GatedDeltaNet._project
+        self._make_output(hidden_size, value_dim, use_output_gate, norm_eps)
 
     def _steps(self, x, d):
         """[B, T, n_h * H * d] -> [B, T * n_h, H, d]: the n_h steps of a token are consecutive
@@ -593,6 +571,79 @@ class GatedDeltaProduct(_Mixer):
         return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
 
 
+class _LoRA(nn.Module):
+    """RWKV-7's low-rank maps: up(act(down(x))) (+ bias). The decay and learning-rate maps
+    start at their bias (zero up-projection), as in RWKV-7's initialisation."""
+
+    def __init__(self, dim: int, rank: int, activation, bias: bool = True):
+        super().__init__()
+        self.down = nn.Linear(dim, rank, bias=False)
+        self.up = nn.Linear(rank, dim, bias=bias)
+        if bias:
+            nn.init.zeros_(self.up.weight)
+        self.activation = activation
+
+    def forward(self, x):
+        return self.up(self.activation(self.down(x)))
+
+
+class RWKV7(_Mixer):
+    """RWKV-7 "Goose" time mix (Peng et al. 2025), after fla's RWKV7Attention: token shift
+    (each projection reads a learned mix of x_t and x_{t-1}), receptance r, key k, value v, a
+    data-dependent decay w = -0.6065 sigmoid(LoRA(x)) (log space, per channel), in-context
+    learning rate a = sigmoid(LoRA(x)), removal key kk = l2norm(k * k_k), k <- k (1 + (a - 1) k_a);
+    the generalized delta rule S_t = diag(exp(w_t)) S_{t-1} + (kk a)(S_{t-1}^T (-kk))^T + k v^T
+    read by r (linattn's dplr_delta_rule, scale 1), a per-head group norm, the bonus
+    (r . (k * r_k)) v, an output gate g = LoRA(x) and o_proj. The state's ``conv`` field holds
+    the token-shift state (the previous token, [B, hidden_size]). Not included: fla's value
+    residual across layers (v_first)."""
+
+    def __init__(self, hidden_size: int = 1024, head_dim: int = 64, decay_low_rank_dim: int = 64,
+                 a_low_rank_dim: int = 64, gate_low_rank_dim: int = 128, norm_eps: float = 1e-5,
+                 layer_idx: int | None = None):
+        super().__init__()
+        if hidden_size % head_dim:
+            raise ValueError(f"RWKV7: hidden_size = {hidden_size} must be a multiple of "
+                             f"head_dim = {head_dim}")
+        self.head_dim, self.num_heads = head_dim, hidden_size // head_dim
+        self.use_short_conv, self.layer_idx = False, layer_idx
+        self.x_mix = nn.Parameter(torch.rand(6, hidden_size))  # r, w, k, v, a, g
+        self.r_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.w_lora = _LoRA(hidden_size, decay_low_rank_dim, torch.tanh)
+        self.a_lora = _LoRA(hidden_size, a_low_rank_dim, nn.Identity())
+        self.g_lora = _LoRA(hidden_size, gate_low_rank_dim, torch.sigmoid, bias=False)
+        self.k_k = nn.Parameter(torch.full((hidden_size,), 0.85))
+        self.k_a = nn.Parameter(torch.ones(hidden_size))
+        self.r_k = nn.Parameter(torch.zeros(self.num_heads, head_dim))
+        self.g_norm = nn.GroupNorm(self.num_heads, hidden_size, eps=head_dim * norm_eps)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, state: LayerState | None = None,
+                output_state: bool = False, form: str = "chunk"):
+        x = hidden_states
+        previous = (x.new_zeros(x.shape[0], 1, x.shape[2]) if state is None or state.conv is None
+                    else state.conv[0][:, None])
+        delta = torch.cat([previous, x[:, :-1]], dim=1) - x  # x_{t-1} - x_t
+        xr, xw, xk, xv, xa, xg = (x + delta * m for m in self.x_mix)
+        r, k, v = self.r_proj(xr), self.k_proj(xk), self.v_proj(xv)
+        w = -0.6065306597126334 * torch.sigmoid(self.w_lora(xw))  # log decay in (-e^-0.5, 0)
+        a = torch.sigmoid(self.a_lora(xa))
+        kk = F.normalize(_heads(k * self.k_k, self.head_dim), dim=-1)
+        k = k * (1 + (a - 1) * self.k_a)
+        r, k, v, w, a = (_heads(t, self.head_dim) for t in (r, k, v, w, a))
+        o, recurrent = ops.mixer("dplr_delta_rule", r, k, v, a=-kk, b=kk * a, gk=w, scale=1.0,
+                                 initial_state=None if state is None else state.recurrent,
+                                 output_final_state=output_state, form=form)
+        o = self.g_norm(o.flatten(-2).flatten(0, 1)).view(o.shape)
+        o = o + (r * k * self.r_k).sum(-1, keepdim=True) * v
+        o = self.o_proj(o.flatten(-2) * self.g_lora(xg))
+        if not output_state:
+            return o, None
+        return o, LayerState((x[:, -1],), recurrent)
+
+
 # Layers by the names models use (linattn.models.LMConfig.mixer).
 MIXERS = {
     "gated_deltanet": GatedDeltaNet,
@@ -602,4 +653,5 @@ MIXERS = {
     "linear_attn": LinearAttention,
     "mamba2": Mamba2,
     "gated_deltaproduct": GatedDeltaProduct,
+    "rwkv7": RWKV7,
 }

@@ -42,20 +42,20 @@ __all__ = [
     "fused_recurrent_gated_delta_rule",
     "chunk_gated_delta_product",
     "fused_recurrent_gated_delta_product",
-    "noncausal_linear_attn",
     "chunk_kda",
     "fused_recurrent_kda",
     "chunk_dplr_delta_rule",
     "fused_recurrent_dplr_delta_rule",
     "chunk_rwkv7",
     "fused_recurrent_rwkv7",
+    "noncausal_linear_attn",
     "causal_conv1d",
 ]
 
 # The differentiable inputs of an op, in the order the autograd function receives them.
-_TENSOR_INPUTS = ("q", "k", "v", "g", "gk", "beta", "a", "b", "initial_state")
-_GRAD_NAME = {"q": "dq", "k": "dk", "v": "dv", "g": "dg", "gk": "dgk", "beta": "dbeta", "a": "da", "b": "db",
-              "initial_state": "dinitial_state"}
+_TENSOR_INPUTS = ("q", "k", "v", "g", "gk", "beta", "initial_state", "a", "b")
+_GRAD_NAME = {"q": "dq", "k": "dk", "v": "dv", "g": "dg", "gk": "dgk", "beta": "dbeta",
+              "initial_state": "dinitial_state", "a": "da", "b": "db"}
 
 
 def _backward_form(op: str) -> str:
@@ -77,14 +77,12 @@ class _MixerFunction(torch.autograd.Function):
     """o, final_state = op(q, k, v, gates, initial_state) through the C++ forward and backward."""
 
     @staticmethod
-    def forward(ctx, call: _Call, q, k, v, g, gk, beta, a, b, initial_state):
-        o, final_state = _forward(call.op, call.form, q, k, v, g=g, gk=gk, beta=beta, a=a, b=b,
-                                  initial_state=initial_state, **call.options)
+    def forward(ctx, call: _Call, q, k, v, g, gk, beta, initial_state, a, b):
+        o, final_state = _forward(call.op, call.form, q, k, v, g=g, gk=gk, beta=beta,
+                                  initial_state=initial_state, a=a, b=b, **call.options)
         ctx.call = call
-        ctx.save_for_backward(q, k, v, g, gk, beta, a, b, initial_state)
+        ctx.save_for_backward(q, k, v, g, gk, beta, initial_state, a, b)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zero fill
-        if final_state is None:
-            return o, None
         return o, final_state
 
     @staticmethod
@@ -99,8 +97,8 @@ class _MixerFunction(torch.autograd.Function):
             do = v.new_zeros((q.shape[0], q.shape[1], v.shape[2], v.shape[3]))
         call = ctx.call
         grads = _backward(call.op, _backward_form(call.op), q, saved["k"], v, do, dfinal_state,
-                          wanted=wanted, g=saved["g"], gk=saved["gk"], beta=saved["beta"],
-                          a=saved["a"], b=saved["b"], initial_state=saved["initial_state"], **call.options)
+                          wanted=wanted, **{n: saved[n] for n in _TENSOR_INPUTS[3:]},
+                          **call.options)
         return (None, *(grads.get(_GRAD_NAME[n]) for n in _TENSOR_INPUTS))
 
 
@@ -117,26 +115,24 @@ def _check_tensors(fn: str, tensors: dict[str, Any]) -> None:
 
 
 def mixer(op: str, q, k, v, *, form: str = "chunk", g=None, gk=None, beta=None, a=None, b=None,
-          scale=None,
-          initial_state=None, output_final_state: bool = False, cu_seqlens=None,
+          scale=None, initial_state=None, output_final_state: bool = False, cu_seqlens=None,
           normalize: bool = False, use_qk_l2norm_in_kernel: bool = False,
           num_householder: int = 1, name: str | None = None):
     """Runs `form` ('chunk', 'recurrent' or 'reference') of `op` (a name of
-    ``linattn.op_names()``) on torch tensors; differentiable in q, k, v, g, gk, beta, a, b and
-    initial_state. Returns ``(o, final_state)``, final_state None unless output_final_state.
-    `name` is the function named in error messages (default: the op)."""
+    ``linattn.op_names()``) on torch tensors; differentiable in q, k, v, g, gk, beta,
+    initial_state, a and b. Returns ``(o, final_state)``, final_state None unless
+    output_final_state. `name` is the function named in error messages (default: the op)."""
     name = name or op
-    tensors = dict(q=q, k=k, v=v, g=g, gk=gk, beta=beta, a=a, b=b, initial_state=initial_state)
+    tensors = dict(q=q, k=k, v=v, g=g, gk=gk, beta=beta, initial_state=initial_state, a=a, b=b)
     _check_tensors(name, {**tensors, "cu_seqlens": cu_seqlens})
     options = dict(scale=scale, output_final_state=output_final_state, cu_seqlens=cu_seqlens,
                    normalize=normalize, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
                    num_householder=num_householder)
-    call = _Call(op, form, options)
     needs_graph = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in tensors.values())
     if not needs_graph:  # no_grad, inference_mode or constants: no autograd node, nothing saved
         return _forward(op, form, **tensors, **options)
-    return _MixerFunction.apply(call, *tensors.values())
+    return _MixerFunction.apply(_Call(op, form, options), *tensors.values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,6 +321,9 @@ def _gate_options(fn: str, g, beta, kwargs: dict[str, Any]):
         if A_log is None:
             raise ValueError(f"{fn}: use_gate_in_kernel=True needs A_log")
         _check_tensors(fn, {"A_log": A_log, "dt_bias": dt_bias})
+        if g.dim() == 4:  # KDA: per-channel logits [B, T, HV, K], dt_bias [HV * K], A_log [HV]
+            A_log = A_log.reshape(-1, 1)
+            dt_bias = None if dt_bias is None else dt_bias.reshape(g.shape[-2:])
         g = g if dt_bias is None else g + dt_bias
         wide = torch.promote_types(g.dtype, torch.float32)  # bf16 logits: the decay in fp32
         g = -A_log.to(wide).exp() * torch.nn.functional.softplus(g.to(wide))
@@ -376,86 +375,6 @@ def fused_recurrent_gated_delta_rule(q, k, v, g=None, gk=None, gv=None, beta=Non
         use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, name=fn), initial_state, state_v_first)
 
 
-def _kda(fn: str, form: str, q, k, v, g, beta, scale, initial_state, output_final_state,
-         use_qk_l2norm_in_kernel, cu_seqlens, kwargs):
-    """Kimi Delta Attention through fla's keywords: g is the per-channel log decay
-    [B, T, HV, K] (linattn's gk). use_gate_in_kernel takes A_log [HV] and dt_bias [HV*K] as in
-    fla (g <- -exp(A_log) softplus(g + dt_bias), per channel); the bounded safe_gate variant is
-    not supported."""
-    _unsupported(fn, "safe_gate", kwargs.pop("safe_gate", False), "pass the bounded gate as g")
-    _unsupported(fn, "lower_bound", kwargs.pop("lower_bound", None), "pass the bounded gate as g")
-    HV, K = g.shape[-2], g.shape[-1]
-    if kwargs.get("A_log") is not None:  # per value head: broadcast over the K channels
-        kwargs["A_log"] = kwargs["A_log"].reshape(HV, 1)
-    if kwargs.get("dt_bias") is not None:
-        kwargs["dt_bias"] = kwargs["dt_bias"].reshape(HV, K)
-    g, beta = _gate_options(fn, g, beta, kwargs)
-    state_v_first = kwargs.pop("state_v_first", False)
-    for ignored in ("disable_recompute", "return_intermediate_states", "chunk_size"):
-        kwargs.pop(ignored, None)  # GPU memory/tiling choices: no effect on the result
-    _fla_extras(fn, kwargs)
-    return _state_v_first(lambda s0: mixer(
-        "kda", q, k, v, form=form, gk=g, beta=beta, scale=scale, initial_state=s0,
-        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
-        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, name=fn), initial_state, state_v_first)
-
-
-def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
-              use_qk_l2norm_in_kernel=False, cu_seqlens=None, **kwargs):
-    """fla.ops.kda.chunk_kda: S_t = (I - beta_t k_t k_t^T) diag(exp(g_t)) S_{t-1} +
-    beta_t k_t v_t^T with a per-channel log decay g [B, T, HV, K]; v may have HV = m H heads."""
-    return _kda("chunk_kda", "chunk", q, k, v, g, beta, scale, initial_state, output_final_state,
-                use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
-
-
-def fused_recurrent_kda(q, k, v, g, beta, scale=None, initial_state=None,
-                        output_final_state=False, use_qk_l2norm_in_kernel=False, cu_seqlens=None,
-                        **kwargs):
-    """fla.ops.kda.fused_recurrent_kda: chunk_kda token by token (the decode form)."""
-    return _kda("fused_recurrent_kda", "recurrent", q, k, v, g, beta, scale, initial_state,
-                output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
-
-
-def _dplr(fn: str, form: str, q, k, v, a, b, gk, scale, initial_state, output_final_state,
-          cu_seqlens, kwargs):
-    for ignored in ("safe_gate", "chunk_size", "disable_recompute"):
-        kwargs.pop(ignored, None)  # GPU tiling/recompute choices: no effect on the result
-    _fla_extras(fn, kwargs)
-    return mixer("dplr_delta_rule", q, k, v, form=form, a=a, b=b, gk=gk, scale=scale,
-                 initial_state=initial_state, output_final_state=output_final_state,
-                 cu_seqlens=cu_seqlens, name=fn)
-
-
-def chunk_dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None,
-                          output_final_state=False, cu_seqlens=None, **kwargs):
-    """fla.ops.generalized_delta_rule.chunk_dplr_delta_rule: sa_t = S_{t-1}^T a_t,
-    S_t = diag(exp(gk_t)) S_{t-1} + b_t sa_t^T + k_t v_t^T, o_t = scale S_t^T q_t."""
-    return _dplr("chunk_dplr_delta_rule", "chunk", q, k, v, a, b, gk, scale, initial_state,
-                 output_final_state, cu_seqlens, kwargs)
-
-
-def fused_recurrent_dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None,
-                                    output_final_state=False, cu_seqlens=None, **kwargs):
-    """fla.ops.generalized_delta_rule.fused_recurrent_dplr_delta_rule (token by token)."""
-    return _dplr("fused_recurrent_dplr_delta_rule", "recurrent", q, k, v, a, b, gk, scale,
-                 initial_state, output_final_state, cu_seqlens, kwargs)
-
-
-def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False,
-                cu_seqlens=None, **kwargs):
-    """fla.ops.rwkv7.chunk_rwkv7: the DPLR delta rule with q = r (receptance), gk = w (log
-    decay), scale 1 by default."""
-    return _dplr("chunk_rwkv7", "chunk", r, k, v, a, b, w, scale, initial_state,
-                 output_final_state, cu_seqlens, kwargs)
-
-
-def fused_recurrent_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None,
-                          output_final_state=False, cu_seqlens=None, **kwargs):
-    """fla.ops.rwkv7.fused_recurrent_rwkv7: chunk_rwkv7 token by token (the decode form)."""
-    return _dplr("fused_recurrent_rwkv7", "recurrent", r, k, v, a, b, w, scale, initial_state,
-                 output_final_state, cu_seqlens, kwargs)
-
-
 def chunk_gated_delta_product(q, k, v, g, beta, num_householder, scale=None, initial_state=None,
                               output_final_state=False, cu_seqlens=None,
                               use_qk_l2norm_in_kernel=False, **kwargs):
@@ -477,6 +396,108 @@ def fused_recurrent_gated_delta_product(q, k, v, g, beta, num_householder, scale
                  initial_state=initial_state, output_final_state=output_final_state,
                  cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
                  num_householder=num_householder, name="fused_recurrent_gated_delta_product")
+
+
+def _kda(fn, form, q, k, v, g, beta, scale, initial_state, output_final_state,
+         use_qk_l2norm_in_kernel, cu_seqlens, kwargs):
+    if kwargs.pop("lower_bound", None) is not None or kwargs.pop("safe_gate", False):
+        raise ValueError(f"{fn}: lower_bound / safe_gate (bounded gates) are not supported")
+    _unsupported(fn, "return_intermediate_states", kwargs.pop("return_intermediate_states", None),
+                 "the per-chunk states stay inside the C++ op")
+    _unsupported(fn, "use_graph", kwargs.pop("use_graph", None), "no device graphs on the CPU")
+    # Tuning knobs of fla's kernels that do not change the result: linattn picks its own.
+    for knob in ("disable_recompute", "max_num_seqs", "chunk_size"):
+        kwargs.pop(knob, None)
+    g, beta = _gate_options(fn, g, beta, kwargs)
+    state_v_first = kwargs.pop("state_v_first", False)
+    _fla_extras(fn, kwargs)
+    return _state_v_first(lambda s0: mixer(
+        "kda", q, k, v, form=form, gk=g, beta=beta, scale=scale, initial_state=s0,
+        output_final_state=output_final_state, cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, name=fn), initial_state, state_v_first)
+
+
+def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+              use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+              use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False, safe_gate=False,
+              lower_bound=None, disable_recompute=False, return_intermediate_states=False,
+              state_v_first=False, cu_seqlens=None, cu_seqlens_cpu=None, cp_context=None,
+              use_graph=False, max_num_seqs=None, **kwargs):
+    """fla.ops.kda.chunk_kda (Kimi Delta Attention): the gated delta rule with a per-key-channel
+    log decay g [B, T, HV, K]. use_gate_in_kernel takes A_log [HV] and dt_bias [HV * K] as
+    keywords (as fla); safe_gate/lower_bound, return_intermediate_states and use_graph are not
+    supported; disable_recompute, max_num_seqs and chunk_size are accepted and have no effect."""
+    kwargs.update(use_gate_in_kernel=use_gate_in_kernel,
+                  use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+                  allow_neg_eigval=allow_neg_eigval, safe_gate=safe_gate, lower_bound=lower_bound,
+                  disable_recompute=disable_recompute,
+                  return_intermediate_states=return_intermediate_states,
+                  state_v_first=state_v_first, cu_seqlens_cpu=cu_seqlens_cpu,
+                  cp_context=cp_context, use_graph=use_graph, max_num_seqs=max_num_seqs)
+    return _kda("chunk_kda", "chunk", q, k, v, g, beta, scale, initial_state,
+                output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
+
+
+def fused_recurrent_kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None,
+                        initial_state=None, output_final_state=False,
+                        use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+                        use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
+                        lower_bound=None, state_v_first=False, cu_seqlens=None, **kwargs):
+    """fla.ops.kda.fused_recurrent_kda (token by token)."""
+    kwargs.update(A_log=A_log, dt_bias=dt_bias, use_gate_in_kernel=use_gate_in_kernel,
+                  use_beta_sigmoid_in_kernel=use_beta_sigmoid_in_kernel,
+                  allow_neg_eigval=allow_neg_eigval, lower_bound=lower_bound,
+                  state_v_first=state_v_first)
+    return _kda("fused_recurrent_kda", "recurrent", q, k, v, g, beta, scale, initial_state,
+                output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, kwargs)
+
+
+def chunk_dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None,
+                          output_final_state=False, cu_seqlens=None, **kwargs):
+    """fla.ops.generalized_delta_rule.chunk_dplr_delta_rule: S_t = diag(exp(gk_t)) S_{t-1}
+    + b_t (S_{t-1}^T a_t)^T + k_t v_t^T (RWKV-7 with q = r, gk = w)."""
+    _fla_extras("chunk_dplr_delta_rule", kwargs)
+    return mixer("dplr_delta_rule", q, k, v, a=a, b=b, gk=gk, scale=scale,
+                 initial_state=initial_state, output_final_state=output_final_state,
+                 cu_seqlens=cu_seqlens, name="chunk_dplr_delta_rule")
+
+
+def fused_recurrent_dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None,
+                                    output_final_state=False, reverse=False, cu_seqlens=None,
+                                    **kwargs):
+    """fla.ops.generalized_delta_rule.fused_recurrent_dplr_delta_rule (token by token)."""
+    fn = "fused_recurrent_dplr_delta_rule"
+    _fla_extras(fn, kwargs)
+    _unsupported(fn, "reverse", reverse, "linattn's recurrences run forward in time")
+    return mixer("dplr_delta_rule", q, k, v, form="recurrent", a=a, b=b, gk=gk, scale=scale,
+                 initial_state=initial_state, output_final_state=output_final_state,
+                 cu_seqlens=cu_seqlens, name=fn)
+
+
+def _rwkv7(fn: str, form: str, r, w, k, v, a, b, scale, initial_state, output_final_state,
+           cu_seqlens, kwargs):
+    """RWKV-7 is the DPLR rule with q = r (receptance) and gk = w (per-channel log decay).
+    safe_gate, chunk_size and disable_recompute are fla's GPU kernel choices: no effect here."""
+    for hint in ("safe_gate", "chunk_size", "disable_recompute"):
+        kwargs.pop(hint, None)
+    _fla_extras(fn, kwargs)
+    return mixer("dplr_delta_rule", r, k, v, form=form, a=a, b=b, gk=w, scale=scale,
+                 initial_state=initial_state, output_final_state=output_final_state,
+                 cu_seqlens=cu_seqlens, name=fn)
+
+
+def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False,
+                cu_seqlens=None, **kwargs):
+    """fla.ops.rwkv7.chunk_rwkv7 (scale 1 by default, as fla)."""
+    return _rwkv7("chunk_rwkv7", "chunk", r, w, k, v, a, b, scale, initial_state,
+                  output_final_state, cu_seqlens, kwargs)
+
+
+def fused_recurrent_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None,
+                          output_final_state=False, cu_seqlens=None, **kwargs):
+    """fla.ops.rwkv7.fused_recurrent_rwkv7: chunk_rwkv7 token by token (the decode form)."""
+    return _rwkv7("fused_recurrent_rwkv7", "recurrent", r, w, k, v, a, b, scale, initial_state,
+                  output_final_state, cu_seqlens, kwargs)
 
 
 def noncausal_linear_attn(q, k, v, scale=None, normalize=False, cu_seqlens=None):

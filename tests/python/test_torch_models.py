@@ -19,6 +19,7 @@ LAYER_CONFIGS = {
     "mamba2_neg": dict(state_size=16, head_dim=16, n_groups=2, allow_neg_eigval=True),
     "gated_deltaproduct": dict(head_dim=16, num_heads=2, num_householder=2,
                                allow_neg_eigval=True, use_forget_gate=True),
+    "rwkv7": dict(head_dim=16, decay_low_rank_dim=8, a_low_rank_dim=8, gate_low_rank_dim=16),
 }
 HIDDEN = 64
 
@@ -49,7 +50,8 @@ def test_layer_prefill_then_steps_equals_forward(name):
     # and projections of the layer.
     assert rel_err(torch.cat(steps, 1), full) <= 1e-5
     assert rel_err(state.recurrent, full_state.recurrent) <= 1e-5
-    assert (state.conv is None) == (full_state.conv is None) == (not layer.use_short_conv)
+    assert (state.conv is None) == (full_state.conv is None) == (
+        not layer.use_short_conv and name != "rwkv7")  # rwkv7: the token-shift state
     for cache, full_cache in zip(state.conv or (), full_state.conv or ()):
         assert rel_err(cache, full_cache) <= 1e-6  # the last W inputs (projected one by one)
 
@@ -106,7 +108,7 @@ def small_lm(mixer="gated_deltanet", layers_=None, seed=0):
     return models.CausalLM(config).eval()
 
 
-@pytest.mark.parametrize("mixer", ["gated_deltanet", "mamba2", "gated_deltaproduct"])
+@pytest.mark.parametrize("mixer", ["gated_deltanet", "mamba2", "gated_deltaproduct", "rwkv7"])
 def test_generate_logits_equal_a_full_forward(mixer):
     model = small_lm(mixer)
     prompt = torch.randint(0, 50, (2, 67))

@@ -13,8 +13,8 @@ import linattn  # noqa: E402
 from conftest import OP_GATES, STATELESS  # noqa: E402
 from linattn import ops, reference  # noqa: E402
 
-OPS = linattn.op_names()
-DIFFERENTIABLE = ("q", "k", "v", "g", "gk", "beta", "a", "b", "initial_state")
+OPS = [op for op in linattn.op_names() if op in OP_GATES]  # the ops the fixtures can feed
+DIFFERENTIABLE = ("q", "k", "v", "g", "gk", "beta", "initial_state", "a", "b")
 
 
 def torch_inputs(make_inputs, op, dtype=torch.float64, requires_grad=True, **shape):
@@ -137,6 +137,24 @@ def test_only_needed_gradients_are_computed(make_inputs, monkeypatch, rel_err):
     assert rel_err(x["v"].grad, dv) <= 1e-5
 
 
+def test_bfloat16(make_inputs, rel_err):
+    """bfloat16 storage: outputs and gradients in bfloat16 (state float32), against the oracle
+    on the same bf16-rounded inputs. Bound 2e-2: a few bf16 roundings (2^-8 relative each) of
+    o, do and the gradients."""
+    x = torch_inputs(make_inputs, "gated_delta_rule", dtype=torch.bfloat16, T=40)
+    o, s = ops.chunk_gated_delta_rule(**x, output_final_state=True)
+    assert (o.dtype, s.dtype) == (torch.bfloat16, torch.float32)
+    do = torch.randn_like(o)
+    o.backward(do)
+    x64 = {n: t.detach().double() for n, t in x.items()}
+    o64, _ = reference.gated_delta_rule(**x64, output_final_state=True)
+    grads = reference.backward("gated_delta_rule", **x64, do=do.double())
+    assert rel_err(o, o64) <= 1e-2
+    for name, t in x.items():
+        assert t.grad.dtype == torch.bfloat16
+        assert rel_err(t.grad, grads["d" + name]) <= 2e-2, name
+
+
 def test_gradient_through_the_final_state_only(make_inputs, rel_err):
     x = torch_inputs(make_inputs, "gla", dtype=torch.float32)
     _, s = ops.chunk_gla(x["q"], x["k"], x["v"], x["gk"], initial_state=x["initial_state"],
@@ -254,16 +272,25 @@ FLA_SIGNATURES = {
                                   ("cu_seqlens", None), ("use_qk_l2norm_in_kernel", False)],
     "chunk_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("scale", None),
                   ("initial_state", None), ("output_final_state", False),
-                  ("use_qk_l2norm_in_kernel", False), ("cu_seqlens", None)],
-    "fused_recurrent_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("scale", None),
-                            ("initial_state", None), ("output_final_state", False),
-                            ("use_qk_l2norm_in_kernel", False), ("cu_seqlens", None)],
+                  ("use_qk_l2norm_in_kernel", False), ("use_gate_in_kernel", False),
+                  ("use_beta_sigmoid_in_kernel", False), ("allow_neg_eigval", False),
+                  ("safe_gate", False), ("lower_bound", None), ("disable_recompute", False),
+                  ("return_intermediate_states", False), ("state_v_first", False),
+                  ("cu_seqlens", None), ("cu_seqlens_cpu", None), ("cp_context", None),
+                  ("use_graph", False), ("max_num_seqs", None)],
+    "fused_recurrent_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("A_log", None),
+                            ("dt_bias", None), ("scale", None), ("initial_state", None),
+                            ("output_final_state", False), ("use_qk_l2norm_in_kernel", False),
+                            ("use_gate_in_kernel", False), ("use_beta_sigmoid_in_kernel", False),
+                            ("allow_neg_eigval", False), ("lower_bound", None),
+                            ("state_v_first", False), ("cu_seqlens", None)],
     "chunk_dplr_delta_rule": [("q", E), ("k", E), ("v", E), ("a", E), ("b", E), ("gk", E),
                               ("scale", None), ("initial_state", None),
                               ("output_final_state", False), ("cu_seqlens", None)],
     "fused_recurrent_dplr_delta_rule": [("q", E), ("k", E), ("v", E), ("a", E), ("b", E),
                                         ("gk", E), ("scale", None), ("initial_state", None),
-                                        ("output_final_state", False), ("cu_seqlens", None)],
+                                        ("output_final_state", False), ("reverse", False),
+                                        ("cu_seqlens", None)],
     "chunk_rwkv7": [("r", E), ("w", E), ("k", E), ("v", E), ("a", E), ("b", E), ("scale", 1.0),
                     ("initial_state", None), ("output_final_state", False), ("cu_seqlens", None)],
     "fused_recurrent_rwkv7": [("r", E), ("w", E), ("k", E), ("v", E), ("a", E), ("b", E),
@@ -308,6 +335,23 @@ FLA_CALLS = {
 }
 
 
+@pytest.mark.parametrize("name", sorted(FLA_CALLS))
+def test_fla_call_by_keyword(name, make_inputs, rel_err):
+    op, gates, extra = FLA_CALLS[name]
+    x = torch_inputs(make_inputs, op, dtype=torch.float32, requires_grad=False, T=20)
+    x.pop("num_householder", None)
+    kwargs = {"q": x["q"], "k": x["k"], "v": x["v"], "scale": 0.3,
+              "initial_state": x["initial_state"], "output_final_state": True,
+              **{fla: x[ours] for fla, ours in gates.items()}, **extra}
+    if "cu_seqlens" in dict(FLA_SIGNATURES[name]):
+        kwargs["cu_seqlens"] = None
+    o, s = getattr(ops, name)(**kwargs)
+    x64 = {n: t.double() for n, t in x.items()}
+    expected = getattr(reference, op)(**x64, scale=0.3, output_final_state=True, **extra)
+    assert rel_err(o, expected[0]) <= 1e-5 and rel_err(s, expected[1]) <= 1e-5
+    assert s.dtype == torch.float32 and o.dtype == x["v"].dtype
+
+
 @pytest.mark.parametrize("name", ["chunk_rwkv7", "fused_recurrent_rwkv7"])
 def test_fla_rwkv7_by_keyword(name, make_inputs, rel_err):
     """RWKV-7's names: r is the query, w the per-channel log decay; scale defaults to 1."""
@@ -318,38 +362,6 @@ def test_fla_rwkv7_by_keyword(name, make_inputs, rel_err):
     x64 = {n: t.double() for n, t in x.items()}
     expected = reference.dplr_delta_rule(**x64, scale=1.0, output_final_state=True)
     assert rel_err(o, expected[0]) <= 1e-5 and rel_err(s, expected[1]) <= 1e-5
-
-
-def test_fla_kda_gate_in_kernel(make_inputs, rel_err):
-    """chunk_kda's use_gate_in_kernel: g <- -exp(A_log) softplus(g + dt_bias) per channel, with
-    A_log [HV] and dt_bias [HV*K] as fla takes them."""
-    x = torch_inputs(make_inputs, "kda", dtype=torch.float64, requires_grad=False, T=20)
-    B, T, HV, K = x["gk"].shape
-    raw = torch.randn(B, T, HV, K, dtype=torch.float64)
-    A_log, dt_bias = torch.randn(HV, dtype=torch.float64), torch.randn(HV * K, dtype=torch.float64)
-    o, _ = ops.chunk_kda(x["q"], x["k"], x["v"], raw, x["beta"], use_gate_in_kernel=True,
-                         A_log=A_log, dt_bias=dt_bias)
-    gk = -A_log.exp()[:, None] * torch.nn.functional.softplus(raw + dt_bias.view(HV, K))
-    assert rel_err(o, reference.kda(x["q"], x["k"], x["v"], gk, x["beta"])[0]) <= 1e-12
-    with pytest.raises(ValueError, match="safe_gate is not supported"):
-        ops.chunk_kda(x["q"], x["k"], x["v"], raw, x["beta"], safe_gate=True)
-
-
-@pytest.mark.parametrize("name", sorted(FLA_CALLS))
-def test_fla_call_by_keyword(name, make_inputs, rel_err):
-    op, gates, extra = FLA_CALLS[name]
-    x = torch_inputs(make_inputs, op, dtype=torch.float32, requires_grad=False, T=20)
-    x.pop("num_householder", None)
-    kwargs = {"q": x["q"], "k": x["k"], "v": x["v"], "scale": 0.3,
-              "initial_state": x["initial_state"], "output_final_state": True,
-              **{fla: x[ours] for fla, ours in gates.items()}, **extra}
-    if "cu_seqlens" in FLA_SIGNATURES[name][-3:] or "cu_seqlens" in dict(FLA_SIGNATURES[name]):
-        kwargs["cu_seqlens"] = None
-    o, s = getattr(ops, name)(**kwargs)
-    x64 = {n: t.double() for n, t in x.items()}
-    expected = getattr(reference, op)(**x64, scale=0.3, output_final_state=True, **extra)
-    assert rel_err(o, expected[0]) <= 1e-5 and rel_err(s, expected[1]) <= 1e-5
-    assert s.dtype == torch.float32 and o.dtype == x["v"].dtype
 
 
 def test_fla_defaults_and_variants(make_inputs, rel_err):
@@ -454,3 +466,15 @@ def test_causal_conv1d_float32_matches_torch():
     assert float((y - y_ref).detach().norm() / y_ref.detach().norm()) <= 1e-6
     for g, ref in zip(grads, grads_ref):
         assert float((g - ref).norm() / ref.norm()) <= 1e-6
+
+
+def test_kda_gate_in_kernel(make_inputs, rel_err):
+    """fla's KDA gate keywords: per-channel dt_bias [HV * K], A_log [HV]."""
+    x = torch_inputs(make_inputs, "kda", dtype=torch.float64, requires_grad=False)
+    a = torch.randn(2, 7, 2, 8, dtype=torch.float64)
+    A_log, dt_bias = torch.tensor([0.5, -1.0]).double(), torch.randn(16).double()
+    o, _ = ops.fused_recurrent_kda(x["q"], x["k"], x["v"], a, x["beta"], A_log, dt_bias,
+                                   use_gate_in_kernel=True)
+    gk = -A_log.exp()[:, None] * torch.nn.functional.softplus(a + dt_bias.view(2, 8))
+    o_ref, _ = reference.kda(x["q"], x["k"], x["v"], gk, x["beta"])
+    assert rel_err(o, o_ref) <= 1e-12
