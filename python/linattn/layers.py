@@ -644,6 +644,66 @@ class RWKV7(_Mixer):
         return o, LayerState((x[:, -1],), recurrent)
 
 
+class Attention(nn.Module):
+    """Softmax attention, the "full attention" layer of hybrid stacks and the baseline of the
+    experiments (fla's Attention layer without its optional q/k norms): q, k, v projections
+    (num_kv_heads < num_heads: grouped-query attention), rotary position embeddings (RoPE),
+    causal attention through linattn.parallel_attn (optionally a sliding window), o_proj.
+    Its decode state is the KV cache (LayerState.recurrent = (k, v), [B, T, Hkv, D] each);
+    step() and continued prefills attend through linattn.attn_with_kvcache."""
+
+    use_short_conv = False
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32,
+                 num_kv_heads: int | None = None, head_dim: int | None = None,
+                 window_size: int | None = None, rope_theta: float | None = 10000.0,
+                 layer_idx: int | None = None):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads or num_heads
+        if num_heads % self.num_kv_heads:
+            raise ValueError(f"Attention: num_heads={num_heads} must be a multiple of "
+                             f"num_kv_heads={self.num_kv_heads}")
+        self.head_dim = head_dim or hidden_size // num_heads
+        self.window_size, self.rope_theta, self.layer_idx = window_size, rope_theta, layer_idx
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+
+    def _rope(self, x, offset: int):
+        """Rotates channel pairs (i, i + D/2) of x [B, T, H, D] by angle position * theta^(-2i/D)."""
+        if self.rope_theta is None:
+            return x
+        half = self.head_dim // 2
+        freq = self.rope_theta ** (-torch.arange(half, dtype=torch.float32) / half)
+        pos = torch.arange(offset, offset + x.shape[1], dtype=torch.float32)
+        angle = (pos[:, None] * freq[None, :])[None, :, None, :]  # [1, T, 1, D/2]
+        cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+        x1, x2 = x[..., :half], x[..., half:2 * half]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, x[..., 2 * half:]], dim=-1)
+
+    def forward(self, hidden_states, state: LayerState | None = None,
+                output_state: bool = False, form: str = "chunk"):
+        from .attention import attn_with_kvcache, parallel_attn
+
+        B, T = hidden_states.shape[:2]
+        cache = None if state is None else state.recurrent
+        offset = 0 if cache is None else cache[0].shape[1]
+        q = self._rope(_heads(self.q_proj(hidden_states), self.head_dim), offset)
+        k = self._rope(_heads(self.k_proj(hidden_states), self.head_dim), offset)
+        v = _heads(self.v_proj(hidden_states), self.head_dim)
+        if cache is None:
+            o = parallel_attn(q, k, v, window_size=self.window_size)
+        else:
+            k, v = torch.cat([cache[0], k], dim=1), torch.cat([cache[1], v], dim=1)
+            lengths = torch.full((B,), k.shape[1], dtype=torch.int32)
+            o = attn_with_kvcache(q.contiguous(), k, v, lengths, window_size=self.window_size)
+        o = self.o_proj(o.flatten(-2))
+        return o, (LayerState(None, (k, v)) if output_state else None)
+
+    step = _Mixer.step
+
+
 # Layers by the names models use (linattn.models.LMConfig.mixer).
 MIXERS = {
     "gated_deltanet": GatedDeltaNet,
@@ -654,4 +714,5 @@ MIXERS = {
     "mamba2": Mamba2,
     "gated_deltaproduct": GatedDeltaProduct,
     "rwkv7": RWKV7,
+    "attention": Attention,
 }

@@ -3,7 +3,7 @@
 ``CausalLM(LMConfig(...))``: token embeddings, ``num_layers`` pre-norm blocks of
 (mixer, SwiGLU MLP) with RMSNorm, a final RMSNorm and an LM head tied to the embeddings. The
 mixer of each block is chosen by name (``linattn.layers.MIXERS``); ``layers`` gives one name
-per block for hybrid stacks. ``generate`` runs a chunked prefill (the chunk form over the
+per block for hybrid stacks (e.g. three linear mixers to one "attention"). ``generate`` runs a chunked prefill (the chunk form over the
 prompt, keeping every layer's state) and then decodes token by token with the recurrent form;
 its logits equal a full forward pass over the generated sequence (tested).
 """
@@ -40,8 +40,7 @@ class LMConfig:
         for name in names:
             if name not in MIXERS:
                 raise ValueError(f"LMConfig: unknown mixer {name!r}; available: "
-                                 f"{', '.join(sorted(MIXERS))} (softmax attention for hybrid "
-                                 "stacks is not in this build)")
+                                 f"{', '.join(sorted(MIXERS))}")
         return names
 
 

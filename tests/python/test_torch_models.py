@@ -19,6 +19,7 @@ LAYER_CONFIGS = {
     "mamba2_neg": dict(state_size=16, head_dim=16, n_groups=2, allow_neg_eigval=True),
     "gated_deltaproduct": dict(head_dim=16, num_heads=2, num_householder=2,
                                allow_neg_eigval=True, use_forget_gate=True),
+    "attention": dict(num_heads=4, num_kv_heads=2),
     "rwkv7": dict(head_dim=16, decay_low_rank_dim=8, a_low_rank_dim=8, gate_low_rank_dim=16),
 }
 HIDDEN = 64
@@ -49,7 +50,11 @@ def test_layer_prefill_then_steps_equals_forward(name):
     # fp32 forms against each other: each within ~1e-6 of the fp64 oracle, through the norms
     # and projections of the layer.
     assert rel_err(torch.cat(steps, 1), full) <= 1e-5
-    assert rel_err(state.recurrent, full_state.recurrent) <= 1e-5
+    recurrent = state.recurrent if isinstance(state.recurrent, tuple) else (state.recurrent,)
+    full_recurrent = (full_state.recurrent if isinstance(full_state.recurrent, tuple)
+                      else (full_state.recurrent,))  # attention: the KV cache (k, v)
+    for got, want in zip(recurrent, full_recurrent, strict=True):
+        assert rel_err(got, want) <= 1e-5
     assert (state.conv is None) == (full_state.conv is None) == (
         not layer.use_short_conv and name != "rwkv7")  # rwkv7: the token-shift state
     for cache, full_cache in zip(state.conv or (), full_state.conv or ()):
@@ -108,7 +113,8 @@ def small_lm(mixer="gated_deltanet", layers_=None, seed=0):
     return models.CausalLM(config).eval()
 
 
-@pytest.mark.parametrize("mixer", ["gated_deltanet", "mamba2", "gated_deltaproduct", "rwkv7"])
+@pytest.mark.parametrize("mixer", ["gated_deltanet", "mamba2", "gated_deltaproduct", "rwkv7",
+                                   "attention"])
 def test_generate_logits_equal_a_full_forward(mixer):
     model = small_lm(mixer)
     prompt = torch.randint(0, 50, (2, 67))
@@ -131,6 +137,20 @@ def test_hybrid_stack_and_sampling():
     assert rel_err(logits, full[:, 4:8]) <= 1e-5
     with pytest.raises(ValueError, match="unknown mixer 'attn'"):
         models.LMConfig(layers=("gla", "attn"), num_layers=2).layer_mixers()
+
+
+def test_hybrid_three_linear_to_one_attention():
+    """A hybrid stack (3 Gated DeltaNet : 1 softmax attention block): generate()'s chunked
+    prefill + recurrent/KV-cache decode equals a full forward."""
+    torch.manual_seed(0)
+    names = ("gated_deltanet",) * 3 + ("attention",)
+    config = models.LMConfig(vocab_size=50, hidden_size=HIDDEN, num_layers=4, layers=names,
+                             mixer_kwargs={n: LAYER_CONFIGS[n] for n in set(names)})
+    model = models.CausalLM(config).eval()
+    tokens, logits = model.generate(torch.randint(0, 50, (2, 30)), max_new_tokens=5)
+    with torch.no_grad():
+        full, _ = model(tokens)
+    assert rel_err(logits, full[:, 29:34]) <= 1e-5
 
 
 def test_lm_training_step_reduces_the_loss():
