@@ -26,6 +26,7 @@ __all__ = [
     "gated_delta_rule",
     "delta_product",
     "noncausal_linear_attn",
+    "kda",
     "backward",
 ]
 
@@ -145,6 +146,16 @@ def noncausal_linear_attn(q, k, v, scale=None, normalize=False, cu_seqlens=None)
                     normalize=normalize, cu_seqlens=cu_seqlens)
 
 
+def kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+        use_qk_l2norm_in_kernel=False, cu_seqlens=None):
+    """Kimi Delta Attention: S_t = (I - beta_t k_t k_t^T) diag(exp(g_t)) S_{t-1}
+    + beta_t k_t v_t^T (decay first, then the delta step on the decayed state). fla's argument
+    names: g is the per-key-channel log decay [B, T, HV, K] (gk in the C++ API)."""
+    return _forward("kda", "reference", q, k, v, gk=g, beta=beta, scale=scale,
+                    initial_state=initial_state, output_final_state=output_final_state,
+                    cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+
+
 def backward(op: str, q, k, v, do, dfinal_state=None, *, g=None, gk=None, beta=None,
              scale=None, initial_state=None, cu_seqlens=None, normalize=False,
              use_qk_l2norm_in_kernel=False, num_householder=1) -> dict[str, Any]:
@@ -152,8 +163,15 @@ def backward(op: str, q, k, v, do, dfinal_state=None, *, g=None, gk=None, beta=N
     gradients do (of o) and optionally dfinal_state (of final_state).
 
     Returns {"dq", "dk", "dv"} plus "dg", "dgk", "dbeta", "dinitial_state" for each of those
-    inputs that was given; each gradient has its input's shape, dtype and kind.
+    inputs that was given; each gradient has its input's shape, dtype and kind. For "kda", g is
+    taken in fla's sense (the per-channel decay, as ``kda``) and its gradient returned as "dg".
     """
+    if op == "kda" and g is not None:
+        grads = _backward(op, "reference", q, k, v, do, dfinal_state, gk=g, beta=beta,
+                          scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
+                          use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+        grads["dg"] = grads.pop("dgk")
+        return grads
     return _backward(op, "reference", q, k, v, do, dfinal_state, g=g, gk=gk, beta=beta,
                      scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
                      normalize=normalize, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,

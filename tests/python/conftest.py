@@ -18,6 +18,7 @@ OP_GATES = {
     "delta_product": ("g", "beta"),
     "retention": (),
     "noncausal_linear_attn": (),
+    "kda": ("g", "beta"),  # fla's name: g is kda's per-channel log decay [B, T, HV, K]
 }
 OPS = tuple(OP_GATES)
 # Ops without a recurrent state: initial_state and output_final_state=True are rejected.
@@ -42,6 +43,8 @@ def random_inputs(op, *, B=2, T=7, H=2, HV=None, K=8, V=6, num_householder=None,
         "beta": lambda: rng.uniform(0.05, 1.0, (B, T * n_h, HV)),
         "initial_state": lambda: rng.standard_normal((N, HV, K, V)) * 0.5,
     }
+    if op == "kda":
+        draw["g"] = draw["gk"]
     names = ("q", "k", "v", *OP_GATES[op]) + (("initial_state",) if initial_state else ())
     inputs = {name: draw[name]().astype(dtype) for name in names}
     if op == "delta_product":

@@ -137,7 +137,7 @@ def test_non_cpu_tensor_is_refused_with_its_device(make_inputs):
 def test_module_api():
     assert linattn.__version__ == linattn.version() == "0.1.0"
     assert OPS == ["linear_attn", "simple_gla", "gla", "delta_rule", "gated_delta_rule",
-                   "delta_product", "retention", "noncausal_linear_attn"]
+                   "delta_product", "retention", "noncausal_linear_attn", "kda"]
     assert all(linattn.has_form(op, "reference", backward=b) for op in OPS for b in (False, True))
     q = np.zeros((1, 3, 2, 4), np.float32)
     v = np.zeros((1, 3, 4, 5), np.float32)
