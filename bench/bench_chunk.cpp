@@ -1,7 +1,8 @@
 // Chunk-parallel forward and backward of the gated family and the delta family at issues 3/4's
 // shape (B=1, H=16, T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS).
 // GFLOP/s counts the dense chunked forward FLOPs of algorithms.md §5 per token and head:
-// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules).
+// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), plus 3(c+1)K (c = 16)
+// for kda's per-channel gated score matrices (§4.8d).
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -29,8 +30,9 @@ Case target_case(Op op, int64_t T) {
 
 double forward_flops(const Case& c) {
   const double C = 64, K = double(c.K), V = double(c.V);
-  const double per_token = op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
-                                                    : 2 * C * (K + V) + 4 * K * V;
+  const double per_token = (op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
+                                                     : 2 * C * (K + V) + 4 * K * V) +
+                           (op_spec(c.op).takes_beta && op_spec(c.op).takes_gk ? 3 * (16 + 1) * K : 0);
   return double(c.B * c.T * c.H) * per_token;
 }
 
@@ -67,7 +69,8 @@ void BM_ChunkBackward(benchmark::State& state) {
   ->Args({static_cast<int>(Op::gla), 4096, 0})->Unit(benchmark::kMillisecond)->UseRealTime()
 #define DELTA_OPS                                                                        \
   ->Args({static_cast<int>(Op::delta_rule), 4096, 0})                                      \
-  ->Args({static_cast<int>(Op::gated_delta_rule), 4096, 0})
+  ->Args({static_cast<int>(Op::gated_delta_rule), 4096, 0})                                \
+  ->Args({static_cast<int>(Op::kda), 4096, 0})
 BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simple_gla), 4096, 1});
 BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
 
