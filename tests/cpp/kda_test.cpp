@@ -10,6 +10,7 @@
 #include <string>
 
 #include "check/harness.hpp"
+#include "linattn/error.hpp"
 #include "linattn/ops.hpp"
 
 namespace linattn::check {
@@ -66,6 +67,23 @@ TEST(Kda, BackwardMatchesOracle) {
   for (const Case& c : cases()) {
     EXPECT_LE(form_backward_error(c, DType::f32, Form::chunk), kF32) << c.describe();
     EXPECT_LE(form_backward_error(c, DType::bf16, Form::chunk), kBF16) << c.describe();
+  }
+}
+
+// fla's name for kda's decay is g; in the C++ API g is the scalar decay, and the error says so.
+TEST(Kda, ScalarGateIsRefusedWithAHint) {
+  Case c = builtin_cases(Op::kda).front();
+  Case gdn = c;
+  gdn.op = Op::gated_delta_rule;
+  const Inputs in = make_inputs(c, DType::f32), in_gdn = make_inputs(gdn, DType::f32);
+  OpArgs args = in.args(c);
+  args.g = in_gdn.g.view();
+  try {
+    output_shapes(Op::kda, args);
+    ADD_FAILURE() << "kda accepted a scalar g";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "kda: g must not be given (this op has no scalar decay; its "
+                           "per-key-channel log decay, which fla calls g, is gk [B, T, HV, K])");
   }
 }
 
