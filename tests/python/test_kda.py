@@ -41,3 +41,17 @@ def test_scalar_g_is_refused(make_inputs):
     x = make_inputs("gated_delta_rule")
     with pytest.raises(ValueError, match="kda: gk must have shape"):
         reference.kda(x["q"], x["k"], x["v"], x["g"], x["beta"])
+
+
+def test_bench_token_loop_agrees_with_the_oracle(rel_err):
+    """`linattn bench`'s PyTorch baseline for kda (a token loop written apart from the oracle)
+    computes the same recurrence, in float64."""
+    torch = pytest.importorskip("torch")
+    from linattn import bench
+
+    x = bench.make_inputs("kda", bench.Shape(B=2, T=40, H=2, K=8, V=6), torch.float64)
+    o, s = bench.torch_recurrent("kda", **x)
+    o_ref, s_ref = reference.kda(x["q"], x["k"], x["v"], x["gk"], x["beta"],
+                                 initial_state=x["initial_state"], output_final_state=True)
+    assert rel_err(o, o_ref) <= 1e-12
+    assert rel_err(s, s_ref) <= 1e-12
