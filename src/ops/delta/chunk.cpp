@@ -139,6 +139,15 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
   }
   load_rows(a.k, s.batch, row0, rows, hq, c.k, K);
   load_rows(a.v, s.batch, row0, rows, hv, c.v, V);
+  // The next chunk's rows, a page or more apart in fla's layout, ahead of use (rows.hpp).
+  const int64_t ahead = std::min(C, s.length * n_h - (t0 + rows));
+  if (ahead > 0) {
+    const int64_t next_token = s.start + (t0 + rows) / n_h, tokens = (ahead + n_h - 1) / n_h;
+    prefetch_rows(a.q, s.batch, next_token, tokens, hq);
+    prefetch_rows(a.k, s.batch, row0 + rows, ahead, hq);
+    prefetch_rows(a.v, s.batch, row0 + rows, ahead, hv);
+    if (vector) prefetch_rows(a.gk, s.batch, next_token, tokens, hv);
+  }
   l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.q, c.q_rstd);
   l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.k, c.k_rstd);
   for (int64_t r = 0; r < rows; ++r) c.beta[r] = load_scalar(a.beta, s.batch, row0 + r, hv);
