@@ -134,5 +134,31 @@ TEST(Kda, LongSequenceWithReflections) {
   }
 }
 
+// A log decay of -inf resets the state (validation allows it). Every chunk form of every op
+// with a gate matches the oracle when a few gates are -inf (the chunk forms once produced NaN:
+// G_i - G_j = -inf - (-inf)).
+TEST(ChunkForms, ResetGatesMatchOracle) {
+  for (Op op : {Op::kda, Op::gated_delta_rule, Op::delta_product, Op::gla, Op::simple_gla}) {
+    Case c = builtin_cases(op).front();
+    c.T = 100;
+    Inputs in = make_inputs(c, DType::f32);
+    Buffer& gate = in.gk.given() ? in.gk : in.g;
+    for (int64_t i = 0; i < gate.numel(); i += 37) gate.set(i, -INFINITY);
+    const Outputs want = run_forward(c, in, Form::reference);
+    for (Form form : {Form::chunk, Form::recurrent}) {
+      const Outputs got = run_forward(c, in, form);
+      EXPECT_LE(rel_error(got.o, want.o), kF32) << op_name(op) << " " << form_name(form);
+      EXPECT_LE(rel_error(got.final_state, want.final_state), kF32) << op_name(op) << " " << form_name(form);
+    }
+    Buffer d_o(DType::f32, want.o.shape());
+    for (int64_t j = 0; j < d_o.numel(); ++j) d_o.set(j, std::sin(0.1 * j));
+    const Gradients got = run_backward(c, in, Form::chunk, d_o, Buffer());
+    const Gradients ref = run_backward(c, in, Form::reference, d_o, Buffer());
+    const auto a = got.list(), b = ref.list();
+    for (size_t g = 0; g < a.size(); ++g)
+      EXPECT_LE(rel_error(*a[g].second, *b[g].second), kF32) << op_name(op) << " " << a[g].first;
+  }
+}
+
 }  // namespace
 }  // namespace linattn::check

@@ -156,7 +156,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     // Per-channel gates (kda, n_h = 1): chunk-local cumulative sums in double (S1), then every
     // factor as exp of a non-positive fp32 exponent (S2), as gla/chunk.cpp.
     load_rows(a.gk, s.batch, row0, rows, hv, c.eG, K);
-    for (int64_t i = 0; i < rows * K; ++i) c.G[i] = (i >= K ? c.G[i - K] : 0.0) + c.eG[i];
+    for (int64_t i = 0; i < rows * K; ++i) c.G[i] = (i >= K ? c.G[i - K] : 0.0) + finite_log_decay(c.eG[i]);
     const double* last = c.G + (rows - 1) * K;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t d = 0; d < K; ++d) {
@@ -187,7 +187,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     for (int64_t r = 0; r < rows; ++r) {
       const bool gate_here = gated && gate_step(t0 + r, n_h);
       const double g = gate_here ? load_scalar(a.g, s.batch, s.start + (t0 + r) / n_h, hv) : 0.0;
-      c.G[r] = (r ? c.G[r - 1] : 0.0) + g;  // chunk-local (S1), in double
+      c.G[r] = (r ? c.G[r - 1] : 0.0) + finite_log_decay(g);  // chunk-local (S1), in double
     }
     const double G_last = c.G[rows - 1];
     set_state_decay(c, 0, G_last);
