@@ -9,7 +9,7 @@ namespace linattn::kernels {
 void exp_inplace(float* x, int64_t n);
 
 // e[i] = exp(x[i]) for x[i] <= 0, also split as e = lo + hi with hi in {0, 1}: hi = 1 and
-// lo = expm1(x) (to fp32's relative precision) when e >= 1/2, hi = 0 and lo = e below. A state
+// lo = expm1(x) (Highway's, a few ulp) when e >= 1/2, hi = 0 and lo = e below. A state
 // multiplied by e over many steps carries e's rounding each step: e rounded to fp32 is off by up
 // to 2^-25, 3% of its distance from 1 for e^-1e-6. lo S + hi S keeps fp32's relative precision
 // of the decay near 1 and near 0 alike (algorithms.md §3.3 S6).
