@@ -1,9 +1,10 @@
 // Chunk-parallel forward and backward of the gated family and the delta family at issues 3/4's
 // shape (B=1, H=16, T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS).
 // GFLOP/s counts the dense chunked forward FLOPs of algorithms.md §5 per token and head:
-// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), and §4.8d's
-// 10CK + 8CV + C^2/3 + 8KV for dplr_delta_rule (RWKV-7), also at its head size K = V = 64 and
-// in the recurrent form (9KV per token).
+// 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), plus 3(c+1)K (c = 16)
+// for kda's per-channel gated score matrices (§4.8d), and §4.8d's 10CK + 8CV + C^2/3 + 8KV for
+// dplr_delta_rule (RWKV-7), also at its head size K = V = 64 and in the recurrent form (9KV per
+// token).
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -31,8 +32,9 @@ Case target_case(Op op, int64_t T, int64_t head_dim = 128) {
 
 double forward_flops(const Case& c, Form form = Form::chunk) {
   const double C = 64, K = double(c.K), V = double(c.V);
-  double per_token = op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
-                                              : 2 * C * (K + V) + 4 * K * V;
+  double per_token = (op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
+                                                : 2 * C * (K + V) + 4 * K * V) +
+                      (op_spec(c.op).takes_beta && op_spec(c.op).takes_gk ? 3 * (16 + 1) * K : 0);
   if (op_spec(c.op).takes_ab)
     per_token = form == Form::chunk ? 10 * C * K + 8 * C * V + C * C / 3 + 8 * K * V : 9 * K * V;
   return double(c.B * c.T * c.H) * per_token;
@@ -89,7 +91,8 @@ void BM_DplrBackward(benchmark::State& state) {
   ->Args({static_cast<int>(Op::gla), 4096, 0})->Unit(benchmark::kMillisecond)->UseRealTime()
 #define DELTA_OPS                                                                        \
   ->Args({static_cast<int>(Op::delta_rule), 4096, 0})                                      \
-  ->Args({static_cast<int>(Op::gated_delta_rule), 4096, 0})
+  ->Args({static_cast<int>(Op::gated_delta_rule), 4096, 0})                                \
+  ->Args({static_cast<int>(Op::kda), 4096, 0})
 BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simple_gla), 4096, 1});
 BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
 BENCHMARK(BM_DplrForward)->Args({128, 0})->Args({64, 0})->Args({128, 1})->Args({64, 1})

@@ -97,7 +97,7 @@ def recurrent_flops_per_token(op: str, K: int, V: int, n_h: int) -> int:
 
 # The causal recurrent ops torch_recurrent and recurrent_flops_per_token know.
 RECURRENT_OPS = ("linear_attn", "simple_gla", "gla", "delta_rule", "gated_delta_rule",
-                 "delta_product", "retention")
+                 "delta_product", "retention", "kda")
 
 
 @dataclass
@@ -128,9 +128,9 @@ def make_inputs(op: str, shape: Shape, dtype, seed: int = 0) -> dict:
          "v": randn(B, T * n_h, H, V), "initial_state": randn(B, H, K, V)}
     if op in ("simple_gla", "gated_delta_rule", "delta_product"):
         x["g"] = uniform(-1.0, -0.01, B, T, H)
-    if op == "gla":
+    if op in ("gla", "kda"):
         x["gk"] = uniform(-1.0, -0.01, B, T, H, K)
-    if op in ("delta_rule", "gated_delta_rule", "delta_product"):
+    if op in ("delta_rule", "gated_delta_rule", "delta_product", "kda"):
         x["beta"] = uniform(0.1, 1.0, B, T * n_h, H)
     if op == "delta_product":
         x["num_householder"] = n_h

@@ -179,6 +179,12 @@ def backward(op: str, q, k, v, do, dfinal_state=None, *, g=None, gk=None, beta=N
     Returns {"dq", "dk", "dv"} plus "dg", "dgk", "dbeta", "dinitial_state", "da", "db" for
     each of those inputs that was given; each gradient has its input's shape, dtype and kind.
     """
+    if op == "kda" and g is not None:
+        grads = _backward(op, "reference", q, k, v, do, dfinal_state, gk=g, beta=beta,
+                          scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
+                          use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+        grads["dg"] = grads.pop("dgk")
+        return grads
     return _backward(op, "reference", q, k, v, do, dfinal_state, g=g, gk=gk, beta=beta,
                      scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
                      normalize=normalize, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,

@@ -105,6 +105,42 @@ void SoftplusInplace(float* x, int64_t n) {
   });
 }
 
+// e = exp(x); lo, hi = (expm1(x), 1) where e >= 1/2, else (e, 0): see exp_split.
+template <class V>
+HWY_INLINE void SplitVector(V x, V& e, V& lo, V& hi) {
+  const D d;
+  e = hn::Exp(d, x);
+  const auto near_one = hn::Ge(x, hn::Set(d, -0.6931472f));  // log(1/2)
+  lo = hn::IfThenElse(near_one, hn::Expm1(d, x), e);
+  hi = hn::IfThenElseZero(near_one, hn::Set(d, 1.0f));
+}
+
+void ExpSplit(const float* HWY_RESTRICT x, float* HWY_RESTRICT e, float* HWY_RESTRICT lo,
+              float* HWY_RESTRICT hi, int64_t n) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  hn::Vec<D> ve, vlo, vhi;
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    SplitVector(hn::LoadU(d, x + i), ve, vlo, vhi);
+    hn::StoreU(ve, d, e + i);
+    hn::StoreU(vlo, d, lo + i);
+    hn::StoreU(vhi, d, hi + i);
+  }
+  if (i < n) {  // tail through full-width buffers, as ExpInplace
+    HWY_ALIGN float tail[4][HWY_MAX_BYTES / sizeof(float)];
+    std::fill(tail[0], tail[0] + N, 0.0f);
+    std::copy(x + i, x + n, tail[0]);
+    SplitVector(hn::Load(d, tail[0]), ve, vlo, vhi);
+    hn::Store(ve, d, tail[1]);
+    hn::Store(vlo, d, tail[2]);
+    hn::Store(vhi, d, tail[3]);
+    std::copy(tail[1], tail[1] + (n - i), e + i);
+    std::copy(tail[2], tail[2] + (n - i), lo + i);
+    std::copy(tail[3], tail[3] + (n - i), hi + i);
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace linattn::kernels
 HWY_AFTER_NAMESPACE();
@@ -124,6 +160,7 @@ float exp_shifted_sum(float* x, int64_t n, float shift) {
   return HWY_DYNAMIC_DISPATCH(ExpShiftedSum)(x, n, shift);
 }
 float max_of(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, n); }
+HWY_EXPORT(ExpSplit);
 
 void exp_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInplace)(x, n); }
 void axpy(int64_t n, float a, const float* x, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(n, a, x, y); }
@@ -134,20 +171,7 @@ void sigmoid(int64_t n, const float* x, float* s) { HWY_DYNAMIC_DISPATCH(Sigmoid
 void softplus_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(SoftplusInplace)(x, n); }
 
 void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n) {
-  std::copy(x, x + n, e);
-  exp_inplace(e, n);
-  constexpr float kHalf = -0.6931472f;  // log(1/2)
-  for (int64_t i = 0; i < n; ++i) {
-    const float t = x[i];
-    // expm1: near 0 the Taylor series to x^8 / 8! (truncation below 2e-10 relative for
-    // |x| <= 1/4); further out e - 1 is at least 0.22 in size and the subtraction loses nothing.
-    const float series =
-        t * (1.0f + t * (1.0f / 2 + t * (1.0f / 6 + t * (1.0f / 24 + t * (1.0f / 120 +
-             t * (1.0f / 720 + t * (1.0f / 5040 + t * (1.0f / 40320))))))));
-    const bool near_one = t >= kHalf;
-    lo[i] = !near_one ? e[i] : t > -0.25f ? series : e[i] - 1.0f;
-    hi[i] = near_one ? 1.0f : 0.0f;
-  }
+  HWY_DYNAMIC_DISPATCH(ExpSplit)(x, e, lo, hi, n);
 }
 
 }  // namespace linattn::kernels

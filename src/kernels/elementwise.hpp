@@ -9,10 +9,10 @@ namespace linattn::kernels {
 void exp_inplace(float* x, int64_t n);
 
 // e[i] = exp(x[i]) for x[i] <= 0, also split as e = lo + hi with hi in {0, 1}: hi = 1 and
-// lo = expm1(x) (to fp32's relative precision) when e >= 1/2, hi = 0 and lo = e below. A state
-// multiplied by e over many steps carries e's rounding each step, and e rounded to fp32 keeps
-// only |x| / 2^-24 of the digits of its distance from 1 (e^-1e-6: 4%); lo S + hi S keeps them
-// for decays near 1 and near 0 alike (algorithms.md §3.3 S6).
+// lo = expm1(x) (Highway's, a few ulp) when e >= 1/2, hi = 0 and lo = e below. A state
+// multiplied by e over many steps carries e's rounding each step: e rounded to fp32 is off by up
+// to 2^-25, 3% of its distance from 1 for e^-1e-6. lo S + hi S keeps fp32's relative precision
+// of the decay near 1 and near 0 alike (algorithms.md §3.3 S6).
 void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n);
 
 // x[i] = exp(x[i] - shift); returns the sum of the new x[i] (lanes added in a fixed order, so

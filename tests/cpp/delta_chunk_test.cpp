@@ -1,4 +1,4 @@
-// The chunk form of delta_rule, gated_delta_rule and delta_product (src/ops/delta/chunk*.cpp)
+// The chunk form of delta_rule, gated_delta_rule, delta_product and kda (src/ops/delta/chunk*.cpp)
 // against the fp64 oracle, forward and backward: the builtin cases plus shapes they miss (several
 // chunks with partial last chunks, larger heads, more grouped value heads, varlen sequences that
 // straddle chunk boundaries; for delta_product token groups that straddle chunks, n_h = 3).
@@ -12,7 +12,7 @@
 namespace linattn::check {
 namespace {
 
-const Op kOps[] = {Op::delta_rule, Op::gated_delta_rule, Op::delta_product};
+const Op kOps[] = {Op::delta_rule, Op::gated_delta_rule, Op::delta_product, Op::kda};
 
 std::vector<Case> cases(Op op) {
   std::vector<Case> out = builtin_cases(op);

@@ -78,8 +78,9 @@ def test_float32_inputs_match_float64(op, B, T, H, group, K, V, initial_state, s
 
 
 def naive_gated_delta_rule(q, k, v, g, beta, scale, initial_state, l2norm):
-    """Independent oracle: S = exp(g) S; S += k (beta (v - S^T k))^T; o = scale S^T q, per
-    (batch, value head); value head hv reads q/k head hv // (HV / H)."""
+    """Independent oracle: S = exp(g) S (g a scalar per head, or per key channel for kda:
+    diag(exp(g)) S); S += k (beta (v - S^T k))^T; o = scale S^T q, per (batch, value head);
+    value head hv reads q/k head hv // (HV / H)."""
     B, T, H, K = q.shape
     HV, V = v.shape[2:]
     if l2norm:
@@ -92,7 +93,7 @@ def naive_gated_delta_rule(q, k, v, g, beta, scale, initial_state, l2norm):
             h = hv // (HV // H)
             S = initial_state[b, hv].copy()
             for t in range(T):
-                S = np.exp(g[b, t, hv]) * S
+                S = np.exp(g[b, t, hv]).reshape(-1, 1) * S
                 kt = k[b, t, h]
                 S = S + np.outer(kt, beta[b, t, hv] * (v[b, t, hv] - S.T @ kt))
                 o[b, t, hv] = scale * S.T @ q[b, t, h]
@@ -102,10 +103,10 @@ def naive_gated_delta_rule(q, k, v, g, beta, scale, initial_state, l2norm):
 
 @pytest.mark.parametrize("l2norm", [False, True])
 @pytest.mark.parametrize("H,HV", [(2, 2), (1, 3)])
-def test_gated_delta_rule_matches_naive_recurrence(H, HV, l2norm, make_inputs, rel_err):
-    x = make_inputs("gated_delta_rule", B=2, T=9, H=H, HV=HV, K=5, V=4, initial_state=True)
-    o, s = reference.gated_delta_rule(**x, scale=0.7, output_final_state=True,
-                                      use_qk_l2norm_in_kernel=l2norm)
+@pytest.mark.parametrize("op", ["gated_delta_rule", "kda"])
+def test_gated_delta_rule_matches_naive_recurrence(op, H, HV, l2norm, make_inputs, rel_err):
+    x = make_inputs(op, B=2, T=9, H=H, HV=HV, K=5, V=4, initial_state=True)
+    o, s = run(op, x, scale=0.7, output_final_state=True, use_qk_l2norm_in_kernel=l2norm)
     o_naive, s_naive = naive_gated_delta_rule(**x, scale=0.7, l2norm=l2norm)
     assert rel_err(o, o_naive) <= 1e-12
     assert rel_err(s, s_naive) <= 1e-12

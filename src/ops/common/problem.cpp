@@ -75,7 +75,9 @@ Problem make_problem(Op op, const OpArgs& a) {
                   "a log decay: the multiplier exp(g) must be in [0, 1]");
     }
   } else {
-    check.absent("g", a.g, "this op has no scalar decay");
+    check.absent("g", a.g, spec.takes_gk ? "this op has no scalar decay; its per-key-channel log "
+                                           "decay, which fla calls g, is gk [B, T, HV, K]"
+                                         : "this op has no scalar decay");
   }
   if (spec.takes_gk) {
     check.present("gk", a.gk);

@@ -29,6 +29,11 @@ struct Problem {
   int64_t group() const { return HV / H; }  // value heads sharing one q/k head
 };
 
+// A log decay of -inf (a reset, allowed by validation) as the chunk forms carry it: exp of it is
+// 0 even in fp64, and chunk-local sums of it stay finite, so differences G_i - G_j of cumulative
+// gates do not become -inf - (-inf) = NaN.
+inline double finite_log_decay(double g) { return g < -1e4 ? -1e4 : g; }
+
 // retention's log decay for value head h: log(1 - 2^(-5-h)) (RetNet, fla's chunk_retention).
 double retention_log_decay(int64_t head);
 

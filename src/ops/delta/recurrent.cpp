@@ -255,6 +255,12 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, int64_
     for (int64_t j = 1; j < n_h; ++j) load_qk(args.k, s.batch, key_row + j, hq, K, l2, 1.0f, keys + j * K);
     load_rows(args.v, s.batch, key_row, n_h, hv, vals, V);
     if (!last_token) load_first_key(row + 1, next_key, next_lo, next_hi);
+    if (t + 2 < s.length) {  // the rows after next, a page or more apart in fla's layout (rows.hpp)
+      prefetch_rows(args.q, s.batch, row + 2, 1, hq);
+      prefetch_rows(args.k, s.batch, (row + 2) * n_h, n_h, hq);
+      prefetch_rows(args.v, s.batch, (row + 2) * n_h, n_h, hv);
+      if (args.gk.given()) prefetch_rows(args.gk, s.batch, row + 2, 1, hv);
+    }
 
     const float *step_lo = lo, *step_hi = hi;
     for (int64_t j = 0; j < n_h; ++j) {
