@@ -17,6 +17,10 @@ using kernels::Accumulate;
 // overflow at e^88, and products q~ k~ of kept (j <= i) entries are ordinary-sized.
 constexpr double kMaxFactorExponent = 80.0;
 
+// Log decays are floored here on loading: e^-200 is 0 in fp32 like e^-inf (a reset), but unlike
+// -inf it keeps the chunk-local differences G_i - G_j of the factors finite (-inf - -inf is NaN).
+constexpr double kLogDecayFloor = -200.0;
+
 // Row i of A: A[i, j] *= scale * exp(b_i - b_j) for j <= i, 0 beyond. The exponent is formed in
 // double from chunk-local sums (S1, S3), so a large early decay cannot swamp later small ones.
 void decay_scalar_scores(const Chunk& c, double scale, float* tmp) {
@@ -96,14 +100,14 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
   if (vector) {
     float* g = arena.get<float>(kSlotWork2, kChunk * K);
     load_rows(it.a.gk, b, row0, rows, it.hv, g, K);
-    for (int64_t d = 0; d < K; ++d) c.B[d] = g[d];
-    for (int64_t i = K; i < rows * K; ++i) c.B[i] = c.B[i - K] + g[i];
+    for (int64_t d = 0; d < K; ++d) c.B[d] = std::max<double>(g[d], kLogDecayFloor);
+    for (int64_t i = K; i < rows * K; ++i) c.B[i] = c.B[i - K] + std::max<double>(g[i], kLogDecayFloor);
   } else {
     for (int64_t r = 0; r < rows; ++r) {
       double g = 0;
       if (it.a.g.given()) g = load_scalar(it.a.g, b, row0 + r, it.hv);
       if (p.spec->fixed_decay) g = retention_log_decay(it.hv);
-      c.B[r] = (r ? c.B[r - 1] : 0.0) + g;
+      c.B[r] = (r ? c.B[r - 1] : 0.0) + std::max(g, kLogDecayFloor);
     }
   }
   const double* last = c.B + (rows - 1) * width;
