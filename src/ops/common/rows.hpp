@@ -70,6 +70,11 @@ inline void store_rows(const TensorView& t, int64_t b, int64_t row0, int64_t row
   }
 }
 
+// The chunk forms floor log decays here on loading: e^-200 is 0 in fp32 like e^-inf (a reset),
+// but unlike -inf it keeps the chunk-local differences G_i - G_j of the factors finite
+// (-inf - -inf is NaN).
+inline constexpr double kLogDecayFloor = -200.0;
+
 // Scalar t[b, row, head] of a rank-3 view (gates, beta) as float.
 inline float load_scalar(const TensorView& t, int64_t b, int64_t row, int64_t head) {
   return static_cast<float>(load_as_double(t.data, t.dtype, row_offset(t, b, row, head)));

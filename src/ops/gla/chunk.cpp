@@ -17,10 +17,6 @@ using kernels::Accumulate;
 // overflow at e^88, and products q~ k~ of kept (j <= i) entries are ordinary-sized.
 constexpr double kMaxFactorExponent = 80.0;
 
-// Log decays are floored here on loading: e^-200 is 0 in fp32 like e^-inf (a reset), but unlike
-// -inf it keeps the chunk-local differences G_i - G_j of the factors finite (-inf - -inf is NaN).
-constexpr double kLogDecayFloor = -200.0;
-
 // Row i of A: A[i, j] *= scale * exp(b_i - b_j) for j <= i, 0 beyond. The exponent is formed in
 // double from chunk-local sums (S1, S3), so a large early decay cannot swamp later small ones.
 void decay_scalar_scores(const Chunk& c, double scale, float* tmp) {
