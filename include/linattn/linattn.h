@@ -8,7 +8,8 @@
  * into views the caller allocated (linattn_output_shapes says what to allocate).
  *
  * Layout follows flash-linear-attention (fla): q, k [B, T, H, K]; v [B, T, HV, V]; scalar gates
- * g, beta [B, T, HV]; per-channel gate gk [B, T, HV, K]; states [N, HV, K, V], where N is B, or
+ * g, beta [B, T, HV]; per-channel gate gk [B, T, HV, K]; dplr_delta_rule's low-rank transition
+ * a, b [B, T, H, K]; states [N, HV, K, V], where N is B, or
  * the number of sequences when cu_seqlens is given (then B must be 1). Decays are log-space
  * (g, gk <= 0) and beta is in [0, 2]. See docs/ and ops.hpp for the math of each op.
  *

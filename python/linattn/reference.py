@@ -7,7 +7,8 @@ tensors (CPU), read in place; outputs are allocated here in the kind of ``q`` an
 place by C++. Each op returns ``(o, final_state)``: ``o`` has v's dtype,
 ``final_state`` is float32 (float64 when q is float64) and None unless ``output_final_state``.
 Layout and meaning follow fla: q, k [B, T, H, K]; v [B, T, HV, V]; g, beta [B, T, HV];
-gk [B, T, HV, K]; states [N, HV, K, V]; decays in log space (g, gk <= 0); beta in [0, 2].
+gk [B, T, HV, K]; a, b [B, T, H, K] (dplr_delta_rule); states [N, HV, K, V]; decays in log space
+(g, gk <= 0); beta in [0, 2].
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 // input into a status code plus a message naming the problem, never an exception or UB.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -156,6 +157,53 @@ TEST(CapiTest, MatchesCppApiBitwise) {
                             got[i]->data.size() * sizeof(float)), 0);
     }
   }
+}
+
+// dplr_delta_rule's low-rank inputs a, b and their gradients da, db cross the C API: the chunk
+// form through C equals the C++ API bit for bit, and a missing b is reported by name.
+TEST(CapiTest, DplrDeltaRuleLowRankInputs) {
+  constexpr int64_t B = 1, T = 70, H = 2, K = 4, V = 3;
+  Buffer q({B, T, H, K}), k({B, T, H, K}), v({B, T, H, V}), a({B, T, H, K}), b({B, T, H, K}),
+      gk({B, T, H, K}), d_o({B, T, H, V});
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (Buffer* x : {&q, &k, &v, &a, &d_o}) for (float& e : x->data) e = 0.5f * normal(rng);
+  for (size_t i = 0; i < b.data.size(); ++i) b.data[i] = -0.5f * a.data[i];
+  for (float& e : gk.data) e = -0.3f;
+  Buffer o_c({B, T, H, V}), o_cpp({B, T, H, V});
+  // dq, dk, dv, dgk, da, db
+  std::vector<Buffer> c_grads(6, Buffer({B, T, H, K})), cpp_grads(6, Buffer({B, T, H, K}));
+  c_grads[2] = cpp_grads[2] = Buffer({B, T, H, V});
+
+  linattn_args args;
+  linattn_args_init(&args);
+  args.q = q.c(), args.k = k.c(), args.v = v.c(), args.gk = gk.c(), args.a = a.c(), args.b = b.c();
+  linattn_tensor o_view = o_c.c(), d_o_view = d_o.c();
+  linattn_grads grads{};
+  grads.dq = c_grads[0].c(), grads.dk = c_grads[1].c(), grads.dv = c_grads[2].c();
+  grads.dgk = c_grads[3].c(), grads.da = c_grads[4].c(), grads.db = c_grads[5].c();
+  ASSERT_EQ(linattn_forward(LINATTN_OP_DPLR_DELTA_RULE, LINATTN_FORM_CHUNK, &args, &o_view, nullptr), LINATTN_OK)
+      << linattn_last_error();
+  ASSERT_EQ(linattn_backward(LINATTN_OP_DPLR_DELTA_RULE, LINATTN_FORM_CHUNK, &args, &d_o_view, nullptr, &grads),
+            LINATTN_OK) << linattn_last_error();
+
+  linattn::OpArgs cpp;
+  cpp.q = q.cpp(), cpp.k = k.cpp(), cpp.v = v.cpp(), cpp.gk = gk.cpp(), cpp.a = a.cpp(), cpp.b = b.cpp();
+  linattn::forward(linattn::Op::dplr_delta_rule, linattn::Form::chunk, cpp, {o_cpp.cpp(), {}});
+  linattn::OpGrads g;
+  g.dq = cpp_grads[0].cpp(), g.dk = cpp_grads[1].cpp(), g.dv = cpp_grads[2].cpp();
+  g.dgk = cpp_grads[3].cpp(), g.da = cpp_grads[4].cpp(), g.db = cpp_grads[5].cpp();
+  linattn::backward(linattn::Op::dplr_delta_rule, linattn::Form::chunk, cpp, {d_o.cpp(), {}}, g);
+  EXPECT_EQ(o_c.data, o_cpp.data);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(c_grads[i].data, cpp_grads[i].data) << "gradient " << i;
+    EXPECT_TRUE(std::any_of(c_grads[i].data.begin(), c_grads[i].data.end(), [](float x) { return x != 0.0f; }));
+  }
+
+  args.b = linattn_tensor{};
+  EXPECT_EQ(linattn_forward(LINATTN_OP_DPLR_DELTA_RULE, LINATTN_FORM_CHUNK, &args, &o_view, nullptr),
+            LINATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(linattn_last_error(), "dplr_delta_rule: b is required but was not given");
 }
 
 TEST(CapiTest, OutputShapes) {

@@ -1,7 +1,7 @@
 // dplr_delta_rule's fast forms (src/ops/dplr/) against the fp64 oracle, forward and backward:
 // the builtin cases plus shapes they miss (several chunks with a partial last one, RWKV-7's head
-// size 64 and K = V = 128, grouped value heads, varlen sequences straddling chunk boundaries,
-// chunks too strongly decayed for the factored form), T = 65536, and the reduction to the delta
+// size 64 and K = V = 128, grouped value heads, odd head sizes, varlen sequences straddling chunk
+// boundaries, chunks too strongly decayed for the factored form), T = 65536, and the reduction to the delta
 // rule. (Determinism across thread counts: reference_test.cpp's test covers every op.)
 #include <gtest/gtest.h>
 
@@ -37,6 +37,18 @@ std::vector<Case> cases() {
   c.T = 264;
   c.seed = 303;
   out.push_back(c);
+  c.seqlens.clear();
+  c.B = 2;
+  c.H = 1;
+  c.HV = 3;
+  c.K = 5;  // sizes that fill no vector
+  c.V = 7;
+  c.T = 100;
+  c.seed = 310;
+  out.push_back(c);
+  c.B = 1;
+  c.H = 2;
+  c.HV = 4;
   for (Gates gates : {Gates::decay_near_0, Gates::decay_wide, Gates::decay_near_1, Gates::abar_near_1}) {
     c.seqlens.clear();
     c.K = c.V = 16;

@@ -41,6 +41,20 @@ def test_wrong_shapes(make_inputs, convert):
         reference.gated_delta_rule(**convert(x), initial_state=np.zeros((1, 2, 8, 6)))
 
 
+def test_dplr_low_rank_inputs(make_inputs, convert):
+    x = make_inputs("dplr_delta_rule", B=2, T=7, H=2, K=8, V=6)
+    with expect(ValueError, "dplr_delta_rule: b must have shape [B, T, H, K] = [2, 7, 2, 8], "
+                            "got [2, 7, 2, 5]"):
+        reference.dplr_delta_rule(**convert(changed(x, b=x["b"][..., :5])))
+    with expect(ValueError, "dplr_delta_rule: a must have the dtype of q (float64), got float32"):
+        reference.dplr_delta_rule(**convert(changed(x, a=x["a"].astype(np.float32))))
+    g = make_inputs("gla", B=2, T=7, H=2, K=8, V=6)
+    with expect(ValueError, "gla: a must not be given (only dplr_delta_rule takes a low-rank "
+                            "transition)"):
+        linattn.forward("gla", "reference", **convert({**g, "a": x["a"]}),
+                        o=np.zeros((2, 7, 2, 6)))
+
+
 def test_qk_head_dim_mismatch(make_inputs, convert):
     x = make_inputs("delta_rule", B=2, T=7, H=2, K=8)
     with expect(ValueError, "delta_rule: k must have shape [B, T, H, K] = [2, 7, 2, 8], "

@@ -17,7 +17,7 @@ def test_fast_forms_match_the_oracle(form, make_inputs, rel_err):
     values, T = 150 spanning three chunks, grouped value heads."""
     x = make_inputs("kda", B=2, T=150, H=2, HV=4, K=16, V=8, initial_state=True,
                     dtype=np.float32)
-    args = dict(q=x["q"], k=x["k"], v=x["v"], gk=x["g"], beta=x["beta"],
+    args = dict(q=x["q"], k=x["k"], v=x["v"], gk=x["gk"], beta=x["beta"],
                 initial_state=x["initial_state"], use_qk_l2norm_in_kernel=True)
     o_ref, s_ref = reference.kda(**x, output_final_state=True, use_qk_l2norm_in_kernel=True)
     o = np.empty_like(o_ref)
@@ -29,10 +29,10 @@ def test_fast_forms_match_the_oracle(form, make_inputs, rel_err):
         return
     do = np.cos(o_ref)
     want = reference.backward("kda", **x, do=do, use_qk_l2norm_in_kernel=True)
-    grads = {name: np.empty_like(x[name]) for name in ("q", "k", "v", "g", "beta",
+    grads = {name: np.empty_like(x[name]) for name in ("q", "k", "v", "gk", "beta",
                                                         "initial_state")}
     linattn.backward("kda", "chunk", **args, d_o=do, dq=grads["q"], dk=grads["k"], dv=grads["v"],
-                     dgk=grads["g"], dbeta=grads["beta"], dinitial_state=grads["initial_state"])
+                     dgk=grads["gk"], dbeta=grads["beta"], dinitial_state=grads["initial_state"])
     for name, grad in grads.items():
         assert rel_err(grad, want["d" + name]) <= 1e-5, name
 

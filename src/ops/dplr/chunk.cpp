@@ -79,6 +79,11 @@ void prepare_chunk(const gla::Item& it, int64_t t0, int64_t rows, Chunk& c) {
   const int64_t b = it.s.batch, row0 = it.s.start + t0;
   load_rows(it.a.a, b, row0, rows, it.hq, c.a, K);
   load_rows(it.a.b, b, row0, rows, it.hq, c.b, K);
+  const int64_t next_rows = std::min(kChunk, it.s.length - (t0 + rows));  // (as gla::prepare_chunk)
+  if (next_rows > 0) {
+    prefetch_rows(it.a.a, b, row0 + rows, next_rows, it.hq);
+    prefetch_rows(it.a.b, b, row0 + rows, next_rows, it.hq);
+  }
   // Ḡ_i = G_{i-1}: the decay a_i's read sees (sa_i uses the state before token i's decay).
   std::fill(c.Gx, c.Gx + K, 0.0);
   std::copy(c.g.B, c.g.B + (rows - 1) * K, c.Gx + K);

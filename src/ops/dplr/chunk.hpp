@@ -34,7 +34,7 @@ struct Chunk {
   float* a_ratio = nullptr;  // [C, K] e^{Ḡ - G_m}
   float* a_tilde = nullptr;  // [C, K] a ⊙ e^{Ḡ - G_m}
   float* b_tilde = nullptr;  // [C, K] b ⊙ e^{G_m - G}
-  float* work = nullptr;     // [C, max(K, V)] scratch of the caller
+  float* work = nullptr;     // [C, max(K, V)] scratch (prepare_chunk and advance_state overwrite it)
 };
 
 // Loads tokens [t0, t0 + rows) of the item and computes every field but the state read.
@@ -66,7 +66,7 @@ Side right_b(const Chunk& c);
 void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,
                    float* dx, float* dy, double* dE, double* dG);
 
-// Scratch slot of this family (the gla slots are in use by gla::prepare_chunk).
+// Scratch slots of this family (core/scratch.hpp): 0-19 are gla::prepare_chunk's, 22-23 the GEMMs'.
 inline constexpr int kSlotChunk = 20;
 inline constexpr int kSlotStates = 21;
 

@@ -43,7 +43,8 @@ struct Workspace {
   std::vector<float> dq, dk, da, db, dw;                       // [C, K]
   std::vector<float> dMqk, dMqb, dT, dAab, dAak, tmp;          // [C, C]
   std::vector<double> dG, dGx, key_end;                        // [C, K]
-  Workspace(int64_t K, int64_t V) {
+  std::vector<double> run, before;                             // [K]
+  Workspace(int64_t K, int64_t V) : run(K), before(K) {
     const int64_t C = kChunk;
     for (auto* b : {&dO, &dSA, &dV, &dX}) b->resize(C * V);
     for (auto* b : {&Qf, &Kd, &Bd, &Ae, &dQf, &dKd, &dBd, &dW, &dAe, &dq, &dk, &da, &db, &dw}) b->resize(C * K);
@@ -160,7 +161,9 @@ void chunk_gradients(const gla::Item& it, const OpGradOutputs& go, const OpGrads
 
   if (!want_gate) return;
   // dgk_t = Σ_{r>=t} dG_r + Σ_{r>t} dḠ_r + Σ_{j<t} key_end_j + e^{G_C} rowsum(S ⊙ dS').
-  std::vector<double> run(K), before(K, 0.0);
+  std::vector<double>& run = w.run;
+  std::vector<double>& before = w.before;
+  std::fill(before.begin(), before.end(), 0.0);
   for (int64_t d = 0; d < K; ++d) run[d] = c.g.state_decay[d] * row_dot(V, S + d * V, dS + d * V);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t d = 0; d < K; ++d) {

@@ -62,6 +62,7 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
     if (with_queries) prefetch_rows(it.a.q, b, row0 + rows, next, it.hq);
     prefetch_rows(it.a.k, b, row0 + rows, next, it.hq);
     prefetch_rows(it.a.v, b, row0 + rows, next, it.hv);
+    if (it.gate == Gate::vector) prefetch_rows(it.a.gk, b, row0 + rows, next, it.hv);
   }
   c.A = arena.get<float>(kSlotA, kChunk * kChunk);
   float* tmp = arena.get<float>(kSlotWork0, std::max(kChunk, K));
