@@ -164,7 +164,7 @@ void chunk_backward(const Problem& p, const TensorView& q, const TensorView& k,
   const Inputs in{q, k, v, o, lse, d_o};
   const int64_t n_items = static_cast<int64_t>(p.spans.size()) * p.Hkv;
   if (items_cover_threads(n_items)) {
-    parallel_for(n_items, [&](int64_t item) {
+    parallel_for_dynamic(n_items, [&](int64_t item) {
       fused_grads(p, in, p.spans[item / p.Hkv], item % p.Hkv, dq, dk, dv);
     });
     return;
