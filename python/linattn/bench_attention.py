@@ -171,9 +171,18 @@ def sweep_section(cfg: AttentionConfig, threads: int, peak: float, guard: QuietG
                    "time)", rows, notes)
 
 
+SECTIONS = ("fwd", "decode", "sweep")  # fwd: the forward and forward+backward rows
+
+
 def run(threads: int | None = None, quick: bool = False, guard: QuietGuard | None = None,
-        malloc: bool = True, sections: tuple[str, ...] = ("fwd", "decode", "sweep")) -> Report:
+        malloc: bool = True, sections: tuple[str, ...] | None = None) -> Report:
     import torch
+
+    sections = sections or SECTIONS
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"bench: softmax_attention's sections are {', '.join(SECTIONS)}, got "
+                         f"{', '.join(unknown)}")
 
     cfg = QUICK if quick else FULL
     malloc_tuned = tune_malloc() if malloc else False

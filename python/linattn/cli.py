@@ -38,7 +38,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         ops.remove("softmax_attention")
         guard = bench.QuietGuard(enabled=not (args.no_quiet_guard or args.quick))
-        print(bench_attention.run(threads=args.threads, quick=args.quick, guard=guard).format())
+        only = tuple(s.strip() for s in args.only.split(",")) if args.only else None
+        print(bench_attention.run(threads=args.threads, quick=args.quick, guard=guard,
+                                  sections=only).format())
         if not ops:
             return 0
     config = bench.QUICK if args.quick else bench.FULL
@@ -108,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fast: the fast-form suite; reference: the fp64 oracle rows; all: "
                             "both; auto (default): the suite where a chunk/recurrent form exists")
     bench.add_argument("--only", default=None, metavar="SECTIONS",
-                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16,nh")
+                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16,nh "
+                            "(softmax_attention: fwd,decode,sweep)")
     bench.add_argument("--plot", default=None, metavar="PATH",
                        help="write tokens/s vs T of the sweep as a PNG (e.g. "
                             "docs/img/throughput_vs_T.png)")

@@ -20,7 +20,7 @@ inline constexpr int64_t kForwardKeys = 256;
 // Scratch slots (core/scratch.hpp) of the attention kernels.
 enum Slot : int {
   kSlotQ, kSlotO, kSlotDO, kSlotS, kSlotDS, kSlotK, kSlotV, kSlotKt, kSlotVt, kSlotStats,
-  kSlotDQ, kSlotDK, kSlotDV, kSlotPos,
+  kSlotDQ, kSlotDK, kSlotDV, kSlotPos, kSlotLse,
 };
 
 // Rows [r0, r0 + rows) of span `span` (a query tile, or a key tile of a training span).

@@ -52,21 +52,21 @@ QueryRows load_query_rows(const Problem& p, const Inputs& in, const Span& s, int
   return x;
 }
 
-// Key rows [j0, j0 + n) of kv head hkv, as read (Kj, ld ldk) and transposed (Kt, Vt: n columns).
+// Key rows [j0, j0 + n) of kv head hkv, as rows (Kj, contiguous: rows of the caller's tensors
+// are H*K apart, which maps them onto a few cache sets) and transposed (Kt, Vt: n columns).
 struct KeyTile {
-  const float* Kj;
-  int64_t ldk;
-  float *Kt, *Vt;
+  float *Kj, *Kt, *Vt;
 };
 KeyTile load_key_tile(const Problem& p, const Inputs& in, const Span& s, int64_t j0, int64_t n,
                       int64_t hkv) {
   ScratchArena& arena = ScratchArena::local();
-  KeyTile t{nullptr, 0, arena.get<float>(kSlotKt, p.K * n), arena.get<float>(kSlotVt, p.V * n)};
-  int64_t ldv;
-  t.Kj = f32_rows(in.k, s.kb, s.kv0 + j0, n, hkv, arena.get<float>(kSlotK, n * p.K), t.ldk);
-  const float* Vj = f32_rows(in.v, s.kb, s.kv0 + j0, n, hkv, arena.get<float>(kSlotV, n * p.V), ldv);
-  kernels::transpose(n, p.K, t.Kj, t.ldk, t.Kt, n);
-  kernels::transpose(n, p.V, Vj, ldv, t.Vt, n);
+  const KeyTile t{arena.get<float>(kSlotK, n * p.K), arena.get<float>(kSlotKt, p.K * n),
+                  arena.get<float>(kSlotVt, p.V * n)};
+  float* Vj = arena.get<float>(kSlotV, n * p.V);
+  load_rows(in.k, s.kb, s.kv0 + j0, n, hkv, t.Kj, p.K);
+  load_rows(in.v, s.kb, s.kv0 + j0, n, hkv, Vj, p.V);
+  kernels::transpose(n, p.K, t.Kj, p.K, t.Kt, n);
+  kernels::transpose(n, p.V, Vj, p.V, t.Vt, n);
   return t;
 }
 
@@ -117,7 +117,7 @@ void query_tile_grads(const Problem& p, const Inputs& in, const Tile& t, int64_t
     const int64_t n = std::min(kTileKeys, s.rows - j0);
     const KeyTile kt = load_key_tile(p, in, s, j0, n, h / p.group());
     tile_gradients(p, x.pos, rows, j0, n, x.Q, x.dO, x.lse, x.D, kt.Kt, kt.Vt, P, dS);
-    kernels::gemm_nn(rows, K, n, dS, n, kt.Kj, kt.ldk, dQ, K, Accumulate::yes);
+    kernels::gemm_nn(rows, K, n, dS, n, kt.Kj, K, dQ, K, Accumulate::yes);
   }
   for (int64_t i = 0; i < rows * K; ++i) dQ[i] *= static_cast<float>(p.scale);
   store_rows(dq, s.qb, s.q0 + t.r0, rows, h, dQ, K);
@@ -146,7 +146,7 @@ void fused_grads(const Problem& p, const Inputs& in, const Span& s, int64_t hkv,
         tile_gradients(p, x.pos, rows, j0, n, x.Q, x.dO, x.lse, x.D, kt.Kt, kt.Vt, P, dS);
         kernels::gemm_tn(n, V, rows, P, n, x.dO, V, dV + j0 * V, V, Accumulate::yes);
         kernels::gemm_tn(n, K, rows, dS, n, x.Q, K, dK + j0 * K, K, Accumulate::yes);
-        kernels::gemm_nn(rows, K, n, dS, n, kt.Kj, kt.ldk, dQ, K, Accumulate::yes);
+        kernels::gemm_nn(rows, K, n, dS, n, kt.Kj, K, dQ, K, Accumulate::yes);
       }
       for (int64_t e = 0; e < rows * K; ++e) dQ[e] *= static_cast<float>(p.scale);
       if (dq.given()) store_rows(dq, s.qb, s.q0 + i0, rows, h, dQ, K);
@@ -164,7 +164,7 @@ void chunk_backward(const Problem& p, const TensorView& q, const TensorView& k,
   const Inputs in{q, k, v, o, lse, d_o};
   const int64_t n_items = static_cast<int64_t>(p.spans.size()) * p.Hkv;
   if (items_cover_threads(n_items)) {
-    parallel_for(n_items, [&](int64_t item) {
+    parallel_for_dynamic(n_items, [&](int64_t item) {
       fused_grads(p, in, p.spans[item / p.Hkv], item % p.Hkv, dq, dk, dv);
     });
     return;

@@ -21,7 +21,7 @@ void chunk_forward(const Problem& p, const TensorView& q, const TensorView& k,
     ScratchArena& arena = ScratchArena::local();
     float* Q = arena.get<float>(kSlotQ, t.rows * p.K);
     float* O = arena.get<float>(kSlotO, t.rows * p.V);
-    float* L = arena.get<float>(kSlotDO, t.rows);
+    float* L = arena.get<float>(kSlotLse, t.rows);
     load_scaled_rows(q, s.qb, s.q0 + t.r0, t.rows, h, static_cast<float>(p.scale), Q);
     attend(p, s, h / p.group(), k, v, Q, t.rows, positions(s.pos0 + t.r0, t.rows), O, L);
     store_rows(o, s.qb, s.q0 + t.r0, t.rows, h, O, p.V);

@@ -15,13 +15,13 @@ namespace linattn::attention {
 void recurrent_decode(const Problem& p, const TensorView& q, const TensorView& k_cache,
                       const TensorView& v_cache, const TensorView& o) {
   const int64_t n_items = static_cast<int64_t>(p.spans.size()) * p.Hkv;
-  parallel_for(n_items, [&](int64_t item) {
+  parallel_for_dynamic(n_items, [&](int64_t item) {
     const Span& s = p.spans[item / p.Hkv];
     const int64_t hkv = item % p.Hkv, stacked = p.group() * s.rows;
     ScratchArena& arena = ScratchArena::local();
     float* Q = arena.get<float>(kSlotQ, kTileRows * p.K);
     float* O = arena.get<float>(kSlotO, kTileRows * p.V);
-    float* lse = arena.get<float>(kSlotDO, kTileRows);
+    float* lse = arena.get<float>(kSlotLse, kTileRows);
     int64_t* pos = arena.get<int64_t>(kSlotPos, kTileRows);
     // Stacked row x is token x % Tq of query head hkv * group + x / Tq.
     const auto head = [&](int64_t x) { return hkv * p.group() + x / s.rows; };
