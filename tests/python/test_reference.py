@@ -107,7 +107,8 @@ def naive_gated_delta_rule(q, k, v, g, beta, scale, initial_state, l2norm):
 def test_gated_delta_rule_matches_naive_recurrence(op, H, HV, l2norm, make_inputs, rel_err):
     x = make_inputs(op, B=2, T=9, H=H, HV=HV, K=5, V=4, initial_state=True)
     o, s = run(op, x, scale=0.7, output_final_state=True, use_qk_l2norm_in_kernel=l2norm)
-    o_naive, s_naive = naive_gated_delta_rule(**x, scale=0.7, l2norm=l2norm)
+    gates = {"g": x.pop("gk")} if op == "kda" else {}  # kda's per-channel decay as the naive g
+    o_naive, s_naive = naive_gated_delta_rule(**x, **gates, scale=0.7, l2norm=l2norm)
     assert rel_err(o, o_naive) <= 1e-12
     assert rel_err(s, s_naive) <= 1e-12
 
