@@ -2,12 +2,14 @@
 // A family adds one line here and defines its jobs function in src/ops/<family>/check.cpp.
 #include "check/harness.hpp"
 #include "ops/conv1d/check.hpp"
+#include "ops/scan/check.hpp"
 
 namespace linattn::check {
 
 const std::vector<CheckFamily>& check_families() {
   static const std::vector<CheckFamily> families = {
       {conv1d::kName, conv1d::jobs},
+      {scan::kName, scan::jobs},
   };
   return families;
 }

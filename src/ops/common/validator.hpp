@@ -51,6 +51,21 @@ class Validator {
     if (!is_floating(t.dtype))
       fail(op_, ": ", name, " must be float32, bfloat16 or float64, got ", dtype_name(t.dtype));
   }
+  void floating_input(const char* name, const TensorView& t) const {
+    basic(name, t);
+    floating(name, t);
+  }
+  // A gradient output: optional; if given, its input must be given and it must be floating,
+  // shaped like the input and contiguous.
+  void gradient(const char* name, const TensorView& grad, const char* input_name,
+                const TensorView& input) const {
+    if (!grad.given()) return;
+    if (!input.given()) fail(op_, ": ", name, " was given but its input ", input_name, " was not");
+    floating_input(name, grad);
+    shape(name, grad, std::vector<int64_t>(input.shape.begin(), input.shape.begin() + input.ndim),
+          "(the shape of its input)");
+    writable(name, grad);
+  }
   void same_dtype(const char* name, const TensorView& t, const char* ref_name,
                   const TensorView& ref) const {
     if (t.dtype != ref.dtype)

@@ -12,9 +12,6 @@
 
 namespace linattn {
 
-using conv1d::at2;
-using conv1d::at3;
-
 namespace {
 
 constexpr const char* kUpdate = "causal_conv1d_update";
@@ -58,7 +55,7 @@ void causal_conv1d_update(const Conv1dUpdateArgs& a, const TensorView& y) {
   check_update(a, y);
   const int64_t N = a.x.shape[0], D = a.x.shape[1], W = a.weight.shape[1];
   const TensorView& cache = a.cache;
-  conv1d::parallel_for_work(N, N * D * W, [&](int64_t n) {
+  parallel_for_work(N, N * D * W, [&](int64_t n) {
     for (int64_t d = 0; d < D; ++d) {
       // fp64: a handful of products per channel, exact enough for float64 callers too.
       double acc = a.bias.given() ? get(a.bias, d * a.bias.strides[0]) : 0.0;
