@@ -1,11 +1,7 @@
 // The decode step of the selective scan (mamba's selective_state_update; algorithms.md §4.10
 // (a) for one token): per (sequence, channel), h = exp(Δ A) h + Δ B x in place and
 // y = (C·h + D x) · silu(z). The state is scan.hpp's [N, D, N_state], so steps continue a
-// forward's final_state. Work items are sequences, each owning its state rows and y row.
-#include <cmath>
-
-#include "core/dtype.hpp"
-#include "core/parallel.hpp"
+// forward's final_state; the step runs the forward's own kernels on a one-token sequence.
 #include "ops/common/validator.hpp"
 #include "ops/scan/scan.hpp"
 
@@ -13,8 +9,6 @@ namespace linattn {
 namespace {
 
 constexpr const char* kStep = "selective_state_update";
-
-double get(const TensorView& t, int64_t offset) { return load_as_double(t.data, t.dtype, offset); }
 
 void check_step(const ScanStepArgs& a, const TensorView& y) {
   Validator check(kStep);
@@ -48,34 +42,44 @@ void check_step(const ScanStepArgs& a, const TensorView& y) {
   check.writable("y", y);
 }
 
+// A view with a new dimension of size 1 at `dim` (one token: [N, D] -> [N, 1, D]).
+TensorView one_token(const TensorView& t, int dim) {
+  if (!t.given()) return t;
+  TensorView v = t;
+  v.ndim = t.ndim + 1;
+  for (int i = t.ndim; i > dim; --i) {
+    v.shape[i] = t.shape[i - 1];
+    v.strides[i] = t.strides[i - 1];
+  }
+  v.shape[dim] = 1;
+  v.strides[dim] = t.strides[dim] * t.shape[dim];  // keeps a contiguous view contiguous
+  return v;
+}
+
 }  // namespace
 
+// The step is the scan of one token with the state as both initial and final state: each
+// work item reads its channels' state rows before it writes them, so in place is safe.
 void selective_state_update(const ScanStepArgs& a, const TensorView& y) {
   check_step(a, y);
-  const int64_t N = a.state.shape[0], D = a.state.shape[1], S = a.state.shape[2];
-  const int64_t group = D / a.B.shape[1];
-  const TensorView& h = a.state;
-  parallel_for_work(N, N * D * S, [&](int64_t n) {
-    for (int64_t d = 0; d < D; ++d) {
-      const int64_t g = d / group;
-      const double x = get(a.x, at2(a.x, n, d));
-      double dt = get(a.dt, at2(a.dt, n, d)) + (a.dt_bias.given() ? get(a.dt_bias, d * a.dt_bias.strides[0]) : 0.0);
-      if (a.dt_softplus) dt = dt > 20.0 ? dt : std::log1p(std::exp(dt));
-      double acc = a.D.given() ? get(a.D, d * a.D.strides[0]) * x : 0.0;
-      for (int64_t k = 0; k < S; ++k) {
-        const int64_t o = at3(h, n, d, k);
-        const double hk = std::exp(dt * get(a.A, at2(a.A, d, k))) * get(h, o) +
-                          dt * get(a.B, at3(a.B, n, g, k)) * x;
-        store_from_double(h.data, h.dtype, o, hk);
-        acc += get(a.C, at3(a.C, n, g, k)) * hk;
-      }
-      if (a.z.given()) {
-        const double z = get(a.z, at2(a.z, n, d));
-        acc *= z / (1.0 + std::exp(-z));
-      }
-      store_from_double(y.data, y.dtype, at2(y, n, d), acc);
-    }
-  });
+  ScanArgs s;
+  s.u = one_token(a.x, 1);
+  s.delta = one_token(a.dt, 1);
+  s.A = a.A;
+  s.B = one_token(a.B, 1);
+  s.C = one_token(a.C, 1);
+  s.D = a.D;
+  s.z = one_token(a.z, 1);
+  s.delta_bias = a.dt_bias;
+  s.initial_state = a.state;
+  s.delta_softplus = a.dt_softplus;
+  s.output_final_state = true;
+  const scan::Problem p = scan::make_problem(s);
+  const ScanOutputs out{one_token(y, 1), a.state};
+  if (a.x.dtype == DType::f64)
+    scan::reference_forward(p, s, out);
+  else
+    scan::fast_forward(p, s, out);
 }
 
 }  // namespace linattn
