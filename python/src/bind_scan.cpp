@@ -38,13 +38,6 @@ linattn::ScanArgs make_args(const Input& u, const Input& delta, const Input& A, 
   return a;
 }
 
-nb::object shape_or_none(const std::vector<int64_t>& dims) {
-  if (dims.empty()) return nb::none();
-  nb::list out;
-  for (int64_t d : dims) out.append(d);
-  return nb::tuple(out);
-}
-
 }  // namespace
 
 // mamba's order (u, delta, A, B, C, D, z, delta_bias, delta_softplus; return_last_state is

@@ -98,16 +98,6 @@ TEST(Scan, BitwiseIdenticalForAnyThreadCount) {
   omp_set_num_threads(saved);
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Scan, RejectsBadInputs) {
   Case c = Case::of(2, 5, 4, 3);
   const Inputs in = make_inputs(c, DType::f32);
@@ -115,7 +105,7 @@ TEST(Scan, RejectsBadInputs) {
   const Buffer wrong_A(DType::f32, {c.D, c.N + 1}), groups(DType::f32, {c.B, c.T, 3, c.N});
   const Buffer wrong_state(DType::f32, {c.B, c.D + 1, c.N});
   auto forward = [&](const ScanArgs& a) {
-    return error_of([&] { selective_scan_forward(Form::chunk, a, {y.view(), {}}); });
+    return check::error_message([&] { selective_scan_forward(Form::chunk, a, {y.view(), {}}); });
   };
   auto expect = [](const std::string& message, const std::string& part) {
     EXPECT_NE(message.find(part), std::string::npos) << "got: " << message;
@@ -134,12 +124,12 @@ TEST(Scan, RejectsBadInputs) {
   a = good;
   a.initial_state = wrong_state.view();
   expect(forward(a), "initial_state must have shape [N_seq, D, N] = [2, 4, 3], got [2, 5, 3]");
-  expect(error_of([&] { selective_scan_forward(Form::recurrent, good, {y.view(), {}}); }),
+  expect(check::error_message([&] { selective_scan_forward(Form::recurrent, good, {y.view(), {}}); }),
          "the recurrent form is the decode step selective_state_update");
   Buffer bf_state(DType::bf16, {c.B, c.D, c.N});
   a = good;
   a.output_final_state = true;
-  expect(error_of([&] { selective_scan_forward(Form::chunk, a, {y.view(), bf_state.view()}); }),
+  expect(check::error_message([&] { selective_scan_forward(Form::chunk, a, {y.view(), bf_state.view()}); }),
          "final_state must be float32 or float64, got bfloat16");
 }
 

@@ -66,6 +66,24 @@ class Validator {
           "(the shape of its input)");
     writable(name, grad);
   }
+  // A required output: given, with the dtype of `like`, the expected shape, contiguous.
+  void output(const char* name, const TensorView& t, const char* like_name, const TensorView& like,
+              const std::vector<int64_t>& dims, const char* layout) const {
+    present(name, t);
+    basic(name, t);
+    same_dtype(name, t, like_name, like);
+    shape(name, t, dims, layout);
+    writable(name, t);
+  }
+  // The final-state output: required (floating, shaped, contiguous) exactly when `wanted`.
+  void state_output(const char* name, const TensorView& t, bool wanted,
+                    const std::vector<int64_t>& dims, const char* layout) const {
+    if (!wanted) return absent(name, t, "output_final_state is false");
+    present(name, t);
+    floating_input(name, t);
+    shape(name, t, dims, layout);
+    writable(name, t);
+  }
   void same_dtype(const char* name, const TensorView& t, const char* ref_name,
                   const TensorView& ref) const {
     if (t.dtype != ref.dtype)

@@ -60,19 +60,8 @@ void causal_conv1d_forward(Form form, const Conv1dArgs& args, const Conv1dOutput
   conv1d::check_form(form);
   const conv1d::Problem p = conv1d::make_problem(args);
   Validator check(kName);
-  check.present("y", out.y);
-  check.basic("y", out.y);
-  check.same_dtype("y", out.y, "x", args.x);
-  check.shape("y", out.y, {p.B, p.T, p.D}, "[B, T, D]");
-  check.writable("y", out.y);
-  if (args.output_final_state) {
-    check.present("final_state", out.final_state);
-    check.floating_input("final_state", out.final_state);
-    check.shape("final_state", out.final_state, {p.N(), p.D, p.W}, "[N, D, W]");
-    check.writable("final_state", out.final_state);
-  } else {
-    check.absent("final_state", out.final_state, "output_final_state is false");
-  }
+  check.output("y", out.y, "x", args.x, {p.B, p.T, p.D}, "[B, T, D]");
+  check.state_output("final_state", out.final_state, args.output_final_state, {p.N(), p.D, p.W}, "[N, D, W]");
   if (form == Form::reference || args.x.dtype == DType::f64)
     conv1d::reference_forward(p, args, out);
   else

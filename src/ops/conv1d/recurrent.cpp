@@ -40,11 +40,7 @@ void check_update(const Conv1dUpdateArgs& a, const TensorView& y) {
   }
   if (a.activation != Activation::none && a.activation != Activation::silu)
     fail(kUpdate, ": activation must be none (0) or silu (1), got ", static_cast<int>(a.activation));
-  check.present("y", y);
-  check.basic("y", y);
-  check.same_dtype("y", y, "x", a.x);
-  check.shape("y", y, {N, D}, "[N, D]");
-  check.writable("y", y);
+  check.output("y", y, "x", a.x, {N, D}, "[N, D]");
 }
 
 double get(const TensorView& t, int64_t offset) { return load_as_double(t.data, t.dtype, offset); }

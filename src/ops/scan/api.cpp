@@ -67,21 +67,11 @@ void selective_scan_forward(Form form, const ScanArgs& args, const ScanOutputs& 
   scan::check_form(form);
   const scan::Problem p = scan::make_problem(args);
   Validator check(kName);
-  check.present("y", out.y);
-  check.basic("y", out.y);
-  check.same_dtype("y", out.y, "u", args.u);
-  check.shape("y", out.y, {p.B, p.T, p.D}, "[B, T, D]");
-  check.writable("y", out.y);
-  if (args.output_final_state) {
-    check.present("final_state", out.final_state);
-    check.basic("final_state", out.final_state);
-    if (out.final_state.dtype != DType::f32 && out.final_state.dtype != DType::f64)
-      fail(kName, ": final_state must be float32 or float64, got ", dtype_name(out.final_state.dtype));
-    check.shape("final_state", out.final_state, {p.num_sequences(), p.D, p.N}, "[N_seq, D, N]");
-    check.writable("final_state", out.final_state);
-  } else {
-    check.absent("final_state", out.final_state, "output_final_state is false");
-  }
+  check.output("y", out.y, "u", args.u, {p.B, p.T, p.D}, "[B, T, D]");
+  check.state_output("final_state", out.final_state, args.output_final_state,
+                     {p.num_sequences(), p.D, p.N}, "[N_seq, D, N]");
+  if (args.output_final_state && out.final_state.dtype == DType::bf16)  // states are fp32 or fp64
+    fail(kName, ": final_state must be float32 or float64, got bfloat16");
   if (scan::fast(form, args))
     scan::fast_forward(p, args, out);
   else

@@ -35,11 +35,7 @@ void check_step(const ScanStepArgs& a, const TensorView& y) {
     check.floating_input("z", a.z);
     check.shape("z", a.z, {N, D}, "[N, D] (the shape of x)");
   }
-  check.present("y", y);
-  check.basic("y", y);
-  check.same_dtype("y", y, "x", a.x);
-  check.shape("y", y, {N, D}, "[N, D]");
-  check.writable("y", y);
+  check.output("y", y, "x", a.x, {N, D}, "[N, D]");
 }
 
 // A view with a new dimension of size 1 at `dim` (one token: [N, D] -> [N, 1, D]).
