@@ -146,8 +146,16 @@ inline void load_tile(const TensorView& t, int64_t b, int64_t row0, int64_t rows
   }
   for (int64_t c = 0; c < width; ++c) {
     const int64_t base = b * t.strides[0] + row0 + (d0 + c) * t.strides[2];
-    for (int64_t r = 0; r < rows; ++r)
-      dst[r * ld + c] = static_cast<float>(load_as_double(t.data, t.dtype, base + r));
+    if (t.dtype == DType::f32) {
+      const float* in = static_cast<const float*>(t.data) + base;
+      for (int64_t r = 0; r < rows; ++r) dst[r * ld + c] = in[r];
+    } else if (t.dtype == DType::bf16) {
+      const uint16_t* in = static_cast<const uint16_t*>(t.data) + base;
+      for (int64_t r = 0; r < rows; ++r) dst[r * ld + c] = bf16_to_f32(in[r]);
+    } else {
+      for (int64_t r = 0; r < rows; ++r)
+        dst[r * ld + c] = static_cast<float>(load_as_double(t.data, t.dtype, base + r));
+    }
   }
 }
 
