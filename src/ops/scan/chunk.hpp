@@ -65,7 +65,7 @@ struct Tile {
 
   void load(const Problem& p, const ScanArgs& a, const Item& it, int64_t t0, int64_t rows) {
     const int64_t b = it.s->batch, row0 = it.s->start + t0;
-    std::fill(u, B, 0.0f);  // padding lanes
+    for (float* t : {u, raw, z}) std::fill(t, t + rows * kLanes, 0.0f);  // padding lanes
     load_tile(a.u, b, row0, rows, it.d0, it.width, u, kLanes);
     load_tile(a.delta, b, row0, rows, it.d0, it.width, raw, kLanes);
     if (a.z.given()) load_tile(a.z, b, row0, rows, it.d0, it.width, z, kLanes);

@@ -45,30 +45,35 @@ void ReverseTile(int64_t N, int64_t rows, const float* HWY_RESTRICT At, const fl
   for (int64_t r = rows - 1; r >= 0; --r) {
     const float* prev = r > 0 ? states + (r - 1) * N * kLanes : h0;
     const float* cur = states + r * N * kLanes;
-    for (int64_t n = 0; n < N; ++n) dB[r * N + n] = dC[r * N + n] = 0.0f;
+    const int64_t o = r * kLanes;
     for (int64_t c = 0; c < kLanes; c += L) {
-      const int64_t o = r * kLanes + c;
-      const auto uv = hn::LoadU(d, u + o), dv = hn::LoadU(d, dt + o), gv = hn::LoadU(d, g + o);
-      const auto xbar = hn::Mul(dv, uv);
-      auto duv = hn::Mul(hn::LoadU(d, Dv + c), gv);
-      auto ddtv = hn::Zero(d);
+      const auto uv = hn::LoadU(d, u + o + c), gv = hn::LoadU(d, g + o + c);
+      hn::StoreU(hn::Mul(hn::LoadU(d, Dv + c), gv), d, du + o + c);
+      hn::StoreU(hn::Zero(d), d, ddt + o + c);
       hn::StoreU(hn::MulAdd(gv, uv, hn::LoadU(d, dD + c)), d, dD + c);
-      for (int64_t n = 0; n < N; ++n) {
+    }
+    // States outermost, so that dB and dC (sums over the channels) take one horizontal sum
+    // per state and token; du and dΔ accumulate in their L1-resident rows.
+    for (int64_t n = 0; n < N; ++n) {
+      const auto Bn = hn::Set(d, B[r * N + n]), Cn = hn::Set(d, C[r * N + n]);
+      auto sumB = hn::Zero(d), sumC = hn::Zero(d);
+      for (int64_t c = 0; c < kLanes; c += L) {
         const int64_t s = n * kLanes + c;
-        const auto Av = hn::LoadU(d, At + s), Bn = hn::Set(d, B[r * N + n]);
-        dC[r * N + n] += hn::GetLane(hn::SumOfLanes(d, hn::Mul(gv, hn::LoadU(d, cur + s))));
-        const auto dhv = hn::MulAdd(hn::Set(d, C[r * N + n]), gv, hn::LoadU(d, dh + s));
+        const auto uv = hn::LoadU(d, u + o + c), dv = hn::LoadU(d, dt + o + c), gv = hn::LoadU(d, g + o + c);
+        const auto Av = hn::LoadU(d, At + s);
+        sumC = hn::MulAdd(gv, hn::LoadU(d, cur + s), sumC);
+        const auto dhv = hn::MulAdd(Cn, gv, hn::LoadU(d, dh + s));
         const auto dha = Decayed(d, hn::Mul(dv, Av), dhv);  // dh a
         const auto q = hn::Mul(dha, hn::LoadU(d, prev + s));
         const auto dhB = hn::Mul(dhv, Bn);
-        ddtv = hn::MulAdd(q, Av, hn::MulAdd(dhB, uv, ddtv));
+        hn::StoreU(hn::MulAdd(q, Av, hn::MulAdd(dhB, uv, hn::LoadU(d, ddt + o + c))), d, ddt + o + c);
         hn::StoreU(hn::MulAdd(q, dv, hn::LoadU(d, dA + s)), d, dA + s);
-        duv = hn::MulAdd(dhB, dv, duv);
-        dB[r * N + n] += hn::GetLane(hn::SumOfLanes(d, hn::Mul(dhv, xbar)));
+        hn::StoreU(hn::MulAdd(dhB, dv, hn::LoadU(d, du + o + c)), d, du + o + c);
+        sumB = hn::MulAdd(dhv, hn::Mul(dv, uv), sumB);
         hn::StoreU(dha, d, dh + s);
       }
-      hn::StoreU(duv, d, du + o);
-      hn::StoreU(ddtv, d, ddt + o);
+      dB[r * N + n] = hn::GetLane(hn::SumOfLanes(d, sumB));
+      dC[r * N + n] = hn::GetLane(hn::SumOfLanes(d, sumC));
     }
   }
 }
