@@ -45,10 +45,10 @@ struct Item {
     std::fill(scratch, scratch + scratch_size(p), 0.0f);
     for (int64_t c = 0; c < width; ++c) {
       const int64_t d = d0 + c;
-      for (int64_t n = 0; n < p.N; ++n) At[n * kLanes + c] = static_cast<float>(load_as_double(a.A.data, a.A.dtype, at2(a.A, d, n)));
-      if (a.D.given()) Dv[c] = static_cast<float>(load_as_double(a.D.data, a.D.dtype, d * a.D.strides[0]));
+      for (int64_t n = 0; n < p.N; ++n) At[n * kLanes + c] = load_as_float(a.A.data, a.A.dtype, at2(a.A, d, n));
+      if (a.D.given()) Dv[c] = load_as_float(a.D.data, a.D.dtype, d * a.D.strides[0]);
       if (a.delta_bias.given())
-        bias[c] = static_cast<float>(load_as_double(a.delta_bias.data, a.delta_bias.dtype, d * a.delta_bias.strides[0]));
+        bias[c] = load_as_float(a.delta_bias.data, a.delta_bias.dtype, d * a.delta_bias.strides[0]);
     }
   }
 };
@@ -84,8 +84,8 @@ inline void load_initial_state(const Problem& p, const ScanArgs& a, const Item& 
   if (!a.initial_state.given()) return;
   for (int64_t c = 0; c < it.width; ++c)
     for (int64_t n = 0; n < p.N; ++n)
-      h[n * kLanes + c] = static_cast<float>(
-          load_as_double(a.initial_state.data, a.initial_state.dtype, at3(a.initial_state, it.seq, it.d0 + c, n)));
+      h[n * kLanes + c] =
+          load_as_float(a.initial_state.data, a.initial_state.dtype, at3(a.initial_state, it.seq, it.d0 + c, n));
 }
 
 // The forward scan of one tile (chunk_fwd.cpp): h advances over `rows` tokens; y [row][kLanes]

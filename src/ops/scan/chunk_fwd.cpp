@@ -93,8 +93,13 @@ void forward_item(const Problem& p, const ScanArgs& a, const ScanOutputs& out, i
   if (a.output_final_state) {
     const TensorView& f = out.final_state;
     for (int64_t c = 0; c < it.width; ++c)
-      for (int64_t n = 0; n < p.N; ++n)
-        store_from_double(f.data, f.dtype, at3(f, it.seq, it.d0 + c, n), h[n * kLanes + c]);
+      for (int64_t n = 0; n < p.N; ++n) {
+        const int64_t o = at3(f, it.seq, it.d0 + c, n);
+        if (f.dtype == DType::f32)
+          static_cast<float*>(f.data)[o] = h[n * kLanes + c];
+        else
+          store_from_double(f.data, f.dtype, o, h[n * kLanes + c]);
+      }
   }
 }
 
