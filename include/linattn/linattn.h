@@ -200,6 +200,38 @@ linattn_status linattn_causal_conv1d_update(const linattn_tensor* x, linattn_ten
                                             const linattn_tensor* residual, int32_t activation,
                                             linattn_tensor* y) LINATTN_NOEXCEPT;
 
+/* ---- Selective scan (linattn/scan.hpp; mamba_ssm's selective_scan_fn) ----
+ * Token-major views (any strides): u, delta, z [B, T, D]; A [D, N]; B, C [B, T, G, N]; D,
+ * delta_bias [D]; states [N_seq, D, N]. A zero-initialised struct means nothing optional given. */
+typedef struct linattn_scan_args {
+  linattn_tensor u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens;
+  int32_t delta_softplus;     /* nonzero: Δ = softplus(delta + delta_bias) */
+  int32_t output_final_state; /* nonzero: write final_state [N_seq, D, N] (f32 or f64) */
+} linattn_scan_args;
+
+typedef struct linattn_scan_grads {
+  linattn_tensor du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state; /* ndim 0: skip */
+} linattn_scan_grads;
+
+/* form: LINATTN_FORM_REFERENCE or LINATTN_FORM_CHUNK. *y (required) [B, T, D] contiguous with
+ * u's dtype; final_state NULL unless output_final_state. */
+linattn_status linattn_selective_scan_forward(linattn_form form, const linattn_scan_args* args,
+                                              linattn_tensor* y,
+                                              linattn_tensor* final_state) LINATTN_NOEXCEPT;
+linattn_status linattn_selective_scan_backward(linattn_form form, const linattn_scan_args* args,
+                                               const linattn_tensor* dy,
+                                               const linattn_tensor* dfinal_state,
+                                               linattn_scan_grads* grads) LINATTN_NOEXCEPT;
+
+/* One decode step (mamba's selective_state_update): state [N, D, N_state] in place; x, dt, z
+ * [N, D]; B, C [N, G, N_state]; y [N, D] contiguous with x's dtype. */
+typedef struct linattn_scan_step_args {
+  linattn_tensor state, x, dt, A, B, C, D, z, dt_bias;
+  int32_t dt_softplus;
+} linattn_scan_step_args;
+linattn_status linattn_selective_state_update(const linattn_scan_step_args* args,
+                                              linattn_tensor* y) LINATTN_NOEXCEPT;
+
 /* The message of the last failed linattn call on this thread (thread-local). Every call that
  * can fail resets it to "" when it succeeds. The string is owned by linattn and stays valid
  * until the next linattn call on this thread; never NULL. */

@@ -12,6 +12,8 @@ it. Arrays are numpy arrays or torch tensors on the CPU, read and written in pla
 - ``linattn.ops`` (needs torch): fla's ``chunk_*`` / ``fused_recurrent_*`` functions as torch
   autograd functions, also reachable here (``linattn.chunk_gla``); ``linattn.layers`` and
   ``linattn.models``: torch modules built on them. torch is imported on first use only.
+- ``selective_scan_fn``/``selective_state_update`` (mamba_ssm's names) and
+  ``selective_scan_backward``: the Mamba-1 / S4D diagonal SSM scan (``linattn.scan``).
 """
 
 import importlib
@@ -21,6 +23,7 @@ from .attention import attn_with_kvcache, parallel_attn
 from ._core import backward, forward, has_form, op_names, output_shapes, version
 
 from .conv1d import causal_conv1d, causal_conv1d_backward, causal_conv1d_update
+from .scan import selective_scan_backward, selective_scan_fn, selective_state_update
 
 __version__ = version()
 
@@ -53,5 +56,8 @@ __all__ = [
     "output_shapes",
     "parallel_attn",
     "reference",
+    "selective_scan_backward",
+    "selective_scan_fn",
+    "selective_state_update",
     "version",
 ]

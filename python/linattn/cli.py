@@ -74,6 +74,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_scan(args: argparse.Namespace) -> int:
+    from . import bench_scan  # imports torch
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"bench-scan: --threads must be >= 1, got {args.threads}")
+    print(bench_scan.run(threads=args.threads, quick=args.quick))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linattn",
@@ -139,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=None,
                       help="threads for linattn and PyTorch (default: all cores)")
     demo.set_defaults(run=cmd_demo)
+
+    bench_scan = sub.add_parser(
+        "bench-scan", help="time the selective scan and causal conv1d against PyTorch",
+        description="Selective scan (Mamba-1 130M-class layer, D=1536, N=16, T=2048) forward and "
+                    "forward+backward vs a per-token torch loop, its decode step, and causal_conv1d "
+                    "vs torch's depthwise conv1d; same threads, same run (python/linattn/bench_scan.py).")
+    bench_scan.add_argument("--threads", type=int, default=None,
+                            help="threads for linattn and PyTorch (default: all cores)")
+    bench_scan.add_argument("--quick", action="store_true", help="T=256, short timing")
+    bench_scan.set_defaults(run=cmd_bench_scan)
     return parser
 
 

@@ -40,13 +40,6 @@ linattn::Conv1dArgs make_args(const Input& x, const Input& weight, const OptInpu
   return a;
 }
 
-nb::object shape_or_none(const std::vector<int64_t>& dims) {
-  if (dims.empty()) return nb::none();
-  nb::list out;
-  for (int64_t d : dims) out.append(d);
-  return nb::tuple(out);
-}
-
 }  // namespace
 
 // fla's argument order: x, weight, bias, residual, initial_state, output_final_state, activation,

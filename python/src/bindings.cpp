@@ -93,12 +93,14 @@ nb::tuple shape_tuple(const std::vector<int64_t>& dims) {
 void bind_tools(nb::module_& m);  // bind_tools.cpp: check runner, peak probe, threads
 void bind_conv1d(nb::module_& m);  // bind_conv1d.cpp: causal_conv1d and its decode step
 void bind_attention(nb::module_& m);  // bind_attention.cpp: softmax attention
+void bind_scan(nb::module_& m);    // bind_scan.cpp: the selective scan and its decode step
 
 NB_MODULE(_core, m) {
   m.doc() = "linattn's C++ core (zero-copy over numpy/torch/DLPack CPU arrays)";
   bind_tools(m);
   bind_conv1d(m);
   bind_attention(m);
+  bind_scan(m);
 
   m.def("version", &linattn::version, "The C++ library version, \"major.minor.patch\".");
 

@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "linattn/error.hpp"
 #include "linattn/tensor.hpp"
@@ -97,6 +98,14 @@ linattn::TensorView view(const char* op, const char* name, const Array& a) {
 template <typename Array>
 linattn::TensorView view(const char* op, const char* name, const std::optional<Array>& a) {
   return a ? view(op, name, *a) : linattn::TensorView{};  // not given: an empty view
+}
+
+// A shape as a Python tuple, or None for an empty one (an output that is not produced).
+inline nb::object shape_or_none(const std::vector<int64_t>& dims) {
+  if (dims.empty()) return nb::none();
+  nb::list out;
+  for (int64_t d : dims) out.append(d);
+  return nb::tuple(out);
 }
 
 }  // namespace linattn_py

@@ -14,6 +14,7 @@
 #include "linattn/conv1d.hpp"
 #include "linattn/attention.hpp"
 #include "linattn/error.hpp"
+#include "linattn/scan.hpp"
 #include "linattn/ops.hpp"
 
 namespace linattn {
@@ -161,6 +162,24 @@ Conv1dArgs to_conv1d_args(const char* fn, const linattn_conv1d_args* args) {
   out.cu_seqlens = to_view(fn, "args->cu_seqlens", a.cu_seqlens);
   out.output_final_state = a.output_final_state != 0;
   out.activation = static_cast<Activation>(a.activation);  // validated by the C++ API
+  return out;
+}
+
+ScanArgs to_scan_args(const char* fn, const linattn_scan_args* args) {
+  const linattn_scan_args& a = require(fn, "args", args);
+  ScanArgs out;
+  out.u = to_view(fn, "args->u", a.u);
+  out.delta = to_view(fn, "args->delta", a.delta);
+  out.A = to_view(fn, "args->A", a.A);
+  out.B = to_view(fn, "args->B", a.B);
+  out.C = to_view(fn, "args->C", a.C);
+  out.D = to_view(fn, "args->D", a.D);
+  out.z = to_view(fn, "args->z", a.z);
+  out.delta_bias = to_view(fn, "args->delta_bias", a.delta_bias);
+  out.initial_state = to_view(fn, "args->initial_state", a.initial_state);
+  out.cu_seqlens = to_view(fn, "args->cu_seqlens", a.cu_seqlens);
+  out.delta_softplus = a.delta_softplus != 0;
+  out.output_final_state = a.output_final_state != 0;
   return out;
 }
 
@@ -396,6 +415,52 @@ linattn_status linattn_attention_decode(linattn_form form, const linattn_kvcache
     c.scale = a.scale;
     c.window_size = a.window_size;
     attention_decode(cpp_form, c, to_view(fn, "o", require(fn, "o", o)));
+linattn_status linattn_selective_scan_forward(linattn_form form, const linattn_scan_args* args,
+                                              linattn_tensor* y, linattn_tensor* final_state) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_selective_scan_forward";
+    const ScanArgs a = to_scan_args(fn, args);
+    selective_scan_forward(to_form(form), a,
+                           {to_view(fn, "y", require(fn, "y", y)), optional_view(fn, "final_state", final_state)});
+  });
+}
+
+linattn_status linattn_selective_scan_backward(linattn_form form, const linattn_scan_args* args,
+                                               const linattn_tensor* dy,
+                                               const linattn_tensor* dfinal_state,
+                                               linattn_scan_grads* grads) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_selective_scan_backward";
+    const ScanArgs a = to_scan_args(fn, args);
+    const linattn_scan_grads& g = require(fn, "grads", grads);
+    selective_scan_backward(
+        to_form(form), a,
+        {to_view(fn, "dy", require(fn, "dy", dy)), optional_view(fn, "dfinal_state", dfinal_state)},
+        {to_view(fn, "grads->du", g.du), to_view(fn, "grads->ddelta", g.ddelta),
+         to_view(fn, "grads->dA", g.dA), to_view(fn, "grads->dB", g.dB), to_view(fn, "grads->dC", g.dC),
+         to_view(fn, "grads->dD", g.dD), to_view(fn, "grads->dz", g.dz),
+         to_view(fn, "grads->ddelta_bias", g.ddelta_bias),
+         to_view(fn, "grads->dinitial_state", g.dinitial_state)});
+  });
+}
+
+linattn_status linattn_selective_state_update(const linattn_scan_step_args* args,
+                                              linattn_tensor* y) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_selective_state_update";
+    const linattn_scan_step_args& a = require(fn, "args", args);
+    ScanStepArgs s;
+    s.state = to_view(fn, "args->state", a.state);
+    s.x = to_view(fn, "args->x", a.x);
+    s.dt = to_view(fn, "args->dt", a.dt);
+    s.A = to_view(fn, "args->A", a.A);
+    s.B = to_view(fn, "args->B", a.B);
+    s.C = to_view(fn, "args->C", a.C);
+    s.D = to_view(fn, "args->D", a.D);
+    s.z = to_view(fn, "args->z", a.z);
+    s.dt_bias = to_view(fn, "args->dt_bias", a.dt_bias);
+    s.dt_softplus = a.dt_softplus != 0;
+    selective_state_update(s, to_view(fn, "y", require(fn, "y", y)));
   });
 }
 

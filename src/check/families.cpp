@@ -3,6 +3,7 @@
 #include "check/harness.hpp"
 #include "ops/conv1d/check.hpp"
 #include "ops/attention/check.hpp"
+#include "ops/scan/check.hpp"
 
 namespace linattn::check {
 
@@ -10,6 +11,7 @@ const std::vector<CheckFamily>& check_families() {
   static const std::vector<CheckFamily> families = {
       {conv1d::kName, conv1d::jobs},
       {"softmax_attention", attention_jobs},
+      {scan::kName, scan::jobs},
   };
   return families;
 }

@@ -36,6 +36,13 @@ inline double load_as_double(const void* data, DType dtype, int64_t offset) {
   return 0.0;
 }
 
+// Element `offset` as float, float32 read directly (per-element loops of small parameters
+// and states, where the dtype switch of load_as_double would cost more than the load).
+inline float load_as_float(const void* data, DType dtype, int64_t offset) {
+  return dtype == DType::f32 ? static_cast<const float*>(data)[offset]
+                             : static_cast<float>(load_as_double(data, dtype, offset));
+}
+
 // Writes a double into element `offset` of a floating buffer, rounding to its dtype.
 inline void store_from_double(void* data, DType dtype, int64_t offset, double value) {
   switch (dtype) {

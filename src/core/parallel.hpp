@@ -54,4 +54,17 @@ void for_each_work_item(int64_t items, Body&& body) {
   }
 }
 
+// parallel_for over n items when the call does at least kParallelWork multiply-adds in all:
+// a parallel region costs more than a tiny call (a decode step, the finite-difference checks'
+// forwards), and oversubscribed machines make it far worse. Items own their outputs either way.
+inline constexpr int64_t kParallelWork = 1 << 14;
+template <typename Body>
+void parallel_for_work(int64_t n, int64_t work, Body&& body) {
+  if (work >= kParallelWork) {
+    parallel_for(n, body);
+  } else {
+    for (int64_t i = 0; i < n; ++i) body(i);
+  }
+}
+
 }  // namespace linattn

@@ -103,23 +103,12 @@ TEST(Conv1d, BitwiseIdenticalForAnyThreadCount) {
   omp_set_num_threads(saved);
 }
 
-// The message of the Error thrown by f (empty if none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(Conv1d, RejectsBadInputs) {
   const Case c = Case::of(2, 5, 3, 4);
   const Inputs in = make_inputs(c, DType::f32);
   Buffer y(DType::f32, {c.B, c.T, c.D}), fs(DType::f32, {c.B, c.D, c.W});
   auto forward = [&](Conv1dArgs a, TensorView out_y, TensorView out_f = {}) {
-    return error_of([&] { causal_conv1d_forward(Form::chunk, a, {out_y, out_f}); });
+    return check::error_message([&] { causal_conv1d_forward(Form::chunk, a, {out_y, out_f}); });
   };
   Conv1dArgs a = in.args(c, false);
   EXPECT_EQ(forward(a, y.view()), "");
@@ -153,14 +142,14 @@ TEST(Conv1d, RejectsBadInputs) {
   bad.output_final_state = true;
   expect(forward(bad, y.view()), "final_state is required but was not given");
   expect(forward(a, y.view(), fs.view()), "final_state must not be given (output_final_state is false)");
-  expect(error_of([&] { causal_conv1d_forward(Form::recurrent, a, {y.view(), {}}); }),
+  expect(check::error_message([&] { causal_conv1d_forward(Form::recurrent, a, {y.view(), {}}); }),
          "the recurrent form is the decode step causal_conv1d_update");
 
   // Backward: a gradient for an input that was not given; decode: a cache of the wrong width.
   Conv1dArgs no_bias = a;
   no_bias.bias = {};
   Buffer db(DType::f32, {c.D});
-  expect(error_of([&] {
+  expect(check::error_message([&] {
            causal_conv1d_backward(Form::chunk, no_bias, {y.view(), {}}, {{}, {}, db.view(), {}, {}});
          }),
          "dbias was given but its input bias was not");
@@ -169,7 +158,7 @@ TEST(Conv1d, RejectsBadInputs) {
   u.x = x_step.view();
   u.cache = wrong_state.view();
   u.weight = in.weight.view();
-  expect(error_of([&] { causal_conv1d_update(u, y_step.view()); }),
+  expect(check::error_message([&] { causal_conv1d_update(u, y_step.view()); }),
          "causal_conv1d_update: cache must have shape [N, D, W] = [2, 3, 4], got [2, 3, 3]");
 }
 

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 import linattn
+from conftest import relative_error as rel
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-
-
-def rel(a, b) -> float:
-    a = torch.as_tensor(a).detach().double()
-    b = torch.as_tensor(b).detach().double()
-    return float((a - b).norm() / b.norm())
 
 
 def torch_conv(x, weight, bias=None, residual=None, initial_state=None, activation=None):

@@ -154,4 +154,49 @@ inline DecodeState decode_state(const TensorView& initial_state, const TensorVie
   return st;
 }
 
+// Channels [d0, d0 + width) of a [B, T, D] view as a [B, T, 1, width] view (rows.hpp's layout).
+inline TensorView channel_block(const TensorView& t, int64_t d0, int64_t width) {
+  TensorView v;
+  v.data = static_cast<char*>(t.data) + d0 * t.strides[2] * static_cast<int64_t>(dtype_size(t.dtype));
+  v.dtype = t.dtype;
+  v.ndim = 4;
+  v.shape = {t.shape[0], t.shape[1], 1, width};
+  v.strides = {t.strides[0], t.strides[1], 0, t.strides[2]};
+  return v;
+}
+
+// dst[r * ld + c] = t[b, row0 + r, d0 + c] of a rank-3 view for r < rows, c < width, reading
+// along whichever of the last two dimensions is unit-stride (token-major [B, T, D] rows, or
+// channel-first arrays passed as transposed views, e.g. mamba's [B, D, L]).
+inline void load_tile(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t d0,
+                      int64_t width, float* dst, int64_t ld) {
+  if (t.strides[2] == 1 || t.strides[1] != 1) {
+    load_rows(channel_block(t, d0, width), b, row0, rows, 0, dst, ld);
+    return;
+  }
+  for (int64_t c = 0; c < width; ++c) {
+    const int64_t base = b * t.strides[0] + row0 + (d0 + c) * t.strides[2];
+    if (t.dtype == DType::f32) {
+      const float* in = static_cast<const float*>(t.data) + base;
+      for (int64_t r = 0; r < rows; ++r) dst[r * ld + c] = in[r];
+    } else if (t.dtype == DType::bf16) {
+      const uint16_t* in = static_cast<const uint16_t*>(t.data) + base;
+      for (int64_t r = 0; r < rows; ++r) dst[r * ld + c] = bf16_to_f32(in[r]);
+    } else {
+      for (int64_t r = 0; r < rows; ++r)
+        dst[r * ld + c] = static_cast<float>(load_as_double(t.data, t.dtype, base + r));
+    }
+  }
+}
+
+// The rank-3 view t[:, :, index, :] of a rank-4 view (a group's rows of [B, T, G, N]).
+inline TensorView select_dim2(const TensorView& t, int64_t index) {
+  TensorView v = t;
+  v.data = static_cast<char*>(t.data) + index * t.strides[2] * static_cast<int64_t>(dtype_size(t.dtype));
+  v.ndim = 3;
+  v.shape = {t.shape[0], t.shape[1], t.shape[3]};
+  v.strides = {t.strides[0], t.strides[1], t.strides[3]};
+  return v;
+}
+
 }  // namespace linattn

@@ -51,6 +51,39 @@ class Validator {
     if (!is_floating(t.dtype))
       fail(op_, ": ", name, " must be float32, bfloat16 or float64, got ", dtype_name(t.dtype));
   }
+  void floating_input(const char* name, const TensorView& t) const {
+    basic(name, t);
+    floating(name, t);
+  }
+  // A gradient output: optional; if given, its input must be given and it must be floating,
+  // shaped like the input and contiguous.
+  void gradient(const char* name, const TensorView& grad, const char* input_name,
+                const TensorView& input) const {
+    if (!grad.given()) return;
+    if (!input.given()) fail(op_, ": ", name, " was given but its input ", input_name, " was not");
+    floating_input(name, grad);
+    shape(name, grad, std::vector<int64_t>(input.shape.begin(), input.shape.begin() + input.ndim),
+          "(the shape of its input)");
+    writable(name, grad);
+  }
+  // A required output: given, with the dtype of `like`, the expected shape, contiguous.
+  void output(const char* name, const TensorView& t, const char* like_name, const TensorView& like,
+              const std::vector<int64_t>& dims, const char* layout) const {
+    present(name, t);
+    basic(name, t);
+    same_dtype(name, t, like_name, like);
+    shape(name, t, dims, layout);
+    writable(name, t);
+  }
+  // The final-state output: required (floating, shaped, contiguous) exactly when `wanted`.
+  void state_output(const char* name, const TensorView& t, bool wanted,
+                    const std::vector<int64_t>& dims, const char* layout) const {
+    if (!wanted) return absent(name, t, "output_final_state is false");
+    present(name, t);
+    floating_input(name, t);
+    shape(name, t, dims, layout);
+    writable(name, t);
+  }
   void same_dtype(const char* name, const TensorView& t, const char* ref_name,
                   const TensorView& ref) const {
     if (t.dtype != ref.dtype)

@@ -17,17 +17,6 @@ namespace linattn::conv1d {
 inline constexpr int64_t kChannels = 64;  // one item: 256 bytes of each token row
 inline constexpr int64_t kTokens = 64;    // rows per block
 
-// Channels [d0, d0 + width) of a [B, T, D] view as a [B, T, 1, width] view (rows.hpp's layout).
-inline TensorView channel_block(const TensorView& t, int64_t d0, int64_t width) {
-  TensorView v;
-  v.data = static_cast<char*>(t.data) + d0 * t.strides[2] * static_cast<int64_t>(dtype_size(t.dtype));
-  v.dtype = t.dtype;
-  v.ndim = 4;
-  v.shape = {t.shape[0], t.shape[1], 1, width};
-  v.strides = {t.strides[0], t.strides[1], 0, t.strides[2]};
-  return v;
-}
-
 // The channel block [d0, d0 + width) of one item and its fp32 weights, transposed: w[j * ld + c].
 struct ChannelBlock {
   int64_t d0, width;

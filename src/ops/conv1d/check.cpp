@@ -101,6 +101,8 @@ Inputs piece(const Inputs& in, int64_t b, int64_t start, int64_t len, const Buff
           check::slice_tokens(in.residual, b, start, len, 1), state, Buffer()};
 }
 
+Outputs oracle(const Case& c, const Inputs& in) { return run_forward(c, in, Form::reference); }
+
 }  // namespace
 
 double finite_difference_error(const Case& c) {
@@ -119,43 +121,12 @@ double finite_difference_error(const Case& c) {
 
 double varlen_error(const Case& c) {
   if (c.seqlens.empty()) fail("conv1d varlen_error: the case has no seqlens");
-  const Inputs in = make_inputs(c, DType::f64);
-  const Outputs full = run_forward(c, in, Form::reference);
-  double worst = 0;
-  int64_t start = 0;
-  for (size_t n = 0; n < c.seqlens.size(); ++n) {
-    Case one = c;
-    one.seqlens.clear();
-    one.T = c.seqlens[n];
-    const Outputs out = run_forward(one, piece(in, 0, start, one.T, check::slice_row(in.initial_state, n)),
-                                    Form::reference);
-    worst = std::max({worst, rel_error(out.y, check::slice_tokens(full.y, 0, start, one.T, 1)),
-                      rel_error(out.final_state, check::slice_row(full.final_state, n))});
-    start += one.T;
-  }
-  return worst;
+  return check::varlen_error(c, make_inputs(c, DType::f64), oracle, piece);
 }
 
 double split_run_error(const Case& c) {
   if (!c.seqlens.empty() || c.T < 2) fail("conv1d split_run_error: needs a fixed-length case with T >= 2");
-  const Inputs in = make_inputs(c, DType::f64);
-  const Outputs full = run_forward(c, in, Form::reference);
-  double worst = 0;
-  for (int64_t b = 0; b < c.B; ++b) {
-    Case part = c;
-    part.B = 1;
-    part.initial_state = true;
-    part.T = c.T / 2;
-    const Outputs first = run_forward(part, piece(in, b, 0, part.T, check::slice_row(in.initial_state, b)),
-                                      Form::reference);
-    const int64_t T1 = part.T;
-    part.T = c.T - T1;
-    const Outputs second = run_forward(part, piece(in, b, T1, part.T, first.final_state), Form::reference);
-    worst = std::max({worst, rel_error(first.y, check::slice_tokens(full.y, b, 0, T1, 1)),
-                      rel_error(second.y, check::slice_tokens(full.y, b, T1, part.T, 1)),
-                      rel_error(second.final_state, check::slice_row(full.final_state, b))});
-  }
-  return worst;
+  return check::split_run_error(c, make_inputs(c, DType::f64), oracle, piece);
 }
 
 double decode_error(const Case& c, DType dtype) {
@@ -247,28 +218,9 @@ std::vector<Case> builtin_cases() {
 }
 
 std::vector<check::Job> jobs(DType dtype) {
-  // Tolerances as harness.cpp: fp64 sums of a few terms agree to ~1e-15; central differences
-  // carry ~1e-9; fp32 storage/arithmetic 1e-5; bf16 storage (y, gradients rounded) 1e-2.
-  const double form_tol = dtype == DType::bf16 ? 1e-2 : dtype == DType::f32 ? 1e-5 : 1e-12;
-  std::vector<check::Job> out;
-  const std::string name = kName;
-  for (const Case& c : builtin_cases()) {
-    const std::string shape = c.describe();
-    if (dtype == DType::f64) {
-      if (c.T * c.D <= 400)
-        out.push_back({name, "reference", shape, "bwd vs finite differences", 1e-6, [c] { return finite_difference_error(c); }});
-      if (!c.seqlens.empty())
-        out.push_back({name, "reference", shape, "varlen = separate runs", 1e-12, [c] { return varlen_error(c); }});
-      else if (c.T >= 2)
-        out.push_back({name, "reference", shape, "split run = one run", 1e-12, [c] { return split_run_error(c); }});
-    } else {
-      out.push_back({name, "chunk", shape, "fwd vs reference", form_tol, [c, dtype] { return fast_forward_error(c, dtype); }});
-      out.push_back({name, "chunk", shape, "bwd vs reference", form_tol, [c, dtype] { return fast_backward_error(c, dtype); }});
-    }
-    if (c.seqlens.empty())
-      out.push_back({name, "recurrent", shape, "decode steps = forward", form_tol, [c, dtype] { return decode_error(c, dtype); }});
-  }
-  return out;
+  return check::family_jobs<Case>(kName, dtype, builtin_cases(),
+                                  {finite_difference_error, varlen_error, split_run_error, decode_error,
+                                   fast_forward_error, fast_backward_error});
 }
 
 }  // namespace linattn::conv1d

@@ -7,6 +7,7 @@
 
 #include "core/parallel.hpp"
 #include "linattn/conv1d.hpp"
+#include "ops/common/elements.hpp"
 #include "ops/common/problem.hpp"
 
 namespace linattn::conv1d {
@@ -21,27 +22,6 @@ struct Problem {
 };
 
 Problem make_problem(const Conv1dArgs& args);
-
-// Element [b, t, d] of a [B, T, D] view, [d, j] of the weight, [n, d, j] of a state.
-inline int64_t at3(const TensorView& t, int64_t i0, int64_t i1, int64_t i2) {
-  return i0 * t.strides[0] + i1 * t.strides[1] + i2 * t.strides[2];
-}
-inline int64_t at2(const TensorView& t, int64_t i0, int64_t i1) {
-  return i0 * t.strides[0] + i1 * t.strides[1];
-}
-
-// parallel_for over n items when the call does at least kParallelWork multiply-adds in all:
-// a parallel region costs more than a tiny call (a decode step, the finite-difference checks'
-// forwards), and oversubscribed machines make it far worse. Items own their outputs either way.
-inline constexpr int64_t kParallelWork = 1 << 14;
-template <typename Body>
-void parallel_for_work(int64_t n, int64_t work, Body&& body) {
-  if (work >= kParallelWork) {
-    parallel_for(n, body);
-  } else {
-    for (int64_t i = 0; i < n; ++i) body(i);
-  }
-}
 
 // fp64 oracle (reference.cpp): the formula of conv1d.hpp token by token.
 void reference_forward(const Problem& p, const Conv1dArgs& args, const Conv1dOutputs& out);

@@ -12,9 +12,6 @@
 
 namespace linattn {
 
-using conv1d::at2;
-using conv1d::at3;
-
 namespace {
 
 constexpr const char* kUpdate = "causal_conv1d_update";
@@ -43,11 +40,7 @@ void check_update(const Conv1dUpdateArgs& a, const TensorView& y) {
   }
   if (a.activation != Activation::none && a.activation != Activation::silu)
     fail(kUpdate, ": activation must be none (0) or silu (1), got ", static_cast<int>(a.activation));
-  check.present("y", y);
-  check.basic("y", y);
-  check.same_dtype("y", y, "x", a.x);
-  check.shape("y", y, {N, D}, "[N, D]");
-  check.writable("y", y);
+  check.output("y", y, "x", a.x, {N, D}, "[N, D]");
 }
 
 double get(const TensorView& t, int64_t offset) { return load_as_double(t.data, t.dtype, offset); }
@@ -58,7 +51,7 @@ void causal_conv1d_update(const Conv1dUpdateArgs& a, const TensorView& y) {
   check_update(a, y);
   const int64_t N = a.x.shape[0], D = a.x.shape[1], W = a.weight.shape[1];
   const TensorView& cache = a.cache;
-  conv1d::parallel_for_work(N, N * D * W, [&](int64_t n) {
+  parallel_for_work(N, N * D * W, [&](int64_t n) {
     for (int64_t d = 0; d < D; ++d) {
       // fp64: a handful of products per channel, exact enough for float64 callers too.
       double acc = a.bias.given() ? get(a.bias, d * a.bias.strides[0]) : 0.0;

@@ -1,5 +1,5 @@
-// The C API of causal_conv1d (linattn.h): the C++ API's results bit for bit, status codes and
-// messages for bad input.
+// The C API of the ops with an API of their own, causal_conv1d and selective_scan (linattn.h):
+// the C++ API's results bit for bit, status codes and messages for bad input.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -9,6 +9,7 @@
 #include "check/family.hpp"
 #include "linattn/conv1d.hpp"
 #include "linattn/linattn.h"
+#include "ops/scan/check.hpp"
 
 namespace {
 
@@ -80,6 +81,44 @@ TEST(CapiConv1d, MatchesCppApiAndReportsErrors) {
   EXPECT_EQ(linattn_causal_conv1d_update(&xt, &ct, nullptr, nullptr, nullptr, 0, &yt),
             LINATTN_ERROR_INVALID_ARGUMENT);
   EXPECT_STREQ(linattn_last_error(), "linattn_causal_conv1d_update: weight is NULL");
+}
+
+TEST(CapiScan, MatchesCppApiAndReportsErrors) {
+  linattn::scan::Case c = linattn::scan::Case::of(2, 9, 5, 4);
+  c.gate = c.softplus = true;
+  const linattn::scan::Inputs in = linattn::scan::make_inputs(c, linattn::DType::f32);
+  const linattn::scan::Outputs want = linattn::scan::run_forward(c, in, linattn::Form::chunk);
+  Buffer y(linattn::DType::f32, {2, 9, 5}), f(linattn::DType::f32, {2, 5, 4});
+  linattn_scan_args a{};
+  a.u = c_view(in.u);
+  a.delta = c_view(in.delta);
+  a.A = c_view(in.A);
+  a.B = c_view(in.B);
+  a.C = c_view(in.C);
+  a.D = c_view(in.D);
+  a.z = c_view(in.z);
+  a.initial_state = c_view(in.initial_state);
+  a.delta_softplus = 1;
+  a.output_final_state = 1;
+  linattn_tensor yt = c_view(y), ft = c_view(f);
+  ASSERT_EQ(linattn_selective_scan_forward(LINATTN_FORM_CHUNK, &a, &yt, &ft), LINATTN_OK)
+      << linattn_last_error();
+  EXPECT_EQ(linattn::check::rel_error(y, want.y), 0.0);
+  EXPECT_EQ(linattn::check::rel_error(f, want.final_state), 0.0);
+
+  Buffer du(linattn::DType::f32, {2, 9, 5});
+  linattn_scan_grads g{};
+  g.du = c_view(du);
+  a.output_final_state = 0;
+  EXPECT_EQ(linattn_selective_scan_backward(LINATTN_FORM_CHUNK, &a, &yt, nullptr, &g), LINATTN_OK)
+      << linattn_last_error();
+  a.A = linattn_tensor{};
+  EXPECT_EQ(linattn_selective_scan_forward(LINATTN_FORM_CHUNK, &a, &yt, nullptr),
+            LINATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(linattn_last_error(), "selective_scan: A is required but was not given");
+  linattn_scan_step_args s{};
+  EXPECT_EQ(linattn_selective_state_update(&s, nullptr), LINATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_STREQ(linattn_last_error(), "linattn_selective_state_update: y is NULL");
 }
 
 }  // namespace

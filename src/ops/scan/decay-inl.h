@@ -1,0 +1,21 @@
+// exp(x) v for x <= 0, the decay of the selective scan's state (algorithms.md §4.10 (a)),
+// accurate at both ends: near x = 0 as v + expm1(x) v (exp(x) itself would be rounded to a
+// multiple of 2^-24 below 1, a systematic error of up to 5% in 1 - a at a decay of 1e-6 that
+// grows with the sequence length), elsewhere as exp(x) v (expm1 would lose a small exp(x)).
+// One exponential either way: Highway's Exp and Expm1 share the range reduction and the
+// polynomial, which is expm1 of the reduced argument. Included once per SIMD target, inside
+// HWY_NAMESPACE, by chunk_fwd.cpp and chunk_bwd.cpp (no include guard, as Highway's -inl.h).
+
+template <class D, class V>
+HWY_INLINE V Decayed(D d, V x, V v) {
+  hn::impl::ExpImpl<float> impl;
+  const V one = hn::Set(d, 1.0f);
+  // q = round(x / log 2) (x <= 0): as hn::Exp
+  const auto q = impl.ToInt32(d, hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681f),
+                                            hn::Or(hn::Set(d, 0.5f), hn::And(x, hn::Set(d, -0.0f)))));
+  const V em1 = impl.ExpPoly(d, impl.ExpReduce(d, x, q));  // expm1(x - q log 2)
+  const V a = hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -104.0f)), impl.LoadExpShortRange(d, hn::Add(em1, one), q));
+  // |x| < log(2)/2 means q = 0, so em1 = expm1(x).
+  return hn::IfThenElse(hn::Lt(hn::Abs(x), hn::Set(d, 0.346573590279972654708616f)), hn::MulAdd(em1, v, v),
+                        hn::Mul(a, v));
+}
