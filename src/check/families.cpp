@@ -1,11 +1,14 @@
 // The families of ops with an API of their own and their `linattn check` jobs (harness.hpp).
 // A family adds one line here and defines its jobs function in src/ops/<family>/check.cpp.
 #include "check/harness.hpp"
+#include "ops/lla/check.hpp"
 
 namespace linattn::check {
 
 const std::vector<CheckFamily>& check_families() {
-  static const std::vector<CheckFamily> families = {};
+  static const std::vector<CheckFamily> families = {
+      {"lla_attention", lla::check::jobs},
+  };
   return families;
 }
 

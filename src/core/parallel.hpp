@@ -24,6 +24,20 @@ void parallel_for(int64_t n, Body&& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
+// parallel_for for items of very different cost (e.g. causal query tiles): threads take the
+// next item when they finish one. Items still own their outputs, so results do not depend on
+// which thread ran an item.
+template <typename Body>
+void parallel_for_dynamic(int64_t n, Body&& body) {
+  if (n <= 0) return;
+  if (n == 1 || omp_get_max_threads() == 1 || omp_in_parallel()) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
 // The two-level partition of the chunk kernels: with at least as many work items as threads,
 // the items run in parallel and each item's inner parallel_for loops run serially; with fewer,
 // the items run one after another and their inner loops get every thread. Kernels keep the

@@ -1,0 +1,84 @@
+// The query tile of the blockwise LLA forms (algorithms.md §4.9b): up to kQueryTile queries of
+// one (sequence, head) and every key they see, widened to fp32, with the per-pair weights
+// W = exp(scale Q K^T - m) kept for the whole key range (rows x keys floats, never T x T), so
+// that the CG iterations and the later passes re-read them instead of recomputing exponentials.
+// Products run over blocks of kKeyBlock keys (L2-sized operands) with the GEMMs of
+// kernels/gemm.hpp. The chunk forms use tiles of kQueryTile rows, the decode form tiles of one.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/parallel.hpp"
+#include "ops/lla/lla.hpp"
+
+namespace linattn::lla {
+
+inline constexpr int64_t kQueryTile = 32;
+inline constexpr int64_t kKeyBlock = 256;
+inline constexpr int kFirstCallerSlot = 10;  // scratch slots below belong to the tile
+
+inline float dot(int64_t n, const float* x, const float* y) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+
+class Tile {
+ public:
+  // Queries [query0 + r0, + rows) of sequence s, head h; loads them and their keys (and values
+  // if with_values), then pass 1: W, omega, mu~ and mu = mu~ - omega q (and the Jacobi diagonal).
+  Tile(const Problem& p, const Sequence& s, int64_t h, int64_t r0, int64_t rows, bool with_values);
+
+  // CG for Sigma_i x_i = rhs_i, every row of the tile in lock-step, each stopping on its own
+  // test ||r||^2 <= rtol max(atol, ||r_0||^2) (preconditioned: r.z); x starts at 0.
+  void solve(const float* rhs, float* x) const;
+
+  // out (rows x n) = (X K^T)[:, keys] - (X.q) for each row: x.z_ij over a key block.
+  void project(const float* X, int64_t key0, int64_t n, float* out) const;
+
+  // The (rows x n) block of W that starts at key key0 (leading dimension keys()).
+  const float* weights(int64_t key0) const { return W_ + key0; }
+  int64_t keys() const { return nk_; }
+  int64_t rows() const { return rows_; }
+  int64_t row(int64_t r) const { return s_.query0 + r0_ + r; }  // the q row of tile row r
+
+  const Problem& p;
+  const float *Q, *Kmat, *Vmat;   // rows x K, keys x K, keys x V (null without values)
+  const float *omega, *mu, *lambda, *shift;  // per row (shift: m_i, the row max); mu rows x K
+
+ private:
+  void apply(const float* P, float* SP) const;  // SP = Sigma_i p_i for each row
+
+  const Sequence& s_;
+  int64_t r0_, rows_, nk_;
+  float *W_, *Kt_, *diag_;
+};
+
+// The forward over query tiles of tile_rows rows (chunk: kQueryTile, recurrent: 1).
+void tile_forward(const Problem& p, int64_t tile_rows, const TensorView& o);
+
+// Runs body(sequence, head, r0, rows) for every query tile of tile_rows queries of every
+// (sequence, head), in parallel, the tiles that see the most keys first; tiles own their query
+// rows, so no result depends on the thread that ran it.
+template <typename Body>
+void for_each_tile(const Problem& p, int64_t tile_rows, Body&& body) {
+  struct Item {
+    int64_t seq, h, r0;
+  };
+  std::vector<Item> items;
+  for (int64_t n = 0; n < p.N(); ++n)
+    for (int64_t r0 = 0; r0 < p.sequences[n].queries; r0 += tile_rows)
+      for (int64_t h = 0; h < p.H; ++h) items.push_back({n, h, r0});
+  std::stable_sort(items.begin(), items.end(), [&](const Item& a, const Item& b) {
+    return p.sequences[a.seq].offset() + a.r0 > p.sequences[b.seq].offset() + b.r0;
+  });
+  parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t i) {
+    const Item& it = items[i];
+    const Sequence& s = p.sequences[it.seq];
+    body(s, it.h, it.r0, std::min(tile_rows, s.queries - it.r0));
+  });
+}
+
+}  // namespace linattn::lla
