@@ -4,11 +4,13 @@ The numeric work is all C++ (the extension module ``linattn._core``); this packa
 it. Arrays are numpy arrays or torch tensors on the CPU, read and written in place.
 
 - ``linattn.reference``: the fp64 oracles (``gla``, ``gated_delta_rule``, ... and ``backward``).
+- ``lla_attention``: Local Linear Attention (its own API: a KV cache, a ridge, a CG solve).
 - ``forward``/``backward``/``output_shapes``/``has_form``/``op_names``: the raw binding, for
   tools that drive a given form ('reference', 'chunk', 'recurrent') of an op by name.
 """
 
 from . import reference
+from .lla import lla_attention
 from ._core import backward, forward, has_form, op_names, output_shapes, version
 
 __version__ = version()
@@ -18,6 +20,7 @@ __all__ = [
     "backward",
     "forward",
     "has_form",
+    "lla_attention",
     "op_names",
     "output_shapes",
     "reference",

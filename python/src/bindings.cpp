@@ -21,92 +21,12 @@
 #include "linattn/ops.hpp"
 #include "linattn/tensor.hpp"
 
+#include "array_view.hpp"
+
 namespace nb = nanobind;
+using namespace linattn_py;  // Input, Output, view(): array_view.hpp
 
 namespace {
-
-using Input = nb::ndarray<nb::ro>;  // read-only inputs: read-only numpy views are accepted
-using Output = nb::ndarray<>;       // outputs must be writable
-using OptInput = std::optional<Input>;
-using OptOutput = std::optional<Output>;
-
-std::string device_str(int type, int id) {
-  const char* name = "unknown";
-  switch (type) {
-    case nb::device::cpu::value: name = "cpu"; break;
-    case nb::device::cuda::value: name = "cuda"; break;
-    case nb::device::cuda_host::value: name = "cuda_host"; break;
-    case nb::device::cuda_managed::value: name = "cuda_managed"; break;
-    case nb::device::rocm::value: name = "rocm"; break;
-    case nb::device::rocm_host::value: name = "rocm_host"; break;
-    case nb::device::metal::value: name = "mps"; break;
-    case nb::device::opencl::value: name = "opencl"; break;
-    case nb::device::vulkan::value: name = "vulkan"; break;
-    case nb::device::oneapi::value: name = "xpu"; break;
-    default: return "dlpack device type " + std::to_string(type) + ":" + std::to_string(id);
-  }
-  return std::string(name) + ":" + std::to_string(id);
-}
-
-std::string dtype_str(nb::dlpack::dtype dt) {
-  using Code = nb::dlpack::dtype_code;
-  std::string name;
-  switch (static_cast<Code>(dt.code)) {
-    case Code::Int: name = "int"; break;
-    case Code::UInt: name = "uint"; break;
-    case Code::Float: name = "float"; break;
-    case Code::Bfloat: name = "bfloat"; break;
-    case Code::Complex: name = "complex"; break;
-    case Code::Bool: return "bool";
-    default: name = "dlpack type code " + std::to_string(dt.code) + " of "; break;
-  }
-  name += std::to_string(dt.bits);
-  if (dt.lanes != 1) name += " x" + std::to_string(dt.lanes) + " lanes";
-  return name;
-}
-
-// The linattn dtype of an array, or TypeError naming the argument, the accepted and given dtypes.
-linattn::DType to_dtype(const char* op, const char* name, nb::dlpack::dtype dt) {
-  using Code = nb::dlpack::dtype_code;
-  const auto code = static_cast<Code>(dt.code);
-  if (dt.lanes == 1) {
-    if (code == Code::Float && dt.bits == 32) return linattn::DType::f32;
-    if (code == Code::Float && dt.bits == 64) return linattn::DType::f64;
-    if (code == Code::Bfloat && dt.bits == 16) return linattn::DType::bf16;
-    if (code == Code::Int && dt.bits == 32) return linattn::DType::i32;
-    if (code == Code::Int && dt.bits == 64) return linattn::DType::i64;
-  }
-  throw nb::type_error((std::string(op) + ": " + name +
-                        " must have dtype float32, bfloat16, float64, int32 or int64, got " +
-                        dtype_str(dt))
-                           .c_str());
-}
-
-// A TensorView over the array's memory (nanobind strides are in elements, like TensorView's).
-template <typename Array>
-linattn::TensorView view(const char* op, const char* name, const Array& a) {
-  if (a.device_type() != nb::device::cpu::value)
-    linattn::fail(op, ": ", name, ": linattn runs on the CPU only; got a tensor on device ",
-                  device_str(a.device_type(), a.device_id()));
-  const int ndim = static_cast<int>(a.ndim());
-  if (ndim < 1 || ndim > linattn::kMaxDims)
-    linattn::fail(op, ": ", name, " must have 1 to ", linattn::kMaxDims,
-                  " dimensions, got ", ndim);
-  linattn::TensorView t;
-  t.data = const_cast<void*>(static_cast<const void*>(a.data()));
-  t.dtype = to_dtype(op, name, a.dtype());
-  t.ndim = ndim;
-  for (int i = 0; i < ndim; ++i) {
-    t.shape[i] = static_cast<int64_t>(a.shape(i));
-    t.strides[i] = a.stride(i);
-  }
-  return t;
-}
-
-template <typename Array>
-linattn::TensorView view(const char* op, const char* name, const std::optional<Array>& a) {
-  return a ? view(op, name, *a) : linattn::TensorView{};  // not given: an empty view
-}
 
 // An op and its inputs, converted once for any entry point.
 struct Call {
@@ -167,10 +87,12 @@ nb::tuple shape_tuple(const std::vector<int64_t>& dims) {
       nb::arg("use_qk_l2norm_in_kernel") = false, nb::arg("num_householder") = 1
 
 void bind_tools(nb::module_& m);  // bind_tools.cpp: check runner, peak probe, threads
+void bind_lla(nb::module_& m);    // bind_lla.cpp: local linear attention
 
 NB_MODULE(_core, m) {
   m.doc() = "linattn's C++ core (zero-copy over numpy/torch/DLPack CPU arrays)";
   bind_tools(m);
+  bind_lla(m);
 
   m.def("version", &linattn::version, "The C++ library version, \"major.minor.patch\".");
 

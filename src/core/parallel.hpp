@@ -24,9 +24,9 @@ void parallel_for(int64_t n, Body&& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
-// parallel_for for items of very different cost (e.g. causal query tiles): threads take the
-// next item when they finish one. Items still own their outputs, so results do not depend on
-// which thread ran an item.
+// parallel_for for items of very different cost (the tiles of causal attention): items are
+// handed out one at a time as threads free up. Each item still owns its outputs, so which
+// thread runs it changes no bit of the result.
 template <typename Body>
 void parallel_for_dynamic(int64_t n, Body&& body) {
   if (n <= 0) return;
