@@ -24,6 +24,14 @@
 
 namespace linattn::lla {
 
+// Work done by one call of the chunk or recurrent form, for benchmarks (FLOPs): query-key
+// pairs of the query tiles (masked ones of diagonal tiles included), those pairs times the CG
+// iterations of their tile (each iteration applies Sigma_i: 4K FLOPs per pair), and the pairs of
+// the backward's key-tile pass.
+struct Stats {
+  int64_t tile_pairs = 0, cg_pairs = 0, key_pairs = 0;
+};
+
 // Defaults are those of the authors' released code (FlashLLA `lla_attention`).
 struct Args {
   TensorView q, k, v;
@@ -39,6 +47,7 @@ struct Args {
   double cg_rtol = 1e-12;
   int32_t cg_max_iters = 32;
   bool cg_use_preconditioner = false;
+  Stats* stats = nullptr;              // optional: counters added to (not reset)
 };
 
 // Gradients; a view not given is not computed. Each must have its input's shape, be contiguous

@@ -39,6 +39,14 @@ linattn::lla::Args lla_args(const Input& q, const Input& k, const Input& v, doub
   return a;
 }
 
+nb::dict stats_dict(const linattn::lla::Stats& s) {
+  nb::dict d;
+  d["tile_pairs"] = s.tile_pairs;
+  d["cg_pairs"] = s.cg_pairs;
+  d["key_pairs"] = s.key_pairs;
+  return d;
+}
+
 }  // namespace
 
 // The options every entry point takes after q, k, v: one list for parameters, values and names.
@@ -60,34 +68,45 @@ void bind_lla(nb::module_& m) {
       "lla_forward",
       [](const std::string& form, const Input& q, const Input& k, const Input& v,
          const Output& o, LLA_PARAMS) {
-        const linattn::lla::Args a = lla_args(q, k, v, LLA_VALUES);
+        linattn::lla::Args a = lla_args(q, k, v, LLA_VALUES);
+        linattn::lla::Stats stats;
+        a.stats = &stats;
         const linattn::Form f = linattn::form_from_name(form);
         const linattn::TensorView out = view(kName, "o", o);
-        nb::gil_scoped_release no_gil;
-        linattn::lla::forward(f, a, out);
+        {
+          nb::gil_scoped_release no_gil;
+          linattn::lla::forward(f, a, out);
+        }
+        return stats_dict(stats);
       },
       nb::arg("form"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::kw_only(), nb::arg("o"),
       LLA_ARGS,
       "LLA forward of `form` ('reference', 'chunk', 'recurrent'), writing o [B, Tq, H, V] in "
-      "place.");
+      "place; returns the work counters (linattn::lla::Stats; zero for the reference).");
   m.def(
       "lla_backward",
       [](const std::string& form, const Input& q, const Input& k, const Input& v,
          const Input& d_o, const OptOutput& dq, const OptOutput& dk, const OptOutput& dv,
          const OptOutput& dridge_lambda, LLA_PARAMS) {
-        const linattn::lla::Args a = lla_args(q, k, v, LLA_VALUES);
+        linattn::lla::Args a = lla_args(q, k, v, LLA_VALUES);
+        linattn::lla::Stats stats;
+        a.stats = &stats;
         const linattn::Form f = linattn::form_from_name(form);
         const linattn::TensorView g = view(kName, "do", d_o);
         const linattn::lla::Grads grads{view(kName, "dq", dq), view(kName, "dk", dk),
                                         view(kName, "dv", dv),
                                         view(kName, "dridge_lambda", dridge_lambda)};
-        nb::gil_scoped_release no_gil;
-        linattn::lla::backward(f, a, g, grads);
+        {
+          nb::gil_scoped_release no_gil;
+          linattn::lla::backward(f, a, g, grads);
+        }
+        return stats_dict(stats);
       },
       nb::arg("form"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("d_o"), nb::kw_only(),
       nb::arg("dq").none() = nb::none(), nb::arg("dk").none() = nb::none(),
       nb::arg("dv").none() = nb::none(), nb::arg("dridge_lambda").none() = nb::none(), LLA_ARGS,
-      "LLA gradients of `form` ('reference', 'chunk'): writes each given gradient in place.");
+      "LLA gradients of `form` ('reference', 'chunk'): writes each given gradient in place; "
+      "returns the work counters.");
 }
 
 #undef LLA_PARAMS

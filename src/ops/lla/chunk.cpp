@@ -143,6 +143,7 @@ void Tile::solve(const float* rhs, float* x) const {
   }
   for (int32_t it = 0; it < p.a->cg_max_iters && n_active > 0; ++it) {
     apply(dir, SP);
+    count(p, &Stats::cg_pairs, pairs());
     for (int64_t r = 0; r < rows_; ++r) {
       if (!active[r]) continue;
       float* pr = dir + r * K;

@@ -32,7 +32,8 @@ class Tile {
   Tile(const Problem& p, const Sequence& s, int64_t h, int64_t r0, int64_t rows, bool with_values);
 
   // CG for Sigma_i x_i = rhs_i, every row of the tile in lock-step, each stopping on its own
-  // test ||r||^2 <= rtol max(atol, ||r_0||^2) (preconditioned: r.z); x starts at 0.
+  // test ||r||^2 <= rtol max(atol, ||r_0||^2) (preconditioned: r.z); x starts at 0. Counts
+  // its work in Args::stats.
   void solve(const float* rhs, float* x) const;
 
   // out (rows x n) = (X K^T)[:, keys] - (X.q) for each row: x.z_ij over a key block.
@@ -47,6 +48,7 @@ class Tile {
   const Problem& p;
   const float *Q, *Kmat, *Vmat;   // rows x K, keys x K, keys x V (null without values)
   const float *omega, *mu, *lambda, *shift;  // per row (shift: m_i, the row max); mu rows x K
+  int64_t pairs() const { return rows_ * nk_; }
 
  private:
   void apply(const float* P, float* SP) const;  // SP = Sigma_i p_i for each row

@@ -47,6 +47,7 @@ void phase_a(const Problem& p, const TensorView& d_o, const Grads& grads, Saved&
     const int64_t K = p.K, V = p.V;
     const float scale = static_cast<float>(p.scale);
     const Tile t(p, s, h, r0, rows, true);
+    count(p, &Stats::tile_pairs, t.pairs());
     const int64_t nk = t.keys();
     ScratchArena& arena = ScratchArena::local();
     int slot = kFirstCallerSlot;
@@ -170,6 +171,7 @@ void phase_b(const Problem& p, const TensorView& d_o, const Grads& grads, Saved&
     const int64_t first = std::max<int64_t>(0, key0 - s.offset()) / R * R;
     for (int64_t r0 = first; r0 < s.queries; r0 += R) {
       const int64_t rows = std::min(R, s.queries - r0);
+      count(p, &Stats::key_pairs, rows * n);
       load_rows(p.a->q, s.batch, s.query0 + r0, rows, h, q, K);
       load_rows(d_o, s.batch, s.query0 + r0, rows, h, g, V);
       for (int64_t r = 0; r < rows; ++r) {

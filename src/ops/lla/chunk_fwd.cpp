@@ -18,6 +18,7 @@ void tile_forward(const Problem& p, int64_t tile_rows, const TensorView& o) {
   for_each_tile(p, tile_rows, [&](const Sequence& s, int64_t h, int64_t r0, int64_t rows) {
     const int64_t K = p.K, V = p.V;
     const Tile t(p, s, h, r0, rows, true);
+    count(p, &Stats::tile_pairs, t.pairs());
     ScratchArena& arena = ScratchArena::local();
     float* rho = arena.get<float>(kFirstCallerSlot, rows * K);
     double* delta = arena.get<double>(kFirstCallerSlot + 1, rows);

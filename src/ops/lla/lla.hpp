@@ -2,6 +2,7 @@
 // sequences, the regulariser of each query, and the forms' entry points.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -33,6 +34,11 @@ struct Problem {
 };
 
 Problem make_problem(const Args& args);
+
+// Adds n to a counter of Args::stats, if given (from any thread).
+inline void count(const Problem& p, int64_t Stats::*counter, int64_t n) {
+  if (p.a->stats) std::atomic_ref<int64_t>(p.a->stats->*counter).fetch_add(n);
+}
 
 // delta + eps sign(delta), sign(0) = +1 (the authors' kernels).
 inline double shifted_delta(double delta, double eps) { return delta + (delta >= 0 ? eps : -eps); }
