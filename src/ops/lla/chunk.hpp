@@ -15,7 +15,7 @@
 
 namespace linattn::lla {
 
-inline constexpr int64_t kQueryTile = 32;
+inline constexpr int64_t kQueryTile = 64;
 inline constexpr int64_t kKeyBlock = 256;
 inline constexpr int kFirstCallerSlot = 10;  // scratch slots below belong to the tile
 
