@@ -61,25 +61,32 @@ class Tile {
 // The forward over query tiles of tile_rows rows (chunk: kQueryTile, recurrent: 1).
 void tile_forward(const Problem& p, int64_t tile_rows, const TensorView& o);
 
-// Runs body(sequence, head, r0, rows) for every query tile of tile_rows queries of every
-// (sequence, head), in parallel, the tiles that see the most keys first; tiles own their query
-// rows, so no result depends on the thread that ran it.
+enum class Along { queries, keys };
+
+// Runs body(sequence, head, start, size) for every block of `block` queries (or keys) of every
+// (sequence, head), in parallel, the costliest first (query blocks late in a sequence see the
+// most keys, key blocks early in it the most queries). Each block owns its rows of the outputs,
+// so no result depends on the thread that ran it.
 template <typename Body>
-void for_each_tile(const Problem& p, int64_t tile_rows, Body&& body) {
+void for_each_block(const Problem& p, Along along, int64_t block, Body&& body) {
   struct Item {
-    int64_t seq, h, r0;
+    int64_t seq, h, start, cost;
   };
   std::vector<Item> items;
-  for (int64_t n = 0; n < p.N(); ++n)
-    for (int64_t r0 = 0; r0 < p.sequences[n].queries; r0 += tile_rows)
-      for (int64_t h = 0; h < p.H; ++h) items.push_back({n, h, r0});
-  std::stable_sort(items.begin(), items.end(), [&](const Item& a, const Item& b) {
-    return p.sequences[a.seq].offset() + a.r0 > p.sequences[b.seq].offset() + b.r0;
-  });
+  for (int64_t n = 0; n < p.N(); ++n) {
+    const Sequence& s = p.sequences[n];
+    const int64_t count = along == Along::queries ? s.queries : s.keys;
+    for (int64_t start = 0; start < count; start += block) {
+      const int64_t cost = along == Along::queries ? s.offset() + start : s.keys - start;
+      for (int64_t h = 0; h < p.H; ++h) items.push_back({n, h, start, cost});
+    }
+  }
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
     const Sequence& s = p.sequences[it.seq];
-    body(s, it.h, it.r0, std::min(tile_rows, s.queries - it.r0));
+    const int64_t count = along == Along::queries ? s.queries : s.keys;
+    body(s, it.h, it.start, std::min(block, count - it.start));
   });
 }
 

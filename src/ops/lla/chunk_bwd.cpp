@@ -43,7 +43,7 @@ int64_t saved_index(const Problem& p, const Sequence& s, int64_t r, int64_t h) {
 }
 
 void phase_a(const Problem& p, const TensorView& d_o, const Grads& grads, Saved& saved) {
-  for_each_tile(p, kQueryTile, [&](const Sequence& s, int64_t h, int64_t r0, int64_t rows) {
+  for_each_block(p, Along::queries, kQueryTile, [&](const Sequence& s, int64_t h, int64_t r0, int64_t rows) {
     const int64_t K = p.K, V = p.V;
     const float scale = static_cast<float>(p.scale);
     const Tile t(p, s, h, r0, rows, true);
@@ -132,18 +132,8 @@ void phase_a(const Problem& p, const TensorView& d_o, const Grads& grads, Saved&
 }
 
 void phase_b(const Problem& p, const TensorView& d_o, const Grads& grads, Saved& saved) {
-  struct Item {
-    int64_t seq, h, key0;
-  };
-  std::vector<Item> items;
-  for (int64_t n = 0; n < p.N(); ++n)
-    for (int64_t key0 = 0; key0 < p.sequences[n].keys; key0 += kKeyTileB)
-      for (int64_t h = 0; h < p.H; ++h) items.push_back({n, h, key0});
-  parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t item) {
-    const Item& it = items[item];
-    const Sequence& s = p.sequences[it.seq];
-    const int64_t K = p.K, V = p.V, h = it.h, key0 = it.key0, R = kQueryTile;
-    const int64_t n = std::min(kKeyTileB, s.keys - key0);
+  for_each_block(p, Along::keys, kKeyTileB, [&](const Sequence& s, int64_t h, int64_t key0, int64_t n) {
+    const int64_t K = p.K, V = p.V, R = kQueryTile;
     const float scale = static_cast<float>(p.scale);
     ScratchArena& arena = ScratchArena::local();
     int slot = 0;

@@ -15,7 +15,7 @@
 namespace linattn::lla {
 
 void tile_forward(const Problem& p, int64_t tile_rows, const TensorView& o) {
-  for_each_tile(p, tile_rows, [&](const Sequence& s, int64_t h, int64_t r0, int64_t rows) {
+  for_each_block(p, Along::queries, tile_rows, [&](const Sequence& s, int64_t h, int64_t r0, int64_t rows) {
     const int64_t K = p.K, V = p.V;
     const Tile t(p, s, h, r0, rows, true);
     count(p, &Stats::tile_pairs, t.pairs());

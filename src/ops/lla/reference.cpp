@@ -93,7 +93,7 @@ void solve_query(const Problem& p, const double* Kmat, int64_t n, Query& x) {
 }
 
 template <typename Body>
-void for_each_query(const Problem& p, Body&& body) {
+void for_each_sequence_head(const Problem& p, Body&& body) {
   parallel_for(p.N() * p.H, [&](int64_t item) {
     const Sequence& s = p.sequences[item / p.H];
     const int64_t h = item % p.H, K = p.K, V = p.V;
@@ -109,7 +109,7 @@ void for_each_query(const Problem& p, Body&& body) {
 }  // namespace
 
 void reference_forward(const Problem& p, const TensorView& o) {
-  for_each_query(p, [&](const Sequence& s, int64_t h, const std::vector<double>& Kmat,
+  for_each_sequence_head(p, [&](const Sequence& s, int64_t h, const std::vector<double>& Kmat,
                         const std::vector<double>& Vmat) {
     const int64_t K = p.K, V = p.V;
     Query x;
@@ -131,7 +131,7 @@ void reference_forward(const Problem& p, const TensorView& o) {
 }
 
 void reference_backward(const Problem& p, const TensorView& d_o, const Grads& grads) {
-  for_each_query(p, [&](const Sequence& s, int64_t h, const std::vector<double>& Kmat,
+  for_each_sequence_head(p, [&](const Sequence& s, int64_t h, const std::vector<double>& Kmat,
                         const std::vector<double>& Vmat) {
     const int64_t K = p.K, V = p.V;
     const double scale = p.scale;
