@@ -3,9 +3,12 @@
 Times linattn's LLA (chunk form, fp32, the authors' solver defaults unless overridden) against
 PyTorch's ``scaled_dot_product_attention(is_causal=True)`` on the same threads in the same run,
 forward and forward+backward, and reports the ratio per T and the achieved GFLOP/s of both
-against the peak-FMA probe. LLA's FLOPs are the work it executed, from its counters
-(linattn::lla::Stats: query-key pairs of the tiles and pairs x CG iterations; algorithms.md
-§4.9d); softmax attention's are the causal pairs x (2K + 2V) forward and x 2.5 that backward.
+against the peak-FMA probe. FLOPs are nominal (docs/performance.md): the causal pairs P = B H T (T + 1) / 2 times the
+per-pair cost of the algorithm (algorithms.md §4.9d), LLA's with its measured mean number of CG
+iterations n (linattn::lla::Stats: cg_pairs / tile_pairs; masked pairs of the diagonal tiles
+and rows that converged early are not counted): forward P (6K + 2V + 4K n), backward
+P (24K + 6V + 4K n_bwd) (n_bwd: both solves); softmax attention P (2K + 2V) forward and 3.5x
+that forward+backward.
 A benchmark, not a test: nothing here asserts a speed.
 """
 
@@ -32,12 +35,13 @@ class Config:
     min_seconds: float = 0.5
 
 
-def lla_flops(stats: dict, K: int, V: int, backward: bool) -> float:
-    """FLOPs (2 per multiply-add) of one LLA call from its work counters (chunk_fwd.cpp,
-    chunk_bwd.cpp): per tile pair 6K + 2V forward (scores, mu~, rho.z, l V), 12K + 2V in the
-    backward's query pass; 4K per pair and CG iteration; 12K + 4V per pair of the key pass."""
-    tile = (12 * K + 2 * V) if backward else (6 * K + 2 * V)
-    return stats["tile_pairs"] * tile + stats["cg_pairs"] * 4 * K + stats["key_pairs"] * (12 * K + 4 * V)
+def lla_flops(pairs: float, stats: dict, K: int, V: int, backward: bool) -> float:
+    """Nominal FLOPs (2 per multiply-add) of one LLA call over `pairs` causal query-key pairs:
+    per pair 6K + 2V forward (scores, mu~, rho.z, l V); 12K + 2V in the backward's query pass and
+    12K + 4V in its key pass; 4K per CG iteration (stats: the mean iterations)."""
+    iterations = stats["cg_pairs"] / stats["tile_pairs"]
+    per_pair = (24 * K + 6 * V) if backward else (6 * K + 2 * V)
+    return pairs * (per_pair + 4 * K * iterations)
 
 
 def run(cfg: Config) -> str:
@@ -79,22 +83,23 @@ def run(cfg: Config) -> str:
             out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True)
             torch.autograd.backward(out, dot, inputs=[qg, kg, vg])
 
-        pairs = B * H * T * (T + 1) / 2
         passes = [("fwd", lla_fwd, sdpa_fwd, 1.0)]
         if cfg.backward:
             passes.append(("fwd+bwd", lla_fwdbwd, sdpa_fwdbwd, 3.5))
         for name, lla_fn, sdpa_fn, sdpa_factor in passes:
             t_lla = time_call(lla_fn, cfg.min_seconds)
             t_sdpa = time_call(sdpa_fn, cfg.min_seconds)
-            flops = lla_flops(fwd_stats, K, V, False)
+            pairs = B * H * T * (T + 1) / 2
+            flops = lla_flops(pairs, fwd_stats, K, V, False)
             if name != "fwd":
-                flops += lla_flops(bwd_stats, K, V, True)
+                flops += lla_flops(pairs, bwd_stats, K, V, True)
             sdpa_flops = pairs * (2 * K + 2 * V) * sdpa_factor
             rows.append({
                 "T": str(T), "pass": name,
                 "LLA ms": f"{t_lla * 1e3:.2f}", "SDPA ms": f"{t_sdpa * 1e3:.2f}",
                 "LLA / SDPA": f"{t_lla / t_sdpa:.1f}x",
-                "CG iters": f"{fwd_stats['cg_pairs'] / fwd_stats['tile_pairs']:.1f}",
+                "CG iters": f"{fwd_stats['cg_pairs'] / fwd_stats['tile_pairs']:.1f}"
+                + (f" + {bwd_stats['cg_pairs'] / bwd_stats['tile_pairs']:.1f}" if name != "fwd" else ""),
                 "LLA GFLOP/s": f"{flops / t_lla / 1e9:.1f}",
                 "LLA % peak": f"{100 * flops / t_lla / 1e9 / peak:.1f}%",
                 "SDPA GFLOP/s": f"{sdpa_flops / t_sdpa / 1e9:.1f}",
@@ -103,5 +108,6 @@ def run(cfg: Config) -> str:
     header = (f"LLA (chunk form, fp32, lambda={cfg.ridge_lambda}, cg_max_iters={cfg.cg_max_iters}, "
               f"cg_rtol=cg_atol=1e-12) vs torch {torch.__version__} scaled_dot_product_attention"
               f"(is_causal=True); B={B}, H={H}, K={K}, V={V}, {cfg.threads} threads, peak-FMA "
-              f"probe {peak:.1f} GFLOP/s; CG iters = mean iterations per query of the forward")
+              f"probe {peak:.1f} GFLOP/s; CG iters: mean iterations per query tile (forward [+ backward, "
+              f"both solves]); nominal FLOPs (module docstring)")
     return header + "\n" + format_table(rows)
