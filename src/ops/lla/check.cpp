@@ -194,6 +194,16 @@ double affine_error(const Case& c) {
   return worst;
 }
 
+double shift_invariance_error(const Case& c, DType dtype, Form form) {
+  constexpr double kShift = 10;
+  Inputs in = make_inputs(c, DType::f64);
+  Inputs moved = in;
+  for (int64_t i = c.K - 1; i < in.k.numel(); i += c.K) in.k.set(i, 0.0);
+  for (int64_t i = c.K - 1; i < in.k.numel(); i += c.K) moved.k.set(i, kShift);
+  for (int64_t i = c.K - 1; i < in.q.numel(); i += c.K) moved.q.set(i, in.q.get(i) + kShift);
+  return rel_error(run_forward(c, moved.to(dtype), form), run_forward(c, in.to(dtype), form));
+}
+
 double softmax_limit_error(const Case& c) {
   if (!c.seqlens.empty()) fail("softmax_limit_error: needs a case without seqlens");
   Case big = c;
@@ -327,6 +337,7 @@ std::vector<linattn::check::Job> jobs(DType dtype) {
       if (c.T * c.H * c.B <= 140)
         out.push_back({name, "reference", shape, "bwd vs finite differences", 1e-6, [c] { return finite_difference_error(c); }});
       out.push_back({name, "reference", shape, "o(a v + b) = a o + b", 1e-9, [c] { return affine_error(c); }});
+      out.push_back({name, "reference", shape, "shifted logits: same o", 1e-10, [c] { return shift_invariance_error(c, DType::f64, Form::reference); }});
       if (c.seqlens.empty())
         out.push_back({name, "reference", shape, "lambda=1e9 = softmax", 1e-6, [c] { return softmax_limit_error(c); }});
       else
@@ -336,6 +347,8 @@ std::vector<linattn::check::Job> jobs(DType dtype) {
     out.push_back({name, "chunk", shape, "fwd vs reference", tol, [c, dtype] { return form_forward_error(c, dtype, Form::chunk); }});
     out.push_back({name, "chunk", shape, "bwd vs reference", tol, [c, dtype] { return form_backward_error(c, dtype, Form::chunk); }});
     out.push_back({name, "recurrent", shape, "fwd vs reference", tol, [c, dtype] { return form_forward_error(c, dtype, Form::recurrent); }});
+    if (dtype == DType::f32)  // (bf16 would round q + 10 coarser than q: a different z)
+      out.push_back({name, "chunk", shape, "shifted logits: same o", tol, [c, dtype] { return shift_invariance_error(c, dtype, Form::chunk); }});
     if (c.seqlens.empty() && c.Tq == c.T && c.T <= 70)
       out.push_back({name, "recurrent", shape, "decode steps = chunk prefill", tol, [c, dtype] { return decode_error(c, dtype); }});
   }

@@ -44,7 +44,11 @@ Grads run_backward(const Case& c, const Inputs& in, Form form, const Buffer& d_o
 // Checks of the oracle (fp64); each returns a relative error.
 double finite_difference_error(const Case& c);  // backward vs central differences (q, k, v, lambda)
 double affine_error(const Case& c);    // o(c v + b) = c o(v) + b: sum_j l_ij = 1 and linearity
-double softmax_limit_error(const Case& c);  // lambda = 1e9 vs softmax attention written apart
+double softmax_limit_error(const Case& c);
+// Scale invariance: every weight of a query multiplied by one constant leaves o unchanged.
+// Keys with a zero last channel, then q and k moved by 10 along it: z_ij is unchanged and each
+// query's logits shift by a constant (up to ~35 here), which the max shift removes exactly.
+double shift_invariance_error(const Case& c, DType dtype, Form form);  // lambda = 1e9 vs softmax attention written apart
 double varlen_error(const Case& c);    // cu_seqlens = separate runs (needs seqlens)
 
 // A fast form against the oracle on inputs stored as `dtype`: relative error of o, and the
