@@ -32,6 +32,12 @@ struct Stats {
   int64_t tile_pairs = 0, cg_pairs = 0, key_pairs = 0;
 };
 
+// How the chunk and recurrent forms solve Sigma_i x = b (docs/design.md, "CG or a direct
+// solve"): matrix-free conjugate gradients (FlashLLA), or Sigma_i accumulated per query and
+// Cholesky-factored (K(K+1) FLOPs per query-key pair plus K^3/3 per query, independent of
+// lambda); automatic picks by head dim K.
+enum class Solver : int32_t { automatic = 0, cg = 1, direct = 2 };
+
 // Defaults are those of the authors' released code (FlashLLA `lla_attention`).
 struct Args {
   TensorView q, k, v;
@@ -47,6 +53,7 @@ struct Args {
   double cg_rtol = 1e-12;
   int32_t cg_max_iters = 32;
   bool cg_use_preconditioner = false;
+  Solver solver = Solver::automatic;
   Stats* stats = nullptr;              // optional: counters added to (not reset)
 };
 

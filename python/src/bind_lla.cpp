@@ -22,7 +22,8 @@ constexpr const char* kName = "lla_attention";
 linattn::lla::Args lla_args(const Input& q, const Input& k, const Input& v, double ridge_lambda,
                             const OptInput& ridge_lambda_per_token, const OptInput& cu_seqlens,
                             std::optional<double> scale, double delta_eps, double cg_atol,
-                            double cg_rtol, int32_t cg_max_iters, bool cg_use_preconditioner) {
+                            double cg_rtol, int32_t cg_max_iters, bool cg_use_preconditioner,
+                            const std::string& solver) {
   linattn::lla::Args a;
   a.q = view(kName, "q", q);
   a.k = view(kName, "k", k);
@@ -36,6 +37,13 @@ linattn::lla::Args lla_args(const Input& q, const Input& k, const Input& v, doub
   a.cg_rtol = cg_rtol;
   a.cg_max_iters = cg_max_iters;
   a.cg_use_preconditioner = cg_use_preconditioner;
+  if (solver == "cg") {
+    a.solver = linattn::lla::Solver::cg;
+  } else if (solver == "direct") {
+    a.solver = linattn::lla::Solver::direct;
+  } else if (solver != "auto") {
+    linattn::fail(kName, ": solver must be 'auto', 'cg' or 'direct', got '", solver, "'");
+  }
   return a;
 }
 
@@ -53,15 +61,16 @@ nb::dict stats_dict(const linattn::lla::Stats& s) {
 #define LLA_PARAMS                                                                             \
   double ridge_lambda, const OptInput &ridge_lambda_per_token, const OptInput &cu_seqlens,    \
       std::optional<double> scale, double delta_eps, double cg_atol, double cg_rtol,          \
-      int32_t cg_max_iters, bool cg_use_preconditioner
+      int32_t cg_max_iters, bool cg_use_preconditioner, const std::string &solver
 #define LLA_VALUES                                                                             \
   ridge_lambda, ridge_lambda_per_token, cu_seqlens, scale, delta_eps, cg_atol, cg_rtol,       \
-      cg_max_iters, cg_use_preconditioner
+      cg_max_iters, cg_use_preconditioner, solver
 #define LLA_ARGS                                                                               \
   nb::arg("ridge_lambda") = 10.0, nb::arg("ridge_lambda_per_token").none() = nb::none(),      \
       nb::arg("cu_seqlens").none() = nb::none(), nb::arg("scale").none() = nb::none(),        \
       nb::arg("delta_eps") = 1e-12, nb::arg("cg_atol") = 1e-12, nb::arg("cg_rtol") = 1e-12,   \
-      nb::arg("cg_max_iters") = 32, nb::arg("cg_use_preconditioner") = false
+      nb::arg("cg_max_iters") = 32, nb::arg("cg_use_preconditioner") = false,                 \
+      nb::arg("solver") = "auto"
 
 void bind_lla(nb::module_& m) {
   m.def(

@@ -91,6 +91,17 @@ TEST(Lla, PreconditionedSolveMatchesReference) {
   }
 }
 
+// The direct solver (Sigma_i accumulated and Cholesky-factored) solves the same systems.
+TEST(Lla, DirectSolveMatchesReference) {
+  for (const DType dtype : {DType::f32, DType::bf16})
+    for (Case c : builtin_cases()) {
+      c.solver = Solver::direct;
+      EXPECT_LE(form_forward_error(c, dtype, Form::chunk), tolerance(dtype)) << c.describe();
+      EXPECT_LE(form_backward_error(c, dtype, Form::chunk), tolerance(dtype)) << c.describe();
+      EXPECT_LE(form_forward_error(c, dtype, Form::recurrent), tolerance(dtype)) << c.describe();
+    }
+}
+
 // With the authors' defaults (at most 32 CG iterations) at their lambda = 10 the solve has
 // converged for their head dim: the output matches the direct solve to fp32 accuracy.
 TEST(Lla, DefaultSolverSettingsConvergeAtLambda10) {

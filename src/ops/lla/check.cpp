@@ -62,6 +62,8 @@ std::string Case::describe() const {
   if (Tq != T) s << " Tq=" << Tq;
   s << " H=" << H << " K=" << K << " V=" << V << " lambda=" << lambda << (per_token ? "/token" : "");
   if (key_shift != 0) s << " key_shift=" << key_shift;
+  if (solver == Solver::direct) s << " direct";
+  if (solver == Solver::cg) s << " cg";
   if (!seqlens.empty()) {
     s << " seqlens=";
     for (size_t i = 0; i < seqlens.size(); ++i) s << (i ? "," : "") << seqlens[i];
@@ -110,6 +112,7 @@ Args tight_args(const Case& c, const Inputs& in) {
   a.cg_atol = 0;
   a.cg_rtol = 1e-14;  // ||r|| <= 1e-7 ||r_0||: fp32 rounding
   a.cg_max_iters = static_cast<int32_t>(4 * c.K + 32);
+  a.solver = c.solver;
   return a;
 }
 
@@ -270,13 +273,14 @@ double form_backward_error(const Case& c, DType dtype, Form form) {
   const Grads want = run_backward(c, low.to(DType::f64), Form::reference, d_o.to(DType::f64));
   const std::pair<const Buffer*, const Buffer*> pairs[] = {
       {&got.dq, &want.dq}, {&got.dk, &want.dk}, {&got.dv, &want.dv}, {&got.dlambda, &want.dlambda}};
-  // Relative per gradient; one that vanishes (one key: o = v whatever q and k) is measured
-  // against 1e-3 of the largest, the scale its rounding noise has.
+  // Relative per gradient. One that vanishes (one key: o = v whatever q and k) holds only
+  // rounding noise, eps times 1/delta_i (~80 in the one-key case) times the others: it is
+  // measured against 1e-2 of the largest.
   double largest = 0, worst = 0;
   for (auto [g, w] : pairs)
     if (w->given()) largest = std::max(largest, distance(*w));
   for (auto [g, w] : pairs)
-    if (w->given()) worst = std::max(worst, distance(*g, w) / std::max(distance(*w), 1e-3 * largest));
+    if (w->given()) worst = std::max(worst, distance(*g, w) / std::max(distance(*w), 1e-2 * largest));
   return worst;
 }
 

@@ -15,14 +15,15 @@ namespace {
 using kernels::Accumulate;
 
 // Scratch slots of the tile (the forms use kFirstCallerSlot and up).
-enum Slot { kSlotQ, kSlotK, kSlotKt, kSlotV, kSlotW, kSlotRows, kSlotMu, kSlotDiag, kSlotCG, kSlotBlock };
-static_assert(kSlotBlock < kFirstCallerSlot);
+enum Slot { kSlotQ, kSlotK, kSlotKt, kSlotV, kSlotW, kSlotRows, kSlotMu, kSlotDiag, kSlotCG, kSlotBlock, kSlotFactors };
+static_assert(kSlotFactors < kFirstCallerSlot);
 
 }  // namespace
 
 Tile::Tile(const Problem& p_, const Sequence& s, int64_t h, int64_t r0, int64_t rows, bool with_values)
     : p(p_), s_(s), r0_(r0), rows_(rows), nk_(s.offset() + r0 + rows) {
   const int64_t K = p.K, V = p.V, nk = nk_;
+  direct_ = p.a->solver == Solver::direct || (p.a->solver == Solver::automatic && K <= kDirectMaxK);
   ScratchArena& arena = ScratchArena::local();
   float* q = arena.get<float>(kSlotQ, rows * K);
   float* k = arena.get<float>(kSlotK, nk * K);
@@ -134,8 +135,37 @@ void Tile::apply(const float* P, float* SP) const {
   }
 }
 
+// Sigma_i = (w_i o Z_i)^T Z_i + lambda_i omega_i I with Z_i = K - q_i over the row's keys: the
+// centred keys again, so no Sigma~ - mu~ q^T cancellation; factored once per tile (the
+// backward's two solves share the factors).
+void Tile::factor() const {
+  const int64_t K = p.K;
+  ScratchArena& arena = ScratchArena::local();
+  factors_ = arena.get<float>(kSlotFactors, rows_ * K * K);
+  float* Z = arena.get<float>(kSlotBlock, 2 * nk_ * K);
+  float* WZ = Z + nk_ * K;
+  for (int64_t r = 0; r < rows_; ++r) {
+    const int64_t n = s_.offset() + r0_ + r + 1;
+    const float* w = W_ + r * nk_;
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t d = 0; d < K; ++d) {
+        Z[j * K + d] = Kmat[j * K + d] - Q[r * K + d];
+        WZ[j * K + d] = w[j] * Z[j * K + d];
+      }
+    float* L = factors_ + r * K * K;
+    kernels::gemm_tn(K, K, n, WZ, K, Z, K, L, K, Accumulate::no);
+    for (int64_t d = 0; d < K; ++d) L[d * K + d] += lambda[r] * omega[r];
+    cholesky(K, L);
+  }
+}
+
 void Tile::solve(const float* rhs, float* x) const {
   const int64_t K = p.K, n = rows_ * K;
+  if (direct_) {
+    if (!factors_) factor();
+    for (int64_t r = 0; r < rows_; ++r) cholesky_solve(K, factors_ + r * K * K, rhs + r * K, x + r * K);
+    return;
+  }
   float* buf = ScratchArena::local().get<float>(kSlotCG, 4 * n + 3 * rows_);
   float *res = buf, *z = buf + n, *dir = buf + 2 * n, *SP = buf + 3 * n;
   float *norm = buf + 4 * n, *norm0 = norm + rows_, *active = norm0 + rows_;

@@ -17,7 +17,8 @@ namespace linattn::lla {
 
 inline constexpr int64_t kQueryTile = 64;
 inline constexpr int64_t kKeyBlock = 256;
-inline constexpr int kFirstCallerSlot = 10;  // scratch slots below belong to the tile
+inline constexpr int kFirstCallerSlot = 11;
+inline constexpr int64_t kDirectMaxK = 0;  // Solver::automatic: direct up to this K (measured)  // scratch slots below belong to the tile
 
 inline float dot(int64_t n, const float* x, const float* y) {
   float s = 0;
@@ -52,10 +53,13 @@ class Tile {
 
  private:
   void apply(const float* P, float* SP) const;  // SP = Sigma_i p_i for each row
+  void factor() const;                           // the direct solver's Cholesky factors
 
   const Sequence& s_;
   int64_t r0_, rows_, nk_;
   float *W_, *Kt_, *diag_;
+  bool direct_;
+  mutable float* factors_ = nullptr;  // rows x K x K, made by the first direct solve
 };
 
 // The forward over query tiles of tile_rows rows (chunk: kQueryTile, recurrent: 1).

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -42,6 +43,36 @@ inline void count(const Problem& p, int64_t Stats::*counter, int64_t n) {
 
 // delta + eps sign(delta), sign(0) = +1 (the authors' kernels).
 inline double shifted_delta(double delta, double eps) { return delta + (delta >= 0 ? eps : -eps); }
+
+// In place: the lower triangle of A (n x n, SPD) becomes L with A = L L^T (the reference in
+// double, the direct solver of the fast forms in float).
+template <typename Real>
+void cholesky(int64_t n, Real* A) {
+  for (int64_t j = 0; j < n; ++j) {
+    Real d = A[j * n + j];
+    for (int64_t p = 0; p < j; ++p) d -= A[j * n + p] * A[j * n + p];
+    A[j * n + j] = std::sqrt(d);
+    for (int64_t i = j + 1; i < n; ++i) {
+      Real s = A[i * n + j];
+      for (int64_t p = 0; p < j; ++p) s -= A[i * n + p] * A[j * n + p];
+      A[i * n + j] = s / A[j * n + j];
+    }
+  }
+}
+// x = (L L^T)^-1 b.
+template <typename Real>
+void cholesky_solve(int64_t n, const Real* L, const Real* b, Real* x) {
+  for (int64_t i = 0; i < n; ++i) {
+    Real s = b[i];
+    for (int64_t p = 0; p < i; ++p) s -= L[i * n + p] * x[p];
+    x[i] = s / L[i * n + i];
+  }
+  for (int64_t i = n - 1; i >= 0; --i) {
+    Real s = x[i];
+    for (int64_t p = i + 1; p < n; ++p) s -= L[p * n + i] * x[p];
+    x[i] = s / L[i * n + i];
+  }
+}
 
 void reference_forward(const Problem& p, const TensorView& o);
 void reference_backward(const Problem& p, const TensorView& d_o, const Grads& grads);

@@ -28,33 +28,6 @@ double dot(int64_t n, const double* x, const double* y) {
   return s;
 }
 
-// In place: the lower triangle of A (n x n, SPD) becomes L with A = L L^T.
-void cholesky(int64_t n, double* A) {
-  for (int64_t j = 0; j < n; ++j) {
-    double d = A[j * n + j];
-    for (int64_t p = 0; p < j; ++p) d -= A[j * n + p] * A[j * n + p];
-    A[j * n + j] = std::sqrt(d);
-    for (int64_t i = j + 1; i < n; ++i) {
-      double s = A[i * n + j];
-      for (int64_t p = 0; p < j; ++p) s -= A[i * n + p] * A[j * n + p];
-      A[i * n + j] = s / A[j * n + j];
-    }
-  }
-}
-// x = (L L^T)^-1 b.
-void cholesky_solve(int64_t n, const double* L, const double* b, double* x) {
-  for (int64_t i = 0; i < n; ++i) {
-    double s = b[i];
-    for (int64_t p = 0; p < i; ++p) s -= L[i * n + p] * x[p];
-    x[i] = s / L[i * n + i];
-  }
-  for (int64_t i = n - 1; i >= 0; --i) {
-    double s = x[i];
-    for (int64_t p = i + 1; p < n; ++p) s -= L[p * n + i] * x[p];
-    x[i] = s / L[i * n + i];
-  }
-}
-
 // One query's forward quantities over its keys 0..n-1.
 struct Query {
   std::vector<double> q, w, z, rho, L;  // z: n x K rows; L: Cholesky factor of Sigma
