@@ -179,6 +179,7 @@ typedef struct linattn_lla_args {
   double cg_atol, cg_rtol;               /* CG stops at ||r||^2 <= rtol max(atol, ||r0||^2); 1e-12 */
   int32_t cg_max_iters;                  /* default 32 */
   int32_t cg_use_preconditioner;         /* nonzero: Jacobi; default 0 */
+  int32_t direct_solve;                  /* nonzero: Cholesky per query instead of CG; default 0 */
 } linattn_lla_args;
 
 /* Gradients; a view with ndim == 0 is not computed. Each given view must have its input's

@@ -33,10 +33,10 @@ struct Stats {
 };
 
 // How the chunk and recurrent forms solve Sigma_i x = b (docs/design.md, "CG or a direct
-// solve"): matrix-free conjugate gradients (FlashLLA), or Sigma_i accumulated per query and
-// Cholesky-factored (K(K+1) FLOPs per query-key pair plus K^3/3 per query, independent of
-// lambda); automatic picks by head dim K.
-enum class Solver : int32_t { automatic = 0, cg = 1, direct = 2 };
+// solve"): matrix-free conjugate gradients (FlashLLA; measured faster for K = 16..128), or
+// Sigma_i accumulated per query and Cholesky-factored (2K^2 FLOPs per query-key pair plus
+// K^3/3 per query, but no iteration count: exact whatever lambda, ignores the cg_* settings).
+enum class Solver : int32_t { cg = 0, direct = 1 };
 
 // Defaults are those of the authors' released code (FlashLLA `lla_attention`).
 struct Args {
@@ -53,7 +53,7 @@ struct Args {
   double cg_rtol = 1e-12;
   int32_t cg_max_iters = 32;
   bool cg_use_preconditioner = false;
-  Solver solver = Solver::automatic;
+  Solver solver = Solver::cg;
   Stats* stats = nullptr;              // optional: counters added to (not reset)
 };
 

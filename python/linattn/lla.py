@@ -82,6 +82,7 @@ def lla_attention(
     cg_rtol: float = 1e-12,
     cg_max_iters: int = 32,
     cg_use_preconditioner: bool = False,
+    solver: str = "cg",
     form: str = "chunk",
 ):
     """Causal Local Linear Attention; returns o [B, Tq, H, V] with v's dtype.
@@ -91,10 +92,12 @@ def lla_attention(
     delta_eps: delta_i += delta_eps * sign(delta_i). cg_*: the conjugate-gradient solve of the
     chunk and recurrent forms (stop when ||r||^2 <= cg_rtol * max(cg_atol, ||r_0||^2), at most
     cg_max_iters iterations, optional Jacobi preconditioner). Defaults are the authors' (FlashLLA).
+    solver: 'cg' (default) or 'direct' (Sigma_i accumulated and Cholesky-factored per query:
+    exact whatever lambda, slower for K >= 16; docs/design.md).
     """
     options = dict(cu_seqlens=as_input(cu_seqlens), scale=scale, delta_eps=delta_eps,
                    cg_atol=cg_atol, cg_rtol=cg_rtol, cg_max_iters=cg_max_iters,
-                   cg_use_preconditioner=cg_use_preconditioner)
+                   cg_use_preconditioner=cg_use_preconditioner, solver=solver)
     tensors = [x for x in (q, k, v, ridge_lambda) if is_torch(x)]
     if any(x.requires_grad for x in tensors):
         import torch

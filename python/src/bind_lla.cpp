@@ -37,12 +37,10 @@ linattn::lla::Args lla_args(const Input& q, const Input& k, const Input& v, doub
   a.cg_rtol = cg_rtol;
   a.cg_max_iters = cg_max_iters;
   a.cg_use_preconditioner = cg_use_preconditioner;
-  if (solver == "cg") {
-    a.solver = linattn::lla::Solver::cg;
-  } else if (solver == "direct") {
+  if (solver == "direct") {
     a.solver = linattn::lla::Solver::direct;
-  } else if (solver != "auto") {
-    linattn::fail(kName, ": solver must be 'auto', 'cg' or 'direct', got '", solver, "'");
+  } else if (solver != "cg") {
+    linattn::fail(kName, ": solver must be 'cg' or 'direct', got '", solver, "'");
   }
   return a;
 }
@@ -70,7 +68,7 @@ nb::dict stats_dict(const linattn::lla::Stats& s) {
       nb::arg("cu_seqlens").none() = nb::none(), nb::arg("scale").none() = nb::none(),        \
       nb::arg("delta_eps") = 1e-12, nb::arg("cg_atol") = 1e-12, nb::arg("cg_rtol") = 1e-12,   \
       nb::arg("cg_max_iters") = 32, nb::arg("cg_use_preconditioner") = false,                 \
-      nb::arg("solver") = "auto"
+      nb::arg("solver") = "cg"
 
 void bind_lla(nb::module_& m) {
   m.def(

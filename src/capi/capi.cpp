@@ -165,6 +165,7 @@ lla::Args to_lla_args(const char* fn, const linattn_lla_args* args) {
   out.cg_rtol = a.cg_rtol;
   out.cg_max_iters = a.cg_max_iters;
   out.cg_use_preconditioner = a.cg_use_preconditioner != 0;
+  out.solver = a.direct_solve != 0 ? lla::Solver::direct : lla::Solver::cg;
   return out;
 }
 

@@ -43,6 +43,13 @@ def test_chunk_float32_matches_reference_forward_and_backward():
         assert rel(got.double(), ref) < 1e-4
 
 
+def test_direct_solver_matches_cg():
+    q, k, v = (x.float() for x in qkv())
+    tight = dict(ridge_lambda=0.5, cg_atol=0.0, cg_rtol=1e-14, cg_max_iters=100)
+    assert rel(linattn.lla_attention(q, k, v, solver="direct", **tight),
+               linattn.lla_attention(q, k, v, **tight)) < 1e-5
+
+
 def test_numpy_arrays_and_decode_form():
     q, k, v = (x.float().numpy() for x in qkv())
     o = linattn.lla_attention(q, k, v, ridge_lambda=1.0)
@@ -65,5 +72,7 @@ def test_errors_name_the_argument():
         linattn.lla_attention(q, k, v, ridge_lambda=-1.0)
     with pytest.raises(ValueError, match=r"v must have shape \[B, T, H, V\]"):
         linattn.lla_attention(q, k, v[:, :-1])
+    with pytest.raises(ValueError, match="solver must be 'cg' or 'direct'"):
+        linattn.lla_attention(q, k, v, solver="lu")
     with pytest.raises(ValueError, match="has no backward"):
         linattn._core.lla_backward("recurrent", q, k, v, torch.zeros_like(v), dv=torch.empty_like(v))

@@ -63,7 +63,6 @@ std::string Case::describe() const {
   s << " H=" << H << " K=" << K << " V=" << V << " lambda=" << lambda << (per_token ? "/token" : "");
   if (key_shift != 0) s << " key_shift=" << key_shift;
   if (solver == Solver::direct) s << " direct";
-  if (solver == Solver::cg) s << " cg";
   if (!seqlens.empty()) {
     s << " seqlens=";
     for (size_t i = 0; i < seqlens.size(); ++i) s << (i ? "," : "") << seqlens[i];

@@ -21,7 +21,7 @@ struct Case {
   bool per_token = false;
   double key_shift = 0;          // added to every key: keys away from the queries
   uint64_t seed = 1;
-  Solver solver = Solver::automatic;
+  Solver solver = Solver::cg;
   std::string describe() const;
 };
 

@@ -23,7 +23,7 @@ static_assert(kSlotFactors < kFirstCallerSlot);
 Tile::Tile(const Problem& p_, const Sequence& s, int64_t h, int64_t r0, int64_t rows, bool with_values)
     : p(p_), s_(s), r0_(r0), rows_(rows), nk_(s.offset() + r0 + rows) {
   const int64_t K = p.K, V = p.V, nk = nk_;
-  direct_ = p.a->solver == Solver::direct || (p.a->solver == Solver::automatic && K <= kDirectMaxK);
+  direct_ = p.a->solver == Solver::direct;
   ScratchArena& arena = ScratchArena::local();
   float* q = arena.get<float>(kSlotQ, rows * K);
   float* k = arena.get<float>(kSlotK, nk * K);
