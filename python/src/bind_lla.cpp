@@ -45,7 +45,15 @@ linattn::lla::Args lla_args(const Input& q, const Input& k, const Input& v, doub
   return a;
 }
 
-nb::dict stats_dict(const linattn::lla::Stats& s) {
+// Runs call(a) without the GIL, counting its work; returns the counters (linattn::lla::Stats).
+template <typename Call>
+nb::dict counted(linattn::lla::Args& a, Call&& call) {
+  linattn::lla::Stats s;
+  a.stats = &s;
+  {
+    nb::gil_scoped_release no_gil;
+    call(a);
+  }
   nb::dict d;
   d["tile_pairs"] = s.tile_pairs;
   d["cg_pairs"] = s.cg_pairs;
@@ -76,15 +84,9 @@ void bind_lla(nb::module_& m) {
       [](const std::string& form, const Input& q, const Input& k, const Input& v,
          const Output& o, LLA_PARAMS) {
         linattn::lla::Args a = lla_args(q, k, v, LLA_VALUES);
-        linattn::lla::Stats stats;
-        a.stats = &stats;
         const linattn::Form f = linattn::form_from_name(form);
         const linattn::TensorView out = view(kName, "o", o);
-        {
-          nb::gil_scoped_release no_gil;
-          linattn::lla::forward(f, a, out);
-        }
-        return stats_dict(stats);
+        return counted(a, [&](const linattn::lla::Args& args) { linattn::lla::forward(f, args, out); });
       },
       nb::arg("form"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::kw_only(), nb::arg("o"),
       LLA_ARGS,
@@ -96,18 +98,12 @@ void bind_lla(nb::module_& m) {
          const Input& d_o, const OptOutput& dq, const OptOutput& dk, const OptOutput& dv,
          const OptOutput& dridge_lambda, LLA_PARAMS) {
         linattn::lla::Args a = lla_args(q, k, v, LLA_VALUES);
-        linattn::lla::Stats stats;
-        a.stats = &stats;
         const linattn::Form f = linattn::form_from_name(form);
         const linattn::TensorView g = view(kName, "do", d_o);
         const linattn::lla::Grads grads{view(kName, "dq", dq), view(kName, "dk", dk),
                                         view(kName, "dv", dv),
                                         view(kName, "dridge_lambda", dridge_lambda)};
-        {
-          nb::gil_scoped_release no_gil;
-          linattn::lla::backward(f, a, g, grads);
-        }
-        return stats_dict(stats);
+        return counted(a, [&](const linattn::lla::Args& args) { linattn::lla::backward(f, args, g, grads); });
       },
       nb::arg("form"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("d_o"), nb::kw_only(),
       nb::arg("dq").none() = nb::none(), nb::arg("dk").none() = nb::none(),
