@@ -280,6 +280,43 @@ void linattn_kvcache_args_init(linattn_kvcache_args* args) LINATTN_NOEXCEPT;
 linattn_status linattn_attention_decode(linattn_form form, const linattn_kvcache_args* args,
                                         linattn_tensor* o) LINATTN_NOEXCEPT;
 
+/* ---- Local Linear Attention (linattn/lla.hpp; docs/design.md): an op with its own arguments.
+ * Causal; q [B, Tq, H, K], k [B, T, H, K], v [B, T, H, V] with Tq <= T (the queries are the last
+ * Tq positions: Tq = 1 is one decode step against a KV cache). Forms: REFERENCE (fp64, direct
+ * solve), CHUNK (blockwise, conjugate gradients; forward and backward), RECURRENT (decode:
+ * each query alone; forward only). Defaults (linattn_lla_args_init) are the authors'. */
+typedef struct linattn_lla_args {
+  linattn_tensor q, k, v;
+  double ridge_lambda;                   /* lambda > 0 of every query (default 10) ... */
+  linattn_tensor ridge_lambda_per_token; /* ... unless this [B, Tq, H] tensor (> 0) is given */
+  linattn_tensor cu_seqlens;             /* [N+1] int32/int64; B == 1 and Tq == T */
+  double scale;                          /* NaN (default): K^-0.5 */
+  double delta_eps;                      /* delta += delta_eps sign(delta); default 1e-12 */
+  double cg_atol, cg_rtol;               /* CG stops at ||r||^2 <= rtol max(atol, ||r0||^2); 1e-12 */
+  int32_t cg_max_iters;                  /* default 32 */
+  int32_t cg_use_preconditioner;         /* nonzero: Jacobi; default 0 */
+  int32_t direct_solve;                  /* nonzero: Cholesky per query instead of CG; default 0 */
+} linattn_lla_args;
+
+/* Gradients; a view with ndim == 0 is not computed. Each given view must have its input's
+ * shape, be contiguous and floating; dridge_lambda_per_token needs ridge_lambda_per_token. */
+typedef struct linattn_lla_grads {
+  linattn_tensor dq, dk, dv, dridge_lambda_per_token;
+} linattn_lla_grads;
+
+/* Every tensor not given, and the defaults above. Does nothing if args is NULL. */
+void linattn_lla_args_init(linattn_lla_args* args) LINATTN_NOEXCEPT;
+
+/* Writes o (contiguous [B, Tq, H, V], the dtype of v). */
+linattn_status linattn_lla_forward(linattn_form form, const linattn_lla_args* args,
+                                   linattn_tensor* o) LINATTN_NOEXCEPT;
+
+/* Writes the gradients given in *grads for the upstream gradient *d_o ([B, Tq, H, V]).
+ * LINATTN_ERROR_NOT_IMPLEMENTED for the RECURRENT form. */
+linattn_status linattn_lla_backward(linattn_form form, const linattn_lla_args* args,
+                                    const linattn_tensor* d_o,
+                                    linattn_lla_grads* grads) LINATTN_NOEXCEPT;
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -5,6 +5,7 @@ it. Arrays are numpy arrays or torch tensors on the CPU, read and written in pla
 
 - ``linattn.attention``: softmax attention (fla's ``parallel_attn``, a KV-cache decode step).
 - ``linattn.reference``: the fp64 oracles (``gla``, ``gated_delta_rule``, ... and ``backward``).
+- ``lla_attention``: Local Linear Attention (its own API: a KV cache, a ridge, a CG solve).
 - ``forward``/``backward``/``output_shapes``/``has_form``/``op_names``: the raw binding, for
   tools that drive a given form ('reference', 'chunk', 'recurrent') of an op by name.
 - ``causal_conv1d``/``causal_conv1d_update`` (fla's names) and ``causal_conv1d_backward``: the
@@ -20,6 +21,7 @@ import importlib
 
 from . import attention, reference
 from .attention import attn_with_kvcache, parallel_attn
+from .lla import lla_attention
 from ._core import backward, forward, has_form, op_names, output_shapes, version
 
 from .conv1d import causal_conv1d, causal_conv1d_backward, causal_conv1d_update
@@ -52,6 +54,7 @@ __all__ = [
     "causal_conv1d_update",
     "forward",
     "has_form",
+    "lla_attention",
     "op_names",
     "output_shapes",
     "parallel_attn",

@@ -83,6 +83,16 @@ def cmd_bench_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_lla(args: argparse.Namespace) -> int:
+    from . import bench_lla  # imports torch lazily
+
+    cfg = bench_lla.Config(threads=args.threads, H=args.heads, backward=not args.no_backward)
+    if args.T:
+        cfg.Ts = tuple(args.T)
+    print(bench_lla.run(cfg))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linattn",
@@ -158,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="threads for linattn and PyTorch (default: all cores)")
     bench_scan.add_argument("--quick", action="store_true", help="T=256, short timing")
     bench_scan.set_defaults(run=cmd_bench_scan)
+
+    lla = sub.add_parser(
+        "bench-lla", help="Local Linear Attention vs torch's causal softmax attention, vs T",
+        description="Times lla_attention (chunk form, fp32) against torch's "
+                    "scaled_dot_product_attention(is_causal=True) on the same threads in the same "
+                    "run, forward and forward+backward, for T = 256..4096 (K = V = 64).")
+    lla.add_argument("--threads", type=int, default=2, help="threads for both (default 2)")
+    lla.add_argument("--heads", type=int, default=16, help="H (default 16)")
+    lla.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
+    lla.add_argument("--no-backward", action="store_true", help="forward only")
+    lla.set_defaults(run=cmd_bench_lla)
     return parser
 
 

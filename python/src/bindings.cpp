@@ -22,6 +22,7 @@
 #include "linattn/tensor.hpp"
 #include "views.hpp"
 
+
 namespace nb = nanobind;
 using namespace linattn_py;  // Input, Output, view() (views.hpp)
 
@@ -94,6 +95,7 @@ void bind_tools(nb::module_& m);  // bind_tools.cpp: check runner, peak probe, t
 void bind_conv1d(nb::module_& m);  // bind_conv1d.cpp: causal_conv1d and its decode step
 void bind_attention(nb::module_& m);  // bind_attention.cpp: softmax attention
 void bind_scan(nb::module_& m);    // bind_scan.cpp: the selective scan and its decode step
+void bind_lla(nb::module_& m);    // bind_lla.cpp: local linear attention
 
 NB_MODULE(_core, m) {
   m.doc() = "linattn's C++ core (zero-copy over numpy/torch/DLPack CPU arrays)";
@@ -101,6 +103,7 @@ NB_MODULE(_core, m) {
   bind_conv1d(m);
   bind_attention(m);
   bind_scan(m);
+  bind_lla(m);
 
   m.def("version", &linattn::version, "The C++ library version, \"major.minor.patch\".");
 

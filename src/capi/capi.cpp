@@ -15,6 +15,7 @@
 #include "linattn/attention.hpp"
 #include "linattn/error.hpp"
 #include "linattn/scan.hpp"
+#include "linattn/lla.hpp"
 #include "linattn/ops.hpp"
 
 namespace linattn {
@@ -188,6 +189,25 @@ void require_form(Op op, Form form, bool backward_pass) {
   if (!has_form(op, form, backward_pass))
     throw NotImplemented(std::string(op_name(op)) + ": the " + form_name(form) + " form has no " +
                          (backward_pass ? "backward" : "forward") + " implementation yet");
+}
+
+lla::Args to_lla_args(const char* fn, const linattn_lla_args* args) {
+  const linattn_lla_args& a = require(fn, "args", args);
+  lla::Args out;
+  out.q = to_view(fn, "args->q", a.q);
+  out.k = to_view(fn, "args->k", a.k);
+  out.v = to_view(fn, "args->v", a.v);
+  out.ridge_lambda = a.ridge_lambda;
+  out.ridge_lambda_per_token = to_view(fn, "args->ridge_lambda_per_token", a.ridge_lambda_per_token);
+  out.cu_seqlens = to_view(fn, "args->cu_seqlens", a.cu_seqlens);
+  out.scale = a.scale;
+  out.delta_eps = a.delta_eps;
+  out.cg_atol = a.cg_atol;
+  out.cg_rtol = a.cg_rtol;
+  out.cg_max_iters = a.cg_max_iters;
+  out.cg_use_preconditioner = a.cg_use_preconditioner != 0;
+  out.solver = a.direct_solve != 0 ? lla::Solver::direct : lla::Solver::cg;
+  return out;
 }
 
 }  // namespace
@@ -461,6 +481,44 @@ linattn_status linattn_selective_state_update(const linattn_scan_step_args* args
     s.dt_bias = to_view(fn, "args->dt_bias", a.dt_bias);
     s.dt_softplus = a.dt_softplus != 0;
     selective_state_update(s, to_view(fn, "y", require(fn, "y", y)));
+  });
+}
+
+void linattn_lla_args_init(linattn_lla_args* args) noexcept {
+  if (args == nullptr) return;
+  const lla::Args d;
+  *args = linattn_lla_args{};
+  args->ridge_lambda = d.ridge_lambda;
+  args->scale = std::numeric_limits<double>::quiet_NaN();
+  args->delta_eps = d.delta_eps;
+  args->cg_atol = d.cg_atol;
+  args->cg_rtol = d.cg_rtol;
+  args->cg_max_iters = d.cg_max_iters;
+  args->cg_use_preconditioner = d.cg_use_preconditioner;
+}
+
+linattn_status linattn_lla_forward(linattn_form form, const linattn_lla_args* args,
+                                   linattn_tensor* o) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_lla_forward";
+    const Form cpp_form = to_form(form);
+    lla::forward(cpp_form, to_lla_args(fn, args), to_view(fn, "o", require(fn, "o", o)));
+  });
+}
+
+linattn_status linattn_lla_backward(linattn_form form, const linattn_lla_args* args,
+                                    const linattn_tensor* d_o, linattn_lla_grads* grads) noexcept {
+  return guarded([&] {
+    const char* fn = "linattn_lla_backward";
+    const Form cpp_form = to_form(form);
+    if (!lla::has_form(cpp_form, true))
+      throw NotImplemented(std::string("lla_attention: the ") + form_name(cpp_form) +
+                           " form has no backward implementation");
+    const linattn_lla_grads& g = require(fn, "grads", grads);
+    const lla::Grads cpp_grads{to_view(fn, "grads->dq", g.dq), to_view(fn, "grads->dk", g.dk),
+                               to_view(fn, "grads->dv", g.dv),
+                               to_view(fn, "grads->dridge_lambda_per_token", g.dridge_lambda_per_token)};
+    lla::backward(cpp_form, to_lla_args(fn, args), to_view(fn, "d_o", require(fn, "d_o", d_o)), cpp_grads);
   });
 }
 

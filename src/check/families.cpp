@@ -4,6 +4,7 @@
 #include "ops/conv1d/check.hpp"
 #include "ops/attention/check.hpp"
 #include "ops/scan/check.hpp"
+#include "ops/lla/check.hpp"
 
 namespace linattn::check {
 
@@ -12,6 +13,7 @@ const std::vector<CheckFamily>& check_families() {
       {conv1d::kName, conv1d::jobs},
       {"softmax_attention", attention_jobs},
       {scan::kName, scan::jobs},
+      {"lla_attention", lla::check::jobs},
   };
   return families;
 }
