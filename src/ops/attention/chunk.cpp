@@ -35,7 +35,7 @@ const int64_t* positions(int64_t pos0, int64_t rows) {
 void store_lse(const TensorView& lse, int64_t b, int64_t row0, int64_t rows, int64_t head,
                const float* values) {
   for (int64_t r = 0; r < rows; ++r)
-    store_from_double(lse.data, lse.dtype, row_offset(lse, b, row0 + r, head), values[r]);
+    store_scalar(lse, b, row0 + r, head, values[r]);
 }
 
 void load_lse(const TensorView& lse, int64_t b, int64_t row0, int64_t rows, int64_t head,
