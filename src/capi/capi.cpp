@@ -435,6 +435,9 @@ linattn_status linattn_attention_decode(linattn_form form, const linattn_kvcache
     c.scale = a.scale;
     c.window_size = a.window_size;
     attention_decode(cpp_form, c, to_view(fn, "o", require(fn, "o", o)));
+  });
+}
+
 linattn_status linattn_selective_scan_forward(linattn_form form, const linattn_scan_args* args,
                                               linattn_tensor* y, linattn_tensor* final_state) noexcept {
   return guarded([&] {

@@ -11,32 +11,28 @@ namespace linattn {
 
 inline int max_threads() { return omp_get_max_threads(); }
 
+// How parallel_for hands out items: in equal contiguous blocks (fixed), or one at a time as
+// threads free up (dynamic: for items of very different cost, such as the tiles of causal
+// attention, and so that a thread descheduled by another process does not hold the others up at
+// the barrier). Each item owns its outputs either way, so the schedule changes no bit.
+enum class Schedule { fixed, dynamic };
+
 // Runs body(i) for i in [0, n) on the OpenMP team. Items must not write shared memory that
 // another item writes; each item owns its outputs (e.g. one (sequence, head) pair).
-template <typename Body>
+template <Schedule schedule = Schedule::fixed, typename Body>
 void parallel_for(int64_t n, Body&& body) {
   if (n <= 0) return;
   if (n == 1 || omp_get_max_threads() == 1 || omp_in_parallel()) {
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) body(i);
-}
-
-// parallel_for with items handed out one at a time as threads free up: for items of very
-// different cost (the tiles of causal attention), and where a thread descheduled by another
-// process should not hold the others up at the barrier. Each item still owns its outputs, so
-// which thread runs it changes no bit of the result.
-template <typename Body>
-void parallel_for_dynamic(int64_t n, Body&& body) {
-  if (n <= 0) return;
-  if (n == 1 || omp_get_max_threads() == 1 || omp_in_parallel()) {
-    for (int64_t i = 0; i < n; ++i) body(i);
-    return;
-  }
+  if constexpr (schedule == Schedule::dynamic) {
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t i = 0; i < n; ++i) body(i);
+    for (int64_t i = 0; i < n; ++i) body(i);
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) body(i);
+  }
 }
 
 // The two-level partition of the chunk kernels: with at least as many work items as threads,

@@ -60,6 +60,21 @@ float ExpShiftedSum(float* HWY_RESTRICT x, int64_t n, float shift) {
   return hn::GetLane(hn::SumOfLanes(d, sum));
 }
 
+float Dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
+  const D d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto sum0 = hn::Zero(d), sum1 = hn::Zero(d);  // two chains: FMA latency
+  int64_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    sum0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), sum0);
+    sum1 = hn::MulAdd(hn::LoadU(d, a + i + N), hn::LoadU(d, b + i + N), sum1);
+  }
+  for (; i + N <= n; i += N) sum0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), sum0);
+  float out = hn::GetLane(hn::SumOfLanes(d, hn::Add(sum0, sum1)));
+  for (; i < n; ++i) out = std::fma(a[i], b[i], out);
+  return out;
+}
+
 float MaxOf(const float* HWY_RESTRICT x, int64_t n) {
   const D d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
@@ -155,12 +170,14 @@ HWY_EXPORT(Sigmoid);
 HWY_EXPORT(SoftplusInplace);
 HWY_EXPORT(ExpShiftedSum);
 HWY_EXPORT(MaxOf);
+HWY_EXPORT(Dot);
 
 float exp_shifted_sum(float* x, int64_t n, float shift) {
   return HWY_DYNAMIC_DISPATCH(ExpShiftedSum)(x, n, shift);
 }
 float max_of(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(MaxOf)(x, n); }
 HWY_EXPORT(ExpSplit);
+float dot(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 
 void exp_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInplace)(x, n); }
 void axpy(int64_t n, float a, const float* x, float* y) { HWY_DYNAMIC_DISPATCH(Axpy)(n, a, x, y); }

@@ -19,6 +19,9 @@ void exp_split(const float* x, float* e, float* lo, float* hi, int64_t n);
 // the result does not depend on the caller's thread). The softmax rows of attention (§4.11).
 float exp_shifted_sum(float* x, int64_t n, float shift);
 
+// sum_i a[i] b[i] (lanes added in a fixed order).
+float dot(const float* a, const float* b, int64_t n);
+
 // max_i x[i]; -inf for n = 0.
 float max_of(const float* x, int64_t n);
 

@@ -16,6 +16,7 @@ namespace linattn::attention {
 inline constexpr int64_t kTileRows = 128;
 inline constexpr int64_t kTileKeys = 128;
 inline constexpr int64_t kForwardKeys = 256;
+inline constexpr int64_t kFewRows = 4;  // up to this many rows: dot products instead of a GEMM
 
 // Scratch slots (core/scratch.hpp) of the attention kernels.
 enum Slot : int {

@@ -164,21 +164,22 @@ void chunk_backward(const Problem& p, const TensorView& q, const TensorView& k,
   const Inputs in{q, k, v, o, lse, d_o};
   const int64_t n_items = static_cast<int64_t>(p.spans.size()) * p.Hkv;
   if (items_cover_threads(n_items)) {
-    parallel_for_dynamic(n_items, [&](int64_t item) {
+    parallel_for<Schedule::dynamic>(n_items, [&](int64_t item) {
       fused_grads(p, in, p.spans[item / p.Hkv], item % p.Hkv, dq, dk, dv);
     });
     return;
   }
   if (dk.given() || dv.given()) {
     const std::vector<Tile> key_tiles = tiles(p, kTileKeys);
-    parallel_for_dynamic(static_cast<int64_t>(key_tiles.size()) * p.Hkv, [&](int64_t item) {
+    const int64_t n = static_cast<int64_t>(key_tiles.size()) * p.Hkv;
+    parallel_for<Schedule::dynamic>(n, [&](int64_t item) {
       key_tile_grads(p, in, key_tiles[item / p.Hkv], item % p.Hkv, dk, dv);
     });
   }
   if (dq.given()) {
     const std::vector<Tile> query_tiles = tiles(p, kTileRows);
-    parallel_for_dynamic(static_cast<int64_t>(query_tiles.size()) * p.H, [&](int64_t item) {
-      // last (most expensive) query tiles first
+    const int64_t n = static_cast<int64_t>(query_tiles.size()) * p.H;
+    parallel_for<Schedule::dynamic>(n, [&](int64_t item) {  // most expensive (last) tiles first
       query_tile_grads(p, in, query_tiles[query_tiles.size() - 1 - item / p.H], item % p.H, dq);
     });
   }

@@ -14,7 +14,7 @@ void chunk_forward(const Problem& p, const TensorView& q, const TensorView& k,
   const std::vector<Tile> query_tiles = tiles(p, kTileRows);
   const int64_t n_items = static_cast<int64_t>(query_tiles.size()) * p.H;
   // Last tiles first: they read the most key tiles, and the cheap ones fill in behind them.
-  parallel_for_dynamic(n_items, [&](int64_t item) {
+  parallel_for<Schedule::dynamic>(n_items, [&](int64_t item) {
     const Tile& t = query_tiles[query_tiles.size() - 1 - item / p.H];
     const Span& s = p.spans[t.span];
     const int64_t h = item % p.H;

@@ -15,7 +15,7 @@ namespace linattn::attention {
 void recurrent_decode(const Problem& p, const TensorView& q, const TensorView& k_cache,
                       const TensorView& v_cache, const TensorView& o) {
   const int64_t n_items = static_cast<int64_t>(p.spans.size()) * p.Hkv;
-  parallel_for_dynamic(n_items, [&](int64_t item) {
+  parallel_for<Schedule::dynamic>(n_items, [&](int64_t item) {
     const Span& s = p.spans[item / p.Hkv];
     const int64_t hkv = item % p.Hkv, stacked = p.group() * s.rows;
     ScratchArena& arena = ScratchArena::local();

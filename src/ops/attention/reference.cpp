@@ -61,13 +61,12 @@ void reference_forward(const Problem& p, const TensorView& q, const TensorView& 
       load_rows_f64(q, s.qb, s.q0, s.rows, h, qr.data());
       for (int64_t r = 0; r < s.rows; ++r) {
         const int64_t pos = s.pos0 + r, lo = p.first_key(pos);
-        const double l = probabilities(p, &qr[r * K], kr.data(), lo, pos, P);
+        const double log_sum = probabilities(p, &qr[r * K], kr.data(), lo, pos, P);
         double* out = &orows[r * V];
         std::fill(out, out + V, 0.0);
         for (int64_t j = lo; j <= pos; ++j)
           for (int64_t c = 0; c < V; ++c) out[c] += P[j - lo] * vr[j * V + c];
-        if (lse.given())
-          store_from_double(lse.data, lse.dtype, s.qb * lse.strides[0] + (s.q0 + r) * lse.strides[1] + h * lse.strides[2], l);
+        if (lse.given()) store_scalar(lse, s.qb, s.q0 + r, h, log_sum);
       }
       store_rows_f64(o, s.qb, s.q0, s.rows, h, orows.data());
     }

@@ -86,7 +86,7 @@ void for_each_block(const Problem& p, Along along, int64_t block, Body&& body) {
     }
   }
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
-  parallel_for_dynamic(static_cast<int64_t>(items.size()), [&](int64_t i) {
+  parallel_for<Schedule::dynamic>(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
     const Sequence& s = p.sequences[it.seq];
     const int64_t count = along == Along::queries ? s.queries : s.keys;
