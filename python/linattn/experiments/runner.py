@@ -84,12 +84,14 @@ def load(name: str, full: bool = False, path: str | None = None) -> Experiment:
             raise ValueError(f"unknown experiment '{name}'; known: {', '.join(CONFIG_NAMES)}")
         raw = tomllib.loads(resources.files(__package__).joinpath(f"configs/{name}.toml").read_text())
     recipe = dict(raw["recipe"])
-    recipe.update(raw["full" if full else "quick"])
+    variant = dict(raw["full" if full else "quick"])
+    task_specs = variant.pop("tasks", raw["tasks"])  # a variant may run fewer tasks
+    recipe.update(variant)
     recipe["train_length"] = tuple(recipe["train_length"])
     recipe["test_lengths"] = tuple(recipe["test_lengths"])
     return Experiment(
         name=raw.get("name", name), title=raw["title"], claim=raw["claim"],
-        tasks=[make_task(t) for t in raw["tasks"]],
+        tasks=[make_task(t) for t in task_specs],
         models=[ModelSpec(m["label"], m["mixer"], m.get("options", {})) for m in raw["models"]],
         recipe=Recipe(**recipe), seed=raw.get("seed", 0))
 
