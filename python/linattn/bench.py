@@ -239,6 +239,35 @@ def _to_chunks(x, N: int, C: int, pad: int):
     return x.reshape(N, B * H, C, *tail).contiguous()
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """How a chunked baseline cuts q [B, T, H, K], v [B, T, H, V] into N chunks of C rows (the
+    last zero-padded by `pad` rows), and puts the chunk outputs back in token order."""
+    B: int
+    T: int
+    H: int
+    K: int
+    V: int
+    C: int
+
+    @property
+    def N(self) -> int:
+        return -(-self.T // self.C)
+
+    @property
+    def pad(self) -> int:
+        return self.N * self.C - self.T
+
+    def chunks(self, x):
+        """[B, T, H, *D] -> [N, B*H, C, *D]."""
+        return _to_chunks(x, self.N, self.C, self.pad)
+
+    def tokens(self, O):
+        """[N, B*H, C, V] -> [B, T, H, V]."""
+        B, H, C, V, N = self.B, self.H, self.C, self.V, self.N
+        return O.view(N, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, N * C, H, V)[:, :self.T]
+
+
 def torch_chunked(op: str, q, k, v, g=None, gk=None, initial_state=None,
                   output_final_state: bool = False, chunk_size: int = 64, scale=None):
     """Baseline: the chunked forward of a gated-family op in PyTorch (differentiable, so
@@ -253,11 +282,8 @@ def torch_chunked(op: str, q, k, v, g=None, gk=None, initial_state=None,
     """
     import torch
 
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    C = chunk_size
-    N = -(-T // C)
-    pad = N * C - T
+    cut = Chunking(*q.shape, v.shape[-1], chunk_size)
+    B, T, H, K, V, C, N, pad = cut.B, cut.T, cut.H, cut.K, cut.V, cut.C, cut.N, cut.pad
     BH = B * H
     scale = K ** -0.5 if scale is None else scale
     dt = q.dtype
@@ -306,7 +332,7 @@ def torch_chunked(op: str, q, k, v, g=None, gk=None, initial_state=None,
     inter = torch.matmul(Qg, states[:-1]).view(N * BH, C, V)
     O = torch.baddbmm(inter, A.reshape(N * BH, C, C), Vc.view(N * BH, C, V),
                       beta=scale, alpha=scale)
-    o = O.view(N, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, N * C, H, V)[:, :T]
+    o = cut.tokens(O)
     final = states[-1].reshape(B, H, K, V) if output_final_state else None
     return o.contiguous(), final
 

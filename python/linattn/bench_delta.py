@@ -70,27 +70,23 @@ def torch_chunked_delta(op: str, q, k, v, beta, g=None, gk=None, initial_state=N
     DeltaProduct runs as the gated delta rule over its n_h*T interleaved positions (§4.7b).
     """
     import torch
-    from .bench import _to_chunks
+    from .bench import Chunking
 
     from_product = op == "delta_product"
     if from_product:
         q, g = _expand_delta_product(q, g, num_householder)
     elif op not in DELTA:
         raise ValueError(f"torch_chunked_delta: op must be one of {', '.join(DELTA)}, got '{op}'")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    C = chunk_size
-    N = -(-T // C)
-    pad = N * C - T
-    BH = B * H
+    cut = Chunking(*q.shape, v.shape[-1], chunk_size)
+    B, H, K, V, C, N = cut.B, cut.H, cut.K, cut.V, cut.C, cut.N
     scale = K ** -0.5 if scale is None else scale
 
-    Qc, Kc, Vc = (_to_chunks(t, N, C, pad) for t in (q, k, v))  # [N, BH, C, *]
-    bc = _to_chunks(beta[..., None], N, C, pad)  # [N, BH, C, 1]
+    Qc, Kc, Vc = (cut.chunks(t) for t in (q, k, v))  # [N, BH, C, *]
+    bc = cut.chunks(beta[..., None])  # [N, BH, C, 1]
     if gk is not None:
-        G = _to_chunks(gk, N, C, pad).cumsum(-2)  # [N, BH, C, K]
+        G = cut.chunks(gk).cumsum(-2)  # [N, BH, C, K]
     elif g is not None:
-        G = _to_chunks(g[..., None], N, C, pad).cumsum(-2)  # [N, BH, C, 1]
+        G = cut.chunks(g[..., None]).cumsum(-2)  # [N, BH, C, 1]
     else:
         G = None
     if G is None:
@@ -110,15 +106,14 @@ def torch_chunked_delta(op: str, q, k, v, beta, g=None, gk=None, initial_state=N
     causal = torch.ones(C, C, dtype=torch.bool).tril()
     P = torch.matmul(Qg, Kn.transpose(-1, -2)).masked_fill(~causal, 0.0)
 
-    S = (initial_state.reshape(BH, K, V).to(q.dtype) if initial_state is not None
-         else q.new_zeros(BH, K, V))
+    S = (initial_state.reshape(B * H, K, V).to(q.dtype) if initial_state is not None
+         else q.new_zeros(B * H, K, V))
     outputs = []
     for n in range(N):
         Vt = U[n] - torch.bmm(W[n], S)
         outputs.append(torch.bmm(Qg[n], S) + torch.bmm(P[n], Vt))
         S = torch.bmm(Kd[n].transpose(-1, -2), Vt) + (S if decay is None else S * decay[n])
-    O = torch.stack(outputs) * scale  # [N, BH, C, V]
-    o = O.view(N, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, N * C, H, V)[:, :T]
+    o = cut.tokens(torch.stack(outputs) * scale)
     if from_product:
         o = o[:, num_householder - 1::num_householder]
     return o.contiguous(), (S.reshape(B, H, K, V) if output_final_state else None)
