@@ -1,7 +1,10 @@
 #include "ops/common/problem.hpp"
 
 #include <cmath>
+#include <cstdint>
+#include <iterator>
 #include <limits>
+#include <utility>
 #include <string>
 
 #include "core/dtype.hpp"
@@ -39,8 +42,26 @@ class Validator {
         fail(op_, ": ", name, " has more elements than fit in 64 bits (shape ", t.shape_str(), ")");
     }
     int64_t bytes = 0;
-    if (__builtin_mul_overflow(total, static_cast<int64_t>(dtype_size(t.dtype)), &bytes))
+    const auto size = static_cast<int64_t>(dtype_size(t.dtype));
+    if (__builtin_mul_overflow(total, size, &bytes))
       fail(op_, ": ", name, " is larger than the address space (shape ", t.shape_str(), ")");
+    // Elements are read as their C++ type: a misaligned pointer would be undefined behaviour.
+    if (size > 1 && reinterpret_cast<uintptr_t>(t.data) % size != 0)
+      fail(op_, ": ", name, " has a data pointer ", t.data, " that is not aligned to ", size,
+           " bytes (the size of a ", dtype_name(t.dtype), ")");
+  }
+  // Outputs are written while inputs are read, so no output may share memory with an input or
+  // another output (no in-place). Conservative for strided inputs: an output may not lie
+  // anywhere within the span of an input's elements.
+  void disjoint(const char* name, const TensorView& t, const char* other_kind,
+                const char* other_name, const TensorView& other) const {
+    if (!t.given() || !other.given()) return;
+    const auto [lo, hi] = byte_span(t);
+    const auto [other_lo, other_hi] = byte_span(other);
+    if (lo < other_hi && other_lo < hi)
+      fail(op_, ": output ", name, " overlaps ", other_kind, " ", other_name,
+           " in memory; outputs must not share memory with the inputs or with each other "
+           "(in-place is not supported)");
   }
   void floating(const char* name, const TensorView& t) const {
     if (!is_floating(t.dtype))
@@ -103,6 +124,17 @@ class Validator {
       }
     }
   }
+  // [first byte, one past the last byte] that a view (already through basic()) can touch.
+  static std::pair<__int128, __int128> byte_span(const TensorView& t) {
+    __int128 lo = 0, hi = 0;
+    for (int i = 0; i < t.ndim; ++i) {
+      const __int128 reach = static_cast<__int128>(t.shape[i] - 1) * t.strides[i];
+      (reach < 0 ? lo : hi) += reach;
+    }
+    const auto size = static_cast<__int128>(dtype_size(t.dtype));
+    const auto base = static_cast<__int128>(reinterpret_cast<uintptr_t>(t.data));
+    return {base + lo * size, base + (hi + 1) * size};
+  }
   static std::string strides_str(const TensorView& t) {
     std::string s = "[";
     for (int i = 0; i < t.ndim; ++i) s += (i ? ", " : "") + std::to_string(t.strides[i]);
@@ -113,6 +145,12 @@ class Validator {
  private:
   const char* op_;
 };
+
+// Every input view of a call, by name (not given ones included: disjoint() skips them).
+std::vector<std::pair<const char*, const TensorView*>> inputs(const OpArgs& a) {
+  return {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"g", &a.g}, {"gk", &a.gk}, {"beta", &a.beta},
+          {"initial_state", &a.initial_state}, {"cu_seqlens", &a.cu_seqlens}};
+}
 
 }  // namespace
 
@@ -152,7 +190,9 @@ Problem make_problem(Op op, const OpArgs& a) {
   p.n_h = a.num_householder;
   p.HV = a.v.shape[2];
   p.V = a.v.shape[3];
-  const int64_t TK = p.T * p.n_h;
+  int64_t TK = 0;  // key/value tokens
+  if (__builtin_mul_overflow(p.T, p.n_h, &TK))
+    fail(spec.name, ": T * num_householder = ", p.T, " * ", p.n_h, " overflows 64 bits");
   check.shape("k", a.k, {p.B, TK, p.H, p.K},
               p.n_h > 1 ? "[B, T*num_householder, H, K]" : "[B, T, H, K]");
   if (a.v.shape[0] != p.B || a.v.shape[1] != TK)
@@ -266,6 +306,11 @@ void check_outputs(const Problem& p, const OpArgs& a, const OpOutputs& out) {
   } else {
     check.absent("final_state", out.final_state, "output_final_state is false");
   }
+  for (const auto& [name, input] : inputs(a)) {
+    check.disjoint("o", out.o, "input", name, *input);
+    check.disjoint("final_state", out.final_state, "input", name, *input);
+  }
+  check.disjoint("final_state", out.final_state, "output", "o", out.o);
 }
 
 void check_grads(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const OpGrads& gr) {
@@ -296,6 +341,15 @@ void check_grads(const Problem& p, const OpArgs& a, const OpGradOutputs& go, con
     std::vector<int64_t> dims(input.shape.begin(), input.shape.begin() + input.ndim);
     check.shape(name, grad, dims, "(the shape of its input)");
     check.writable(name, grad);
+  }
+  auto read = inputs(a);
+  read.push_back({"do", &go.d_o});
+  read.push_back({"dfinal_state", &go.dfinal_state});
+  for (size_t i = 0; i < std::size(pairs); ++i) {
+    const auto& [name, views] = pairs[i];
+    for (const auto& [input_name, input] : read) check.disjoint(name, *views.first, "input", input_name, *input);
+    for (size_t j = 0; j < i; ++j)
+      check.disjoint(name, *views.first, "output", pairs[j].first, *pairs[j].second.first);
   }
 }
 

@@ -29,6 +29,12 @@ struct Problem {
   int64_t group() const { return HV / H; }  // value heads sharing one q/k head
 };
 
+// A log decay as the chunk forms accumulate it (chunk-local sums, then differences): floored at
+// -1e4, whose exp() is already exactly 0 in fp32 and fp64. Without the floor a reset (-inf,
+// allowed) makes -inf - -inf = NaN, and a huge finite decay (-1e30) absorbs the ordinary
+// decays added to it in the sum, so their differences come out as 0 instead.
+inline double chunk_log_decay(double g) { return g < -1e4 ? -1e4 : g; }
+
 // retention's log decay for value head h: log(1 - 2^(-5-h)) (RetNet, fla's chunk_retention).
 double retention_log_decay(int64_t head);
 

@@ -111,7 +111,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     c.beta[r] = load_scalar(a.beta, s.batch, row0 + r, hv);
     const bool gate_here = gated && gate_step(t0 + r, n_h);
     const double g = gate_here ? load_scalar(a.g, s.batch, s.start + (t0 + r) / n_h, hv) : 0.0;
-    c.G[r] = (r ? c.G[r - 1] : 0.0) + g;  // chunk-local (S1), in double
+    c.G[r] = (r ? c.G[r - 1] : 0.0) + chunk_log_decay(g);  // chunk-local (S1), in double
   }
   const double G_last = c.G[rows - 1];
   c.decay = static_cast<float>(std::exp(G_last));

@@ -96,14 +96,14 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
   if (vector) {
     float* g = arena.get<float>(kSlotWork2, kChunk * K);
     load_rows(it.a.gk, b, row0, rows, it.hv, g, K);
-    for (int64_t d = 0; d < K; ++d) c.B[d] = g[d];
-    for (int64_t i = K; i < rows * K; ++i) c.B[i] = c.B[i - K] + g[i];
+    for (int64_t d = 0; d < K; ++d) c.B[d] = chunk_log_decay(g[d]);
+    for (int64_t i = K; i < rows * K; ++i) c.B[i] = c.B[i - K] + chunk_log_decay(g[i]);
   } else {
     for (int64_t r = 0; r < rows; ++r) {
       double g = 0;
       if (it.a.g.given()) g = load_scalar(it.a.g, b, row0 + r, it.hv);
       if (p.spec->fixed_decay) g = retention_log_decay(it.hv);
-      c.B[r] = (r ? c.B[r - 1] : 0.0) + g;
+      c.B[r] = (r ? c.B[r - 1] : 0.0) + chunk_log_decay(g);
     }
   }
   const double* last = c.B + (rows - 1) * width;
