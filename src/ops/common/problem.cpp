@@ -32,7 +32,6 @@ class Validator {
   void basic(const char* name, const TensorView& t) const {
     if (t.ndim < 0 || t.ndim > kMaxDims)
       fail(op_, ": ", name, " has rank ", t.ndim, ", expected 1 to ", kMaxDims);
-    if (t.data == nullptr) fail(op_, ": ", name, " has a null data pointer");
     int64_t total = 1;
     for (int i = 0; i < t.ndim; ++i) {
       if (t.shape[i] <= 0)
@@ -45,6 +44,9 @@ class Validator {
     const auto size = static_cast<int64_t>(dtype_size(t.dtype));
     if (__builtin_mul_overflow(total, size, &bytes))
       fail(op_, ": ", name, " is larger than the address space (shape ", t.shape_str(), ")");
+    // After the sizes: an empty tensor (a size 0) may come with a null pointer, and its size is
+    // the problem to report.
+    if (t.data == nullptr) fail(op_, ": ", name, " has a null data pointer");
     // Elements are read as their C++ type: a misaligned pointer would be undefined behaviour.
     if (size > 1 && reinterpret_cast<uintptr_t>(t.data) % size != 0)
       fail(op_, ": ", name, " has a data pointer ", t.data, " that is not aligned to ", size,
