@@ -148,6 +148,8 @@ class Call:
     def cast(a, dtype):
         if dtype == "bfloat16":  # numpy has no bfloat16: keep float32, converted by to_kind
             return a.astype(np.float32).view(_Bf16)
+        if np.issubdtype(dtype, np.integer):  # the values do not matter, and NaN has no integer
+            return np.zeros(a.shape, dtype)
         return a.astype(dtype)
 
     def call(self, kind):
