@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "check/harness.hpp"
 #include "linattn/error.hpp"
 #include "linattn/linattn.h"
 #include "linattn/ops.hpp"
@@ -413,6 +414,37 @@ TEST_P(BadInput, CApi) {
 
 INSTANTIATE_TEST_SUITE_P(Catalogue, BadInput, ::testing::ValuesIn(catalogue()),
                          [](const auto& info) { return info.param.name; });
+
+// The one alias the catalogue accepts (row final_state_is_initial_state): final_state exactly the
+// initial_state view, updating the state in place as a decode loop does. Every form must give
+// bit for bit what separate buffers give, with one work item and with several.
+TEST(InPlaceState, EveryFormMatchesSeparateBuffers) {
+  using namespace linattn;
+  for (int i = 0; i < kNumOps; ++i) {
+    const Op op = static_cast<Op>(i);
+    if (!op_spec(op).causal) continue;
+    for (int64_t B : {1, 3}) {
+      check::Case c = check::builtin_cases(op).front();
+      c.B = B;
+      c.T = 150;  // several chunks
+      c.initial_state = c.output_final_state = true;
+      c.n_h = op_spec(op).takes_num_householder ? 2 : 1;
+      const check::Inputs in = check::make_inputs(c, DType::f32);
+      for (Form form : {Form::reference, Form::chunk, Form::recurrent}) {
+        if (!has_form(op, form, false)) continue;
+        const check::Outputs want = check::run_forward(c, in, form);
+        check::Buffer state = in.initial_state;  // read, then overwritten with the final state
+        OpArgs a = in.args(c);
+        a.initial_state = state.view();
+        check::Buffer o(DType::f32, want.o.shape());
+        forward(op, form, a, {o.view(), state.view()});
+        const std::string what = std::string(op_name(op)) + " " + form_name(form);
+        EXPECT_EQ(check::rel_error(o, want.o), 0.0) << what;
+        EXPECT_EQ(check::rel_error(state, want.final_state), 0.0) << what;
+      }
+    }
+  }
+}
 
 // The catalogue itself: enough kinds, unique names, every op of ops.hpp in some row (a new op
 // gets its rows), every API with rows.
