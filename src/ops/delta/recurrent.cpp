@@ -131,7 +131,7 @@ void DeltaRead(int64_t K, int64_t V, const float* src, int64_t ld_src, const flo
   if (c0 == cols) return;
   std::fill(acc + c0, acc + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
-    for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], src[r * ld_src + c], acc[c]);
+    for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], (src + r * ld_src)[c], acc[c]);
 }
 
 // dst = a src + k u^T; acc1 = dst^T x1; acc2 = dst^T x2 unless x2 is null.
@@ -152,8 +152,8 @@ void DeltaUpdate(int64_t K, int64_t V, const float* src, int64_t ld_src, float* 
   if (x2) std::fill(acc2 + c0, acc2 + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
     for (size_t c = c0; c < cols; ++c) {
-      const float s = std::fma(a, src[r * ld_src + c], k[r] * u[c]);
-      dst[r * ld_dst + c] = s;
+      const float s = std::fma(a, (src + r * ld_src)[c], k[r] * u[c]);
+      (dst + r * ld_dst)[c] = s;
       acc1[c] = std::fma(x1[r], s, acc1[c]);
       if (x2) acc2[c] = std::fma(x2[r], s, acc2[c]);
     }
