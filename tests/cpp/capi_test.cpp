@@ -1,5 +1,6 @@
 // The C API (linattn.h): it must give the C++ API's results bit for bit, and turn every bad
-// input into a status code plus a message naming the problem, never an exception or UB.
+// input into a status code plus a message naming the problem, never an exception or UB (the
+// bad inputs themselves are rows of tests/bad_inputs/catalogue.txt: bad_inputs_test.cpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -37,7 +38,7 @@ struct Buffer {
 };
 
 // Batch layout (B rows of T tokens) or, with cu_seqlens, one row of T tokens split into
-// sequences. The sizes of the bad cases are allowed to be inconsistent on purpose.
+// sequences.
 struct Layout {
   int64_t B = 2, T = 5;
   std::vector<int64_t> cu_seqlens;  // empty: not given
@@ -277,108 +278,5 @@ TEST(CapiTest, ArgsInitDefaults) {
   EXPECT_EQ(a.cu_seqlens.ndim, 0);
   linattn_args_init(nullptr);  // documented no-op
 }
-
-// One bad input: the case builds a valid problem from `layout`, breaks one thing in `run`
-// (which also makes the call), and expects `status` and a message containing `message`.
-struct BadInput {
-  const char* name;
-  Layout layout;
-  linattn_status (*run)(Problem&);
-  linattn_status status;
-  const char* message;
-};
-
-constexpr linattn_status kInvalid = LINATTN_ERROR_INVALID_ARGUMENT;
-
-const BadInput kBadInputs[] = {
-    // Null pointers the C++ API cannot see.
-    {"null_args", {}, [](Problem& p) { return linattn_forward(kOp, kRef, nullptr, &p.o_view, nullptr); },
-     kInvalid, "linattn_forward: args is NULL"},
-    {"null_o", {}, [](Problem& p) { return linattn_forward(kOp, kRef, &p.args, nullptr, nullptr); },
-     kInvalid, "linattn_forward: o is NULL"},
-    {"null_d_o", {}, [](Problem& p) {
-       return linattn_backward(kOp, kRef, &p.args, nullptr, nullptr, &p.grads); },
-     kInvalid, "linattn_backward: d_o is NULL"},
-    {"null_grads", {}, [](Problem& p) {
-       return linattn_backward(kOp, kRef, &p.args, &p.d_o_view, nullptr, nullptr); },
-     kInvalid, "linattn_backward: grads is NULL"},
-    {"null_backward_args", {}, [](Problem& p) {
-       return linattn_backward(kOp, kRef, nullptr, &p.d_o_view, nullptr, &p.grads); },
-     kInvalid, "linattn_backward: args is NULL"},
-    {"null_o_shape", {}, [](Problem& p) { return linattn_output_shapes(kOp, &p.args, nullptr, nullptr); },
-     kInvalid, "linattn_output_shapes: o_shape is NULL"},
-    {"null_name", {}, [](Problem&) { linattn_op op; return linattn_op_from_name(nullptr, &op); },
-     kInvalid, "linattn_op_from_name: name is NULL"},
-    {"null_op_out", {}, [](Problem&) { return linattn_op_from_name("gla", nullptr); },
-     kInvalid, "linattn_op_from_name: op is NULL"},
-    {"null_q_data", {}, [](Problem& p) { p.args.q.data = nullptr; return p.forward(); },
-     kInvalid, "q has a null data pointer"},
-    {"missing_final_state", {}, [](Problem& p) {
-       return linattn_forward(kOp, kRef, &p.args, &p.o_view, nullptr); },
-     kInvalid, "final_state is required"},
-    // Enum ids and ranks out of range.
-    {"unknown_op_id", {}, [](Problem& p) {
-       return linattn_forward(static_cast<linattn_op>(99), kRef, &p.args, &p.o_view, nullptr); },
-     kInvalid, "unknown op id 99"},
-    {"unknown_form_id", {}, [](Problem& p) { return p.forward(static_cast<linattn_form>(7)); },
-     kInvalid, "unknown form id 7"},
-    {"unknown_op_name", {}, [](Problem&) { linattn_op op; return linattn_op_from_name("nope", &op); },
-     kInvalid, "unknown op 'nope'"},
-    {"unknown_dtype", {}, [](Problem& p) { p.args.q.dtype = 17; return p.forward(); },
-     kInvalid, "linattn_forward: args->q has unknown dtype 17"},
-    {"ndim_9", {}, [](Problem& p) { p.args.v.ndim = 9; return p.forward(); },
-     kInvalid, "linattn_forward: args->v has ndim 9"},
-    {"negative_ndim", {}, [](Problem& p) { p.grads.dq.ndim = -1; return p.backward(); },
-     kInvalid, "linattn_backward: grads->dq has ndim -1"},
-    {"tensor_contiguous_ndim_9", {}, [](Problem& p) {
-       const int64_t shape[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
-       p.args.k = linattn_tensor_contiguous(p.k.data.data(), LINATTN_DTYPE_F32, 9, shape);
-       return p.forward(); },
-     kInvalid, "args->k has ndim 9"},
-    // Shapes, dtypes and sizes (validated by the C++ API, reported with its message).
-    {"wrong_rank", {}, [](Problem& p) { p.args.q.ndim = 3; return p.forward(); },
-     kInvalid, "q must have rank 4"},
-    {"qk_head_dim_mismatch", {}, [](Problem& p) { p.args.k.shape[3] = 3; return p.forward(); },
-     kInvalid, "k must have shape [B, T, H, K] = [2, 5, 2, 4], got [2, 5, 2, 3]"},
-    {"v_state_mismatch", {}, [](Problem& p) {
-       p.args.initial_state.shape[3] = 2; return p.forward(); },
-     kInvalid, "initial_state must have shape [N, HV, K, V] = [2, 4, 4, 3]"},
-    {"zero_size", {}, [](Problem& p) { p.args.q.shape[1] = 0; return p.forward(); },
-     kInvalid, "q has a non-positive size 0"},
-    {"negative_size", {}, [](Problem& p) { p.args.v.shape[2] = -2; return p.forward(); },
-     kInvalid, "v has a non-positive size -2"},
-    {"int32_q", {}, [](Problem& p) { p.args.q.dtype = LINATTN_DTYPE_I32; return p.forward(); },
-     kInvalid, "q must be float32, bfloat16 or float64, got int32"},
-    {"non_contiguous_output", {}, [](Problem& p) { p.o_view.strides[3] = 2; return p.forward(); },
-     kInvalid, "output o must be contiguous"},
-    {"wrong_grad_shape", {}, [](Problem& p) { p.grads.dg.shape[2] = 1; return p.backward(); },
-     kInvalid, "dg must have shape"},
-    // Variable-length batches.
-    {"cu_seqlens_with_batch_2", {2, 5, {0, 5}}, [](Problem& p) { return p.forward(); },
-     kInvalid, "the batch size B must be 1"},
-    {"cu_seqlens_not_increasing", {1, 6, {0, 4, 2, 6}}, [](Problem& p) { return p.forward(); },
-     kInvalid, "cu_seqlens must be strictly increasing"},
-    {"cu_seqlens_not_ending_at_T", {1, 6, {0, 2, 5}}, [](Problem& p) { return p.forward(); },
-     kInvalid, "cu_seqlens must end at T = 6, got 5"},
-    // Value ranges.
-    {"beta_above_2", {}, [](Problem& p) { p.beta.data[3] = 2.5f; return p.forward(); },
-     kInvalid, "beta must be in [0, 2]"},
-    {"positive_log_decay", {}, [](Problem& p) { p.g.data[7] = 0.25f; return p.forward(); },
-     kInvalid, "g must be in [-inf, 0]"},
-};
-
-class CapiBadInput : public ::testing::TestWithParam<BadInput> {};
-
-TEST_P(CapiBadInput, ReturnsStatusAndMessage) {
-  const BadInput& c = GetParam();
-  Problem p(c.layout);
-  EXPECT_EQ(c.run(p), c.status);
-  EXPECT_NE(std::string(linattn_last_error()).find(c.message), std::string::npos)
-      << "expected a message containing \"" << c.message << "\", got \"" << linattn_last_error()
-      << "\"";
-}
-
-INSTANTIATE_TEST_SUITE_P(Capi, CapiBadInput, ::testing::ValuesIn(kBadInputs),
-                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

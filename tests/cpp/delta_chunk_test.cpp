@@ -78,32 +78,5 @@ TEST(DeltaChunk, BackwardMatchesOracle) {
     }
 }
 
-// Issue 4's long case: T = 65536 with beta in [0, 2] on unit keys (eigenvalues down to -1)
-// and, for the gated ops, log decays over [-20, -1e-6]: no blow-up beyond what the oracle
-// shows, fp32 within 1e-5 of it.
-TEST(DeltaChunk, LongSequenceWithReflections) {
-  for (Op op : {Op::delta_rule, Op::gated_delta_rule, Op::delta_product}) {
-    for (Gates gates : {Gates::beta_wide, Gates::beta_near_2}) {
-      Case c;
-      c.op = op;
-      c.B = c.H = c.HV = 1;
-      c.K = c.V = 8;
-      c.T = op == Op::delta_product ? 32768 : 65536;  // 65536 Householder steps either way
-      c.n_h = op == Op::delta_product ? 2 : 1;
-      c.l2norm = true;
-      c.gates = gates;
-      c.seed = 11;
-      const std::string what = std::string(op_name(op)) + " " + gates_name(gates);
-      // Ungated beta ~ 2 makes every step a reflection: the state is carried through 65536
-      // orthogonal maps with nothing decaying, so fp32 rounding accumulates like a random walk,
-      // ~eps sqrt(T) = 6e-8 * 256 = 1.5e-5 per unit of state. Measured: recurrent form 2.0e-5,
-      // chunk form 4.0e-5 forward, 5.1e-5 backward; 1e-4 bounds that. Every other case: 1e-5.
-      const double tol = op == Op::delta_rule && gates == Gates::beta_near_2 ? 1e-4 : 1e-5;
-      EXPECT_LE(form_forward_error(c, DType::f32, Form::chunk), tol) << what;
-      EXPECT_LE(form_backward_error(c, DType::f32, Form::chunk), tol) << what;
-    }
-  }
-}
-
 }  // namespace
 }  // namespace linattn::check

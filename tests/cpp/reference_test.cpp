@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "check/harness.hpp"
@@ -127,41 +130,56 @@ TEST(ReferenceReductions, ZeroBetaFreezesTheState) {
   EXPECT_EQ(rel_error(out.final_state, in.initial_state), 0.0);
 }
 
+// Every element, bit for bit (a NaN or a -0 would differ too).
+bool bitwise_equal(const Buffer& a, const Buffer& b) {
+  if (a.numel() != b.numel()) return false;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::bit_cast<uint64_t>(a.get(i)) != std::bit_cast<uint64_t>(b.get(i))) return false;
+  return true;
+}
+
 // Work items own their outputs, and fewer items than threads switch to chunk-level parallelism
-// with the same arithmetic, so the thread count cannot change a single bit. Two cases per op:
-// many items (B=2, several heads) and a single item spanning several chunks.
-TEST(Determinism, BitwiseAcrossThreadCounts) {
+// with the same arithmetic, so neither the thread count nor the run can change a single bit.
+// Three cases per op: many items (B=2, several heads), a single item spanning several chunks,
+// and varlen sequences straddling chunks; fp32 and bf16; 1, 2, 4 and 8 threads, then 1 again.
+TEST(Determinism, BitwiseAcrossThreadCountsAndRuns) {
   for (int i = 0; i < kNumOps; ++i) {
     const Op op = static_cast<Op>(i);
-    Case single = small(op);
+    Case single = small(op), varlen = small(op);
     single.B = single.H = single.HV = 1;
     single.T = 150;
-    for (const Case& c : {small(op), single}) {
-      const Inputs in = make_inputs(c, DType::f32);
-      for (Form form : {Form::reference, Form::chunk, Form::recurrent}) {
-        if (!has_form(op, form, false)) continue;
-        const bool with_backward = has_form(op, form, true);
-        const int saved = omp_get_max_threads();
-        std::vector<Outputs> outs;
-        std::vector<Gradients> grads;
-        for (int threads : {1, 2, 4}) {
-          omp_set_num_threads(threads);
-          outs.push_back(run_forward(c, in, form));
-          if (!with_backward) continue;
-          Buffer d_o(DType::f32, outs.back().o.shape());
-          for (int64_t j = 0; j < d_o.numel(); ++j) d_o.set(j, std::sin(0.1 * j));
-          grads.push_back(run_backward(c, in, form, d_o, Buffer()));
-        }
-        omp_set_num_threads(saved);
-        const std::string what = std::string(op_name(op)) + " " + form_name(form) + " " + c.describe();
-        for (size_t t = 1; t < outs.size(); ++t) {
-          EXPECT_EQ(rel_error(outs[t].o, outs[0].o), 0.0) << what;
-          EXPECT_EQ(rel_error(outs[t].final_state, outs[0].final_state), 0.0) << what;
-        }
-        for (size_t t = 1; t < grads.size(); ++t) {
-          const auto a = grads[t].list(), b = grads[0].list();
-          for (size_t g = 0; g < a.size(); ++g)
-            EXPECT_EQ(rel_error(*a[g].second, *b[g].second), 0.0) << what << " " << a[g].first;
+    varlen.B = 1;
+    varlen.seqlens = {70, 1, 129};
+    varlen.T = 200;
+    for (const Case& c : {small(op), single, varlen}) {
+      for (DType dtype : {DType::f32, DType::bf16}) {
+        const Inputs in = make_inputs(c, dtype);
+        for (Form form : {Form::reference, Form::chunk, Form::recurrent}) {
+          if (!has_form(op, form, false)) continue;
+          const bool with_backward = has_form(op, form, true);
+          const int saved = omp_get_max_threads();
+          std::vector<Outputs> outs;
+          std::vector<Gradients> grads;
+          for (int threads : {1, 2, 4, 8, 1}) {
+            omp_set_num_threads(threads);
+            outs.push_back(run_forward(c, in, form));
+            if (!with_backward) continue;
+            Buffer d_o(DType::f32, outs.back().o.shape());
+            for (int64_t j = 0; j < d_o.numel(); ++j) d_o.set(j, std::sin(0.1 * j));
+            grads.push_back(run_backward(c, in, form, d_o, Buffer()));
+          }
+          omp_set_num_threads(saved);
+          const std::string what = std::string(op_name(op)) + " " + form_name(form) + " " +
+                                   dtype_name(dtype) + " " + c.describe();
+          for (size_t t = 1; t < outs.size(); ++t) {
+            EXPECT_TRUE(bitwise_equal(outs[t].o, outs[0].o)) << what << " run " << t;
+            EXPECT_TRUE(bitwise_equal(outs[t].final_state, outs[0].final_state)) << what << " run " << t;
+          }
+          for (size_t t = 1; t < grads.size(); ++t) {
+            const auto a = grads[t].list(), b = grads[0].list();
+            for (size_t g = 0; g < a.size(); ++g)
+              EXPECT_TRUE(bitwise_equal(*a[g].second, *b[g].second)) << what << " run " << t << " " << a[g].first;
+          }
         }
       }
     }

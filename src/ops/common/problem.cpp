@@ -1,7 +1,10 @@
 #include "ops/common/problem.hpp"
 
 #include <cmath>
+#include <cstdint>
+#include <iterator>
 #include <limits>
+#include <utility>
 #include <string>
 
 #include "core/dtype.hpp"
@@ -9,6 +12,24 @@
 #include "ops/common/validator.hpp"
 
 namespace linattn {
+namespace {
+
+bool same_view(const TensorView& a, const TensorView& b) {
+  if (a.data != b.data || a.dtype != b.dtype || a.ndim != b.ndim) return false;
+  for (int i = 0; i < a.ndim; ++i)
+    if (a.shape[i] != b.shape[i] || a.strides[i] != b.strides[i]) return false;
+  return true;
+}
+
+// Every input view of a call, by name (not given ones included: disjoint() skips them).
+std::vector<std::pair<const char*, const TensorView*>> inputs(const OpArgs& a) {
+  return {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"g", &a.g}, {"gk", &a.gk}, {"beta", &a.beta},
+          {"a", &a.a}, {"b", &a.b}, {"initial_state", &a.initial_state},
+          {"cu_seqlens", &a.cu_seqlens}};
+}
+
+}  // namespace
+
 double retention_log_decay(int64_t head) { return std::log1p(-std::exp2(-5.0 - static_cast<double>(head))); }
 
 Problem make_problem(Op op, const OpArgs& a) {
@@ -45,7 +66,9 @@ Problem make_problem(Op op, const OpArgs& a) {
   p.n_h = a.num_householder;
   p.HV = a.v.shape[2];
   p.V = a.v.shape[3];
-  const int64_t TK = p.T * p.n_h;
+  int64_t TK = 0;  // key/value tokens
+  if (__builtin_mul_overflow(p.T, p.n_h, &TK))
+    fail(spec.name, ": T * num_householder = ", p.T, " * ", p.n_h, " overflows 64 bits");
   check.shape("k", a.k, {p.B, TK, p.H, p.K},
               p.n_h > 1 ? "[B, T*num_householder, H, K]" : "[B, T, H, K]");
   if (a.v.shape[0] != p.B || a.v.shape[1] != TK)
@@ -147,6 +170,15 @@ void check_outputs(const Problem& p, const OpArgs& a, const OpOutputs& out) {
   } else {
     check.absent("final_state", out.final_state, "output_final_state is false");
   }
+  // The one alias allowed: final_state exactly the initial_state view, an in-place state update
+  // (decode), since every work item reads its initial state before it writes its final state.
+  const bool in_place = same_view(out.final_state, a.initial_state);
+  for (const auto& [name, input] : inputs(a)) {
+    check.disjoint("o", out.o, "input", name, *input);
+    if (!(in_place && input == &a.initial_state))
+      check.disjoint("final_state", out.final_state, "input", name, *input);
+  }
+  check.disjoint("final_state", out.final_state, "output", "o", out.o);
 }
 
 void check_grads(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const OpGrads& gr) {
@@ -178,6 +210,15 @@ void check_grads(const Problem& p, const OpArgs& a, const OpGradOutputs& go, con
     std::vector<int64_t> dims(input.shape.begin(), input.shape.begin() + input.ndim);
     check.shape(name, grad, dims, "(the shape of its input)");
     check.writable(name, grad);
+  }
+  auto read = inputs(a);
+  read.push_back({"do", &go.d_o});
+  read.push_back({"dfinal_state", &go.dfinal_state});
+  for (size_t i = 0; i < std::size(pairs); ++i) {
+    const auto& [name, views] = pairs[i];
+    for (const auto& [input_name, input] : read) check.disjoint(name, *views.first, "input", input_name, *input);
+    for (size_t j = 0; j < i; ++j)
+      check.disjoint(name, *views.first, "output", pairs[j].first, *pairs[j].second.first);
   }
 }
 

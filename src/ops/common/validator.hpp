@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.hpp"
@@ -34,7 +35,6 @@ class Validator {
   void basic(const char* name, const TensorView& t) const {
     if (t.ndim < 0 || t.ndim > kMaxDims)
       fail(op_, ": ", name, " has rank ", t.ndim, ", expected 1 to ", kMaxDims);
-    if (t.data == nullptr) fail(op_, ": ", name, " has a null data pointer");
     int64_t total = 1;
     for (int i = 0; i < t.ndim; ++i) {
       if (t.shape[i] <= 0)
@@ -44,8 +44,29 @@ class Validator {
         fail(op_, ": ", name, " has more elements than fit in 64 bits (shape ", t.shape_str(), ")");
     }
     int64_t bytes = 0;
-    if (__builtin_mul_overflow(total, static_cast<int64_t>(dtype_size(t.dtype)), &bytes))
+    const auto size = static_cast<int64_t>(dtype_size(t.dtype));
+    if (__builtin_mul_overflow(total, size, &bytes))
       fail(op_, ": ", name, " is larger than the address space (shape ", t.shape_str(), ")");
+    // After the sizes: an empty tensor (a size 0) may come with a null pointer, and its size is
+    // the problem to report.
+    if (t.data == nullptr) fail(op_, ": ", name, " has a null data pointer");
+    // Elements are read as their C++ type: a misaligned pointer would be undefined behaviour.
+    if (size > 1 && reinterpret_cast<uintptr_t>(t.data) % size != 0)
+      fail(op_, ": ", name, " has a data pointer ", t.data, " that is not aligned to ", size,
+           " bytes (the size of a ", dtype_name(t.dtype), ")");
+  }
+  // Outputs are written while inputs are read, so no output may share memory with an input or
+  // another output (no in-place, except the state: check_outputs). Conservative for strided
+  // inputs: an output may not lie anywhere within the span of an input's elements.
+  void disjoint(const char* name, const TensorView& t, const char* other_kind,
+                const char* other_name, const TensorView& other) const {
+    if (!t.given() || !other.given()) return;
+    const auto [lo, hi] = byte_span(t);
+    const auto [other_lo, other_hi] = byte_span(other);
+    if (lo < other_hi && other_lo < hi)
+      fail(op_, ": output ", name, " overlaps ", other_kind, " ", other_name,
+           " in memory; outputs must not share memory with the inputs or with each other "
+           "(in-place is not supported)");
   }
   void floating(const char* name, const TensorView& t) const {
     if (!is_floating(t.dtype))
@@ -140,6 +161,17 @@ class Validator {
         index[d] = 0;
       }
     }
+  }
+  // [first byte, one past the last byte] that a view (already through basic()) can touch.
+  static std::pair<__int128, __int128> byte_span(const TensorView& t) {
+    __int128 lo = 0, hi = 0;
+    for (int i = 0; i < t.ndim; ++i) {
+      const __int128 reach = static_cast<__int128>(t.shape[i] - 1) * t.strides[i];
+      (reach < 0 ? lo : hi) += reach;
+    }
+    const auto size = static_cast<__int128>(dtype_size(t.dtype));
+    const auto base = static_cast<__int128>(reinterpret_cast<uintptr_t>(t.data));
+    return {base + lo * size, base + (hi + 1) * size};
   }
   static std::string strides_str(const TensorView& t) {
     std::string s = "[";

@@ -138,7 +138,7 @@ void DeltaRead(int64_t K, int64_t V, const float* src, int64_t ld_src, const flo
   if (c0 == cols) return;
   std::fill(acc + c0, acc + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
-    for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], src[r * ld_src + c], acc[c]);
+    for (size_t c = c0; c < cols; ++c) acc[c] = std::fma(x[r], (src + r * ld_src)[c], acc[c]);
 }
 
 // dst = diag(lo + hi) src + k u^T (each state row's decay split by kernels::exp_split);
@@ -160,9 +160,9 @@ void DeltaUpdate(int64_t K, int64_t V, const float* src, int64_t ld_src, float* 
   if (x2) std::fill(acc2 + c0, acc2 + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
     for (size_t c = c0; c < cols; ++c) {
-      const float old = src[r * ld_src + c];
+      const float old = (src + r * ld_src)[c];
       const float s = std::fma(k[r], u[c], std::fma(lo[r], old, hi[r] * old));
-      dst[r * ld_dst + c] = s;
+      (dst + r * ld_dst)[c] = s;
       acc1[c] = std::fma(x1[r], s, acc1[c]);
       if (x2) acc2[c] = std::fma(x2[r], s, acc2[c]);
     }

@@ -96,8 +96,8 @@ void FusedStep(int64_t K, int64_t V, const float* src, int64_t ld_src, float* ds
   std::fill(o + c0, o + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
     for (size_t c = c0; c < cols; ++c) {
-      const float s = a[r] * src[r * ld_src + c] + k[r] * v[c] + (b ? b[r] * sa[c] : 0.0f);
-      dst[r * ld_dst + c] = s;
+      const float s = a[r] * (src + r * ld_src)[c] + k[r] * v[c] + (b ? b[r] * sa[c] : 0.0f);
+      (dst + r * ld_dst)[c] = s;
       o[c] += q[r] * s;
     }
 }
