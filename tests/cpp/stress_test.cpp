@@ -63,6 +63,10 @@ const StressRow kRows[] = {
     {Op::delta_product, Gates::decay_wide},
     {Op::noncausal_linear_attn, Gates::typical},
     {Op::noncausal_linear_attn, Gates::typical, true},
+    {Op::kda, Gates::decay_near_0},
+    {Op::kda, Gates::decay_wide},
+    {Op::dplr_delta_rule, Gates::typical},
+    {Op::dplr_delta_rule, Gates::decay_near_0},
 };
 
 void PrintTo(const StressRow& row, std::ostream* out) {

@@ -54,7 +54,8 @@ class Call:
     def __init__(self, row):
         self.row = row
         spec_gates = {"simple_gla": ("g",), "gla": ("gk",), "delta_rule": ("beta",),
-                      "gated_delta_rule": ("g", "beta"), "delta_product": ("g", "beta")}
+                      "gated_delta_rule": ("g", "beta"), "delta_product": ("g", "beta"),
+                      "kda": ("gk", "beta")}
         causal = row["op"] != "noncausal_linear_attn"
         B, T, offsets = 2, 5, None
         for e in row["edits"]:
