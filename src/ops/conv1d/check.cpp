@@ -107,7 +107,10 @@ Outputs oracle(const Case& c, const Inputs& in) { return run_forward(c, in, Form
 
 double finite_difference_error(const Case& c) {
   Inputs in = make_inputs(c, DType::f64);
-  const auto [dy, df] = upstream(c, 17);
+  const std::pair<Buffer, Buffer> up = upstream(c, 17);
+  // Named references, not a structured binding: the lambda below captures them (clang < 16).
+  const Buffer& dy = up.first;
+  const Buffer& df = up.second;
   const Grads g = run_backward(c, in, Form::reference, dy, df);
   auto loss = [&] {
     const Outputs out = run_forward(c, in, Form::reference);
