@@ -17,12 +17,12 @@ namespace {
 using namespace linattn;
 using namespace linattn::check;
 
-Case target_case(Op op, int64_t T, int64_t head_dim = 128) {
+Case target_case(Op op, int64_t T, int64_t head_dim = 128, int64_t heads = 16) {
   Case c;
   c.op = op;
   c.B = 1;
   c.T = T;
-  c.H = c.HV = 16;
+  c.H = c.HV = heads;
   c.K = c.V = head_dim;
   c.initial_state = false;
   c.output_final_state = false;
@@ -85,6 +85,16 @@ void BM_DplrBackward(benchmark::State& state) {
   time_backward(state, target_case(Op::dplr_delta_rule, 4096, state.range(0)));
 }
 
+// One long sequence with fewer heads than threads (issue 4's few-items mode,
+// ops/common/chunk_windows.hpp): B=1, T=65536, K=V=128. Args: op, heads.
+void BM_FewItemsForward(benchmark::State& state) {
+  time_forward(state, target_case(static_cast<Op>(state.range(0)), 65536, 128, state.range(1)), DType::f32,
+               Form::chunk);
+}
+void BM_FewItemsBackward(benchmark::State& state) {
+  time_backward(state, target_case(static_cast<Op>(state.range(0)), 65536, 128, state.range(1)));
+}
+
 // Args: op, T, bf16 inputs (1) or fp32 (0).
 #define GATED_OPS                                                                                   \
   ->Args({static_cast<int>(Op::linear_attn), 4096, 0})->Args({static_cast<int>(Op::simple_gla), 4096, 0}) \
@@ -97,6 +107,11 @@ BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simpl
 BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
 BENCHMARK(BM_DplrForward)->Args({128, 0})->Args({64, 0})->Args({128, 1})->Args({64, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+#define FEW_ITEMS                                                                                       \
+  ->ArgsProduct({{static_cast<int>(Op::gated_delta_rule), static_cast<int>(Op::kda),                    \
+                  static_cast<int>(Op::dplr_delta_rule)}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime()
+BENCHMARK(BM_FewItemsForward) FEW_ITEMS;
+BENCHMARK(BM_FewItemsBackward) FEW_ITEMS;
 BENCHMARK(BM_DplrBackward)->Arg(128)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -97,22 +97,43 @@ void set_state_decay(Chunk& c, int64_t w, double G_last) {
 
 }  // namespace
 
-void decay_state(const Chunk& c, int64_t K, int64_t V, const float* S, float* out) {
+void decay_state(const Chunk& c, int64_t K, int64_t cols, int64_t ld, const float* S, float* out) {
   for (int64_t r = 0; r < K; ++r) {
     const float lo = c.decay_lo[c.width == 1 ? 0 : r], hi = c.decay_hi[c.width == 1 ? 0 : r];
     // (hi S is exact: hi is 0 or 1. No std::fma: outside the Highway targets it is a call.)
-    for (int64_t e = 0; e < V; ++e) out[r * V + e] = lo * S[r * V + e] + hi * S[r * V + e];
+    for (int64_t e = 0; e < cols; ++e) out[r * ld + e] = lo * S[r * ld + e] + hi * S[r * ld + e];
   }
 }
 
+void advance_columns(const Chunk& c, int64_t K, int64_t V, int64_t e0, int64_t cols, const float* S,
+                     float* S_out, float* O, float* work) {
+  const int64_t rows = c.rows;
+  float* Vt = c.U + e0;  // Ṽ = U - W S, in place
+  kernels::gemm_nn(rows, cols, K, c.W, K, S + e0, V, work, cols, Accumulate::no);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t e = 0; e < cols; ++e) Vt[r * V + e] -= work[r * cols + e];
+  if (O) {
+    kernels::lower_gemm_nn(rows, cols, c.P, kChunk, Vt, V, O + e0, V, Accumulate::no);
+    kernels::gemm_nn(rows, cols, K, c.Qg, K, S + e0, V, O + e0, V, Accumulate::yes);
+  }
+  decay_state(c, K, cols, V, S + e0, S_out + e0);
+  kernels::gemm_tn(K, cols, rows, c.Kd, K, Vt, V, S_out + e0, V, Accumulate::yes);
+}
+
+int64_t chunk_floats(const Problem& p) {
+  const int64_t K = p.K, V = p.V, C = kChunk, width = p.spec->takes_gk ? K : 1;
+  // (Every size but the last is a multiple of C = 64 floats, so G stays 8-byte aligned; the
+  // total is rounded to 64 bytes so that chunks laid out one after another stay aligned.)
+  const int64_t floats = 4 * C * C + 6 * C * K + 3 * C * V + 4 * C * width + 3 * C + (width > 1 ? 5 * C * K : 0) + 3 * width;
+  return (floats + 15) / 16 * 16;
+}
+
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
-                   int64_t t0, int64_t rows, Chunk& c) {
+                   int64_t t0, int64_t rows, Chunk& c, float* memory) {
   const int64_t K = p.K, V = p.V, C = kChunk, n_h = p.n_h, row0 = s.start * n_h + t0;
   const bool vector = p.spec->takes_gk;
   const int64_t width = vector ? K : 1, CC = C * C, CK = C * K, CV = C * V, CW = C * width;
-  // (Every size but the last is a multiple of C = 64 floats, so G stays 8-byte aligned.)
-  float* next = ScratchArena::local().get<float>(
-      kSlotChunk, 4 * CC + 6 * CK + 3 * CV + 4 * CW + 3 * C + (vector ? 5 * CK : 0) + 3 * width);
+  float* next = memory ? memory : ScratchArena::local().get<float>(kSlotChunk, chunk_floats(p));
   auto take = [&](int64_t n) {
     float* ptr = next;
     next += n;

@@ -56,15 +56,24 @@ inline bool query_step(int64_t e, int64_t n_h) { return e % n_h == n_h - 1; }
 inline bool gate_step(int64_t e, int64_t n_h) { return e % n_h == 0; }
 
 // Loads expanded steps [t0, t0 + rows) of sequence s for value head hv (q/k head hq) and
-// computes every field of c.
+// computes every field of c, in `memory` (chunk_floats(p) floats, a multiple of 16) or, if null, in the calling
+// thread's scratch arena (slot kSlotChunk).
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
-                   int64_t t0, int64_t rows, Chunk& c);
+                   int64_t t0, int64_t rows, Chunk& c, float* memory = nullptr);
+int64_t chunk_floats(const Problem& p);
 
-// out = diag(e^{G_C}) S for a K x V state (out may be S), as lo S + hi S (kernels::exp_split):
-// the state carries this factor through every chunk, and e^{G_C} rounded to fp32 would put a
-// relative error of up to 2^-25 into it each time, always the same way for a constant gate
-// (for e^{-1e-6}: 3% of its distance from 1).
-void decay_state(const Chunk& c, int64_t K, int64_t V, const float* S, float* out);
+// out = diag(e^{G_C}) S for K rows of `cols` columns of a state with leading dimension ld (out
+// may be S), as lo S + hi S (kernels::exp_split): the state carries this factor through every
+// chunk, and e^{G_C} rounded to fp32 would put a relative error of up to 2^-25 into it each
+// time, always the same way for a constant gate (for e^{-1e-6}: 3% of its distance from 1).
+void decay_state(const Chunk& c, int64_t K, int64_t cols, int64_t ld, const float* S, float* out);
+
+// Value columns [e0, e0 + cols) of one chunk's forward step (§4.6b; every matrix has leading
+// dimension V, and the columns evolve independently, ops/common/chunk_windows.hpp):
+//   Ṽ = U - W S (in place in c.U),  O = P Ṽ + Qg S (if O),  S_out = e^{G_C} S + Kd^T Ṽ.
+// S_out may be S; work holds rows x cols floats.
+void advance_columns(const Chunk& c, int64_t K, int64_t V, int64_t e0, int64_t cols, const float* S,
+                     float* S_out, float* O, float* work);
 
 // The factor of element d of step r: e.g. factor(c.eG, r, d) = e^{G_r} (channel d of it).
 inline float factor(const Chunk& c, const float* f, int64_t r, int64_t d) {
@@ -78,6 +87,7 @@ inline float factor(const Chunk& c, const float* f, int64_t r, int64_t d) {
 void unit_lower_inverse(int64_t rows, const float* L, float* X);
 
 // Scratch slots (core/scratch.hpp); slot kSlotChunk onwards holds the Chunk.
-enum Slot : int { kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2 };
+// kSlotWindow holds a window's chunks and outputs (ops/common/chunk_windows.hpp).
+enum Slot : int { kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2, kSlotWindow = 3, kSlotGrads = 4, kSlotGateGrads = 5 };
 
 }  // namespace linattn::delta

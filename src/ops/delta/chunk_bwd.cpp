@@ -26,6 +26,7 @@
 #include "core/scratch.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
+#include "ops/common/chunk_windows.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
 #include "ops/delta/chunk.hpp"
@@ -77,219 +78,284 @@ void pair_gradients_per_channel(const delta::Chunk& c, int64_t K, float scale, f
   }
 }
 
-// The states entering every chunk of (sequence s, value head hv): states[ci * K * V].
-void chunk_states(const Problem& p, const OpArgs& a, const Sequence& s, int64_t n, int64_t hv,
-                  int64_t hq, float* states, float* work) {
-  const int64_t K = p.K, V = p.V, KV = K * V;
-  load_state(a.initial_state, n, hv, K, V, states);
-  delta::Chunk c;
-  for (int64_t ci = 0, t0 = 0; t0 < s.length * p.n_h; ++ci, t0 += kChunk) {
-    const int64_t rows = std::min(kChunk, s.length * p.n_h - t0);
-    delta::prepare_chunk(p, a, s, hv, hq, t0, rows, c);
-    const float* S = states + ci * KV;
-    float* S_next = states + (ci + 1) * KV;
-    kernels::gemm_nn(rows, V, K, c.W, K, S, V, work, V, Accumulate::no);
-    for (int64_t i = 0; i < rows * V; ++i) c.U[i] -= work[i];  // Ṽ
-    delta::decay_state(c, K, V, S, S_next);
-    kernels::gemm_tn(K, V, rows, c.Kd, K, c.U, V, S_next, V, Accumulate::yes);
-  }
+// Value columns [e0, e0 + cols) of one chunk's step of the reverse state scan (§4.6c), with c.W
+// holding -W (negation is exact, and lets both products accumulate):
+//   Ṽ = U + (-W) S (in place in c.U)    dṼ = P^T dO + Kd dS'    dS = e^{G_C} dS' + Qg^T dO + (-W)^T dṼ
+// Every matrix has leading dimension V; work holds rows x cols floats.
+void reverse_columns(const delta::Chunk& c, int64_t K, int64_t V, int64_t e0, int64_t cols, const float* S,
+                     const float* dO, const float* dS_next, float* dVt, float* dS, float* work) {
+  const int64_t rows = c.rows;
+  float* Vt = c.U + e0;
+  kernels::gemm_nn(rows, cols, K, c.W, K, S + e0, V, work, cols, Accumulate::no);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t e = 0; e < cols; ++e) Vt[r * V + e] += work[r * cols + e];
+  kernels::gemm_tn(rows, cols, rows, c.P, kChunk, dO + e0, V, dVt + e0, V, Accumulate::no);
+  kernels::gemm_nn(rows, cols, K, c.Kd, K, dS_next + e0, V, dVt + e0, V, Accumulate::yes);
+  delta::decay_state(c, K, cols, V, dS_next + e0, dS + e0);
+  kernels::gemm_tn(K, cols, rows, c.Qg, K, dO + e0, V, dS + e0, V, Accumulate::yes);
+  kernels::gemm_tn(K, cols, rows, c.W, K, dVt + e0, V, dS + e0, V, Accumulate::yes);
 }
 
-void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const OpGrads& gr,
-              int64_t n, int64_t hq) {
-  const int64_t K = p.K, V = p.V, KV = K * V, C = kChunk;
-  const Sequence& s = p.sequences[n];
-  const int64_t n_h = p.n_h, steps = s.length * n_h, n_chunks = (steps + C - 1) / C;
+// One value head hv of a backward work item (sequence s, q/k head hq) and the item's gradient
+// rows of q and k (summed over the group's value heads) with their L2-norm factors.
+struct Head {
+  const Problem& p;
+  const OpArgs& a;
+  const OpGradOutputs& go;
+  const OpGrads& gr;
+  const Sequence& s;
+  int64_t hv, hq;
+  float *dq_all, *dk_all, *q_rstd, *k_rstd;
+};
+
+// The gradients of chunk c (steps t0..) once the reverse scan has given Ṽ (in c.U), dṼ and the
+// gradient dS' of the state leaving it: everything that reduces over V, so it runs on whole
+// rows, one chunk per call. Buffers from the calling thread's arena (kSlotGrads).
+void chunk_gradients(const Head& h, const delta::Chunk& c, int64_t t0, const float* S, const float* dS,
+                     const float* dO, const float* dVt) {
+  const Problem& p = h.p;
+  const OpGrads& gr = h.gr;
+  const Sequence& s = h.s;
+  const int64_t K = p.K, V = p.V, KV = K * V, C = kChunk, n_h = p.n_h, rows = c.rows;
+  const int64_t row0 = s.start * n_h + t0, hv = h.hv;
   const bool vector = p.spec->takes_gk;  // kda: per-channel gates
   const int64_t width = vector ? K : 1;
   const TensorView& dgate = vector ? gr.dgk : gr.dg;
-  const bool want_gate = (vector || a.g.given()) && dgate.given();
-  std::vector<float> dq_all(steps * K, 0.0f), dk_all(steps * K, 0.0f);
-  std::vector<float> q_rstd(steps), k_rstd(steps);
-  std::vector<float> states((n_chunks + 1) * KV), dS(KV);
-  // Per-chunk work: [C, V] x 4, [C, K] x 6, [C, C] x 5.
-  std::vector<float> work(4 * C * V + 6 * C * K + 5 * C * C);
-  float* dO = work.data();
-  float *dVt = dO + C * V, *dVb = dVt + C * V, *tmpV = dVb + C * V;
-  float *dQg = tmpV + C * V, *dKd = dQg + C * K, *dW = dKd + C * K, *dKb = dW + C * K;
-  float *dq = dKb + C * K, *dk = dq + C * K;
-  float *dP = dk + C * K, *dT = dP + C * C, *tmpC = dT + C * C, *dL = tmpC + C * C, *E = dL + C * C;
-  std::vector<double> dG(C * width), dG_last(width), run(width);
-  std::vector<float> dv_rows(C * V), dx(C * K), dy(C * K), gate_row(K);
+  const bool want_gate = (vector || h.a.g.given()) && dgate.given();
+  ScratchArena& arena = ScratchArena::local();
+  float* dVb = arena.get<float>(delta::kSlotGrads, 2 * C * V + 8 * C * K + 5 * C * C + K);
+  float *dv_rows = dVb + C * V, *dKd = dv_rows + C * V, *dQg = dKd + C * K, *dW = dQg + C * K;
+  float *dKb = dW + C * K, *dq = dKb + C * K, *dk = dq + C * K, *dx = dk + C * K, *dy = dx + C * K;
+  float *dP = dy + C * K, *dT = dP + C * C, *tmpC = dT + C * C, *dL = tmpC + C * C, *E = dL + C * C;
+  float* gate_row = E + C * C;
+  double* dG = arena.get<double>(delta::kSlotGateGrads, C * width + 2 * width);
+  double *dG_last = dG + C * width, *run = dG_last + width;
+  const float* Vt = c.U;
+  std::copy(c.q_rstd, c.q_rstd + rows, h.q_rstd + t0);
+  std::copy(c.k_rstd, c.k_rstd + rows, h.k_rstd + t0);
 
-  for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
-    chunk_states(p, a, s, n, hv, hq, states.data(), tmpV);
-    if (go.dfinal_state.given())
-      load_state(go.dfinal_state, n, hv, K, V, dS.data());
-    else
-      std::fill(dS.begin(), dS.end(), 0.0f);
-    delta::Chunk c;
-    for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
-      const int64_t t0 = ci * C, rows = std::min(C, steps - t0), row0 = s.start * n_h + t0;
-      delta::prepare_chunk(p, a, s, hv, hq, t0, rows, c);
-      std::copy(c.q_rstd, c.q_rstd + rows, q_rstd.begin() + t0);
-      std::copy(c.k_rstd, c.k_rstd + rows, k_rstd.begin() + t0);
-      const float* S = &states[ci * KV];
-      float* Vt = c.U;  // Ṽ = U - W S
-      kernels::gemm_nn(rows, V, K, c.W, K, S, V, tmpV, V, Accumulate::no);
-      for (int64_t i = 0; i < rows * V; ++i) Vt[i] -= tmpV[i];
-      if (n_h == 1) {
-        load_rows(go.d_o, s.batch, row0, rows, hv, dO, V);
-      } else {  // dO of the query steps, zero elsewhere
-        for (int64_t r = 0; r < rows; ++r) {
-          if (delta::query_step(t0 + r, n_h))
-            load_rows(go.d_o, s.batch, s.start + (t0 + r) / n_h, 1, hv, dO + r * V, V);
-          else
-            std::fill(dO + r * V, dO + (r + 1) * V, 0.0f);
-        }
-      }
+  // Gradients that read dS' = dS_[n+1], S and Ṽ.
+  kernels::gemm_nt(rows, K, V, Vt, V, dS, V, dKd, K, Accumulate::no);
+  // State decay e^{G_C} S (per state row for per-channel gates).
+  for (int64_t w = 0; w < width; ++w) {
+    const int64_t span = KV / width;
+    dG_last[w] = c.decay[w] * dot(span, S + w * span, dS + w * span);
+  }
+  kernels::gemm_nt(rows, K, V, dO, V, S, V, dQg, K, Accumulate::no);
+  kernels::gemm_nt(rows, rows, V, dO, V, Vt, V, dP, C, Accumulate::no);
+  kernels::gemm_nt(rows, K, V, dVt, V, S, V, dW, K, Accumulate::no);
+  for (int64_t i = 0; i < rows * K; ++i) dW[i] = -dW[i];
 
-      // Gradients that read dS' = dS_[n+1].
-      kernels::gemm_tn(rows, V, rows, c.P, C, dO, V, dVt, V, Accumulate::no);
-      kernels::gemm_nn(rows, V, K, c.Kd, K, dS.data(), V, dVt, V, Accumulate::yes);
-      kernels::gemm_nt(rows, K, V, Vt, V, dS.data(), V, dKd, K, Accumulate::no);
-      // State decay e^{G_C} S (per state row for per-channel gates).
-      for (int64_t w = 0; w < width; ++w) {
-        const int64_t span = KV / width;
-        dG_last[w] = c.decay[w] * dot(span, S + w * span, dS.data() + w * span);
-      }
-      kernels::gemm_nt(rows, K, V, dO, V, S, V, dQg, K, Accumulate::no);
-      kernels::gemm_nt(rows, rows, V, dO, V, Vt, V, dP, C, Accumulate::no);
-      kernels::gemm_nt(rows, K, V, dVt, V, S, V, dW, K, Accumulate::no);
-      for (int64_t i = 0; i < rows * K; ++i) dW[i] = -dW[i];
-      // dS_[n] = e^{G_C} dS' + Qg^T dO - W^T dṼ.
-      delta::decay_state(c, K, V, dS.data(), dS.data());
-      kernels::gemm_tn(K, V, rows, c.Qg, K, dO, V, dS.data(), V, Accumulate::yes);
-      for (int64_t i = 0; i < rows * K; ++i) c.W[i] = -c.W[i];
-      kernels::gemm_tn(K, V, rows, c.W, K, dVt, V, dS.data(), V, Accumulate::yes);
-      for (int64_t i = 0; i < rows * K; ++i) c.W[i] = -c.W[i];
+  // UT transform backward.
+  kernels::gemm_nt(rows, rows, V, dVt, V, c.Vb, V, dT, C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, K, dW, K, c.Kb, K, dT, C, Accumulate::yes);
+  kernels::gemm_tn(rows, V, rows, c.T0, C, dVt, V, dVb, V, Accumulate::no);
+  kernels::gemm_tn(rows, K, rows, c.T0, C, dW, K, dKb, K, Accumulate::no);
+  kernels::gemm_tn(rows, rows, rows, c.T0, C, dT, C, tmpC, C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, rows, tmpC, C, c.T0, C, dL, C, Accumulate::no);
 
-      // UT transform backward.
-      kernels::gemm_nt(rows, rows, V, dVt, V, c.Vb, V, dT, C, Accumulate::no);
-      kernels::gemm_nt(rows, rows, K, dW, K, c.Kb, K, dT, C, Accumulate::yes);
-      kernels::gemm_tn(rows, V, rows, c.T0, C, dVt, V, dVb, V, Accumulate::no);
-      kernels::gemm_tn(rows, K, rows, c.T0, C, dW, K, dKb, K, Accumulate::no);
-      kernels::gemm_tn(rows, rows, rows, c.T0, C, dT, C, tmpC, C, Accumulate::no);
-      kernels::gemm_nt(rows, rows, rows, tmpC, C, c.T0, C, dL, C, Accumulate::no);
-
-      // Masks: dP lower with the diagonal, dL strictly lower (and negated).
-      std::fill(dG.begin(), dG.begin() + rows * width, 0.0);
-      const float scale = static_cast<float>(p.scale);
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t j = 0; j < rows; ++j) {
-          if (j > i) dP[i * C + j] = 0.0f;
-          dL[i * C + j] = j >= i ? 0.0f : -dL[i * C + j];
-        }
-      if (vector) {
-        pair_gradients_per_channel(c, K, scale, dP, dL, E, dq, dk, dx.data(), dy.data(), gate_row.data(),
-                                   dG.data());
-      } else {
-        // Gate gradients of the pair factors; E = dL ⊙ β_i Γ_ij (the K K^T part of L);
-        // dq = dP' K, dk = dP'^T Q + E K + E^T K with dP' = dP ⊙ scale Γ.
-        for (int64_t i = 0; i < rows; ++i) {
-          for (int64_t j = 0; j < rows; ++j) {
-            float& dp = dP[i * C + j];
-            const float dl = dL[i * C + j];
-            const double xp = static_cast<double>(c.P[i * C + j]) * dp;
-            const double xl = static_cast<double>(c.L[i * C + j]) * dl;
-            dG[i] += xp + xl;
-            dG[j] -= xp + xl;
-            // dP ⊙ (P / (q.k)) = dP * scale Γ: recompute Γ from G.
-            const float gamma = j <= i ? static_cast<float>(std::exp(c.G[i] - c.G[j])) : 0.0f;
-            dp *= scale * gamma;
-            E[i * C + j] = dl * c.beta[i] * gamma;
-          }
-        }
-        kernels::gemm_nn(rows, K, rows, dP, C, c.k, K, dq, K, Accumulate::no);
-        kernels::gemm_tn(rows, K, rows, dP, C, c.q, K, dk, K, Accumulate::no);
-        kernels::gemm_nn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
-        kernels::gemm_tn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
-      }
-      // Row factors e^{G_r} (Qg, Kb) and key-to-end factors e^{G_C - G_r} (Kd):
-      // dq += scale e^G dQg; dk += β e^G dKb + e^{G_C-G} dKd; dG by the product rule.
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t d = 0; d < K; ++d) {
-          const int64_t i = r * K + d;
-          const float eg = delta::factor(c, c.eG, r, d);
-          dq[i] += scale * eg * dQg[i];
-          dk[i] += c.beta[r] * eg * dKb[i] + delta::factor(c, c.eGd, r, d) * dKd[i];
-          if (!vector) continue;
-          const double kd = static_cast<double>(c.Kd[i]) * dKd[i];
-          dG[i] += static_cast<double>(c.Qg[i]) * dQg[i] + static_cast<double>(c.Kb[i]) * dKb[i] - kd;
-          dG_last[d] += kd;
-        }
-        if (vector) continue;
-        const double kd = dot(K, c.Kd + r * K, dKd + r * K);
-        dG[r] += dot(K, c.Qg + r * K, dQg + r * K) + dot(K, c.Kb + r * K, dKb + r * K) - kd;
-        dG_last[0] += kd;
-      }
-      for (int64_t w = 0; w < width; ++w) dG[(rows - 1) * width + w] += dG_last[w];
-      for (int64_t i = 0; i < rows * K; ++i) {
-        dq_all[t0 * K + i] += dq[i];
-        dk_all[t0 * K + i] += dk[i];
-      }
-      if (gr.dv.given()) {
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t e = 0; e < V; ++e) dv_rows[r * V + e] = c.beta[r] * dVb[r * V + e];
-        store_rows(gr.dv, s.batch, row0, rows, hv, dv_rows.data(), V);
-      }
-      if (gr.dbeta.given()) {
-        for (int64_t i = 0; i < rows; ++i) {
-          double db = dot(V, dVb + i * V, c.v + i * V);
-          for (int64_t d = 0; d < K; ++d)
-            db += static_cast<double>(delta::factor(c, c.eG, i, d)) * dKb[i * K + d] * c.k[i * K + d];
-          for (int64_t j = 0; j < i; ++j) db += static_cast<double>(dL[i * C + j]) * c.KKg[i * C + j];
-          store_scalar(gr.dbeta, s.batch, row0 + i, hv, db);
-        }
-      }
-      if (want_gate) {
-        // dg_t = the sum of dG_r over the steps r >= t n_h in the chunk (per channel for kda).
-        std::fill(run.begin(), run.end(), 0.0);
-        for (int64_t r = rows - 1; r >= 0; --r) {
-          for (int64_t w = 0; w < width; ++w) run[w] += dG[r * width + w];
-          if (!delta::gate_step(t0 + r, n_h)) continue;
-          const int64_t token = s.start + (t0 + r) / n_h;
-          if (vector) {
-            for (int64_t d = 0; d < K; ++d) gate_row[d] = static_cast<float>(run[d]);
-            store_rows(dgate, s.batch, token, 1, hv, gate_row.data(), K);
-          } else {
-            store_scalar(dgate, s.batch, token, hv, run[0]);
-          }
-        }
+  // Masks: dP lower with the diagonal, dL strictly lower (and negated).
+  std::fill(dG, dG + rows * width, 0.0);
+  const float scale = static_cast<float>(p.scale);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < rows; ++j) {
+      if (j > i) dP[i * C + j] = 0.0f;
+      dL[i * C + j] = j >= i ? 0.0f : -dL[i * C + j];
+    }
+  if (vector) {
+    pair_gradients_per_channel(c, K, scale, dP, dL, E, dq, dk, dx, dy, gate_row,
+                               dG);
+  } else {
+    // Gate gradients of the pair factors; E = dL ⊙ β_i Γ_ij (the K K^T part of L);
+    // dq = dP' K, dk = dP'^T Q + E K + E^T K with dP' = dP ⊙ scale Γ.
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int64_t j = 0; j < rows; ++j) {
+        float& dp = dP[i * C + j];
+        const float dl = dL[i * C + j];
+        const double xp = static_cast<double>(c.P[i * C + j]) * dp;
+        const double xl = static_cast<double>(c.L[i * C + j]) * dl;
+        dG[i] += xp + xl;
+        dG[j] -= xp + xl;
+        // dP ⊙ (P / (q.k)) = dP * scale Γ: recompute Γ from G.
+        const float gamma = j <= i ? static_cast<float>(std::exp(c.G[i] - c.G[j])) : 0.0f;
+        dp *= scale * gamma;
+        E[i * C + j] = dl * c.beta[i] * gamma;
       }
     }
-    if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS.data());
+    kernels::gemm_nn(rows, K, rows, dP, C, c.k, K, dq, K, Accumulate::no);
+    kernels::gemm_tn(rows, K, rows, dP, C, c.q, K, dk, K, Accumulate::no);
+    kernels::gemm_nn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
+    kernels::gemm_tn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
   }
+  // Row factors e^{G_r} (Qg, Kb) and key-to-end factors e^{G_C - G_r} (Kd):
+  // dq += scale e^G dQg; dk += β e^G dKb + e^{G_C-G} dKd; dG by the product rule.
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t d = 0; d < K; ++d) {
+      const int64_t i = r * K + d;
+      const float eg = delta::factor(c, c.eG, r, d);
+      dq[i] += scale * eg * dQg[i];
+      dk[i] += c.beta[r] * eg * dKb[i] + delta::factor(c, c.eGd, r, d) * dKd[i];
+      if (!vector) continue;
+      const double kd = static_cast<double>(c.Kd[i]) * dKd[i];
+      dG[i] += static_cast<double>(c.Qg[i]) * dQg[i] + static_cast<double>(c.Kb[i]) * dKb[i] - kd;
+      dG_last[d] += kd;
+    }
+    if (vector) continue;
+    const double kd = dot(K, c.Kd + r * K, dKd + r * K);
+    dG[r] += dot(K, c.Qg + r * K, dQg + r * K) + dot(K, c.Kb + r * K, dKb + r * K) - kd;
+    dG_last[0] += kd;
+  }
+  for (int64_t w = 0; w < width; ++w) dG[(rows - 1) * width + w] += dG_last[w];
+  for (int64_t i = 0; i < rows * K; ++i) {
+    h.dq_all[t0 * K + i] += dq[i];
+    h.dk_all[t0 * K + i] += dk[i];
+  }
+  if (gr.dv.given()) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t e = 0; e < V; ++e) dv_rows[r * V + e] = c.beta[r] * dVb[r * V + e];
+    store_rows(gr.dv, s.batch, row0, rows, hv, dv_rows, V);
+  }
+  if (gr.dbeta.given()) {
+    for (int64_t i = 0; i < rows; ++i) {
+      double db = dot(V, dVb + i * V, c.v + i * V);
+      for (int64_t d = 0; d < K; ++d)
+        db += static_cast<double>(delta::factor(c, c.eG, i, d)) * dKb[i * K + d] * c.k[i * K + d];
+      for (int64_t j = 0; j < i; ++j) db += static_cast<double>(dL[i * C + j]) * c.KKg[i * C + j];
+      store_scalar(gr.dbeta, s.batch, row0 + i, hv, db);
+    }
+  }
+  if (want_gate) {
+    // dg_t = the sum of dG_r over the steps r >= t n_h in the chunk (per channel for kda).
+    std::fill(run, run + width, 0.0);
+    for (int64_t r = rows - 1; r >= 0; --r) {
+      for (int64_t w = 0; w < width; ++w) run[w] += dG[r * width + w];
+      if (!delta::gate_step(t0 + r, n_h)) continue;
+      const int64_t token = s.start + (t0 + r) / n_h;
+      if (vector) {
+        for (int64_t d = 0; d < K; ++d) gate_row[d] = static_cast<float>(run[d]);
+        store_rows(dgate, s.batch, token, 1, hv, gate_row, K);
+      } else {
+        store_scalar(dgate, s.batch, token, hv, run[0]);
+      }
+    }
+  }
+}
 
-  // dq (query steps only), dk: through the backward of the in-kernel L2 norm,
-  // dx = rstd (dy - y (y . dy)).
-  std::vector<float> raw(K);
-  for (int which = 0; which < 2; ++which) {
-    const TensorView& grad = which ? gr.dk : gr.dq;
-    if (!grad.given()) continue;
-    const TensorView& x = which ? a.k : a.q;
-    float* dy_all = which ? dk_all.data() : dq_all.data();
-    const float* rstd = which ? k_rstd.data() : q_rstd.data();
-    for (int64_t i = 0, count = which ? steps : s.length; i < count; ++i) {
-      const int64_t e = which ? i : i * n_h + n_h - 1;  // expanded step
-      const int64_t row = which ? s.start * n_h + i : s.start + i;
+// dq (query steps only) or dk of a work item through the backward of the in-kernel L2 norm,
+// dx = rstd (dy - y (y . dy)), stored; rows are independent, so chunks of them run in parallel.
+void store_qk_gradient(const Head& h, bool keys, int64_t steps) {
+  const TensorView& grad = keys ? h.gr.dk : h.gr.dq;
+  if (!grad.given()) return;
+  const Problem& p = h.p;
+  const int64_t K = p.K, n_h = p.n_h, count = keys ? steps : h.s.length;
+  const TensorView& x = keys ? h.a.k : h.a.q;
+  float* dy_all = keys ? h.dk_all : h.dq_all;
+  const float* rstd = keys ? h.k_rstd : h.q_rstd;
+  parallel_for((count + kChunk - 1) / kChunk, [&](int64_t block) {
+    std::vector<float> raw(K);
+    for (int64_t i = block * kChunk; i < std::min(count, (block + 1) * kChunk); ++i) {
+      const int64_t e = keys ? i : i * n_h + n_h - 1;  // expanded step
+      const int64_t row = keys ? h.s.start * n_h + i : h.s.start + i;
       float* g = dy_all + e * K;
-      if (a.use_qk_l2norm_in_kernel) {
-        load_rows(x, s.batch, row, 1, hq, raw.data(), K);
+      if (h.a.use_qk_l2norm_in_kernel) {
+        load_rows(x, h.s.batch, row, 1, h.hq, raw.data(), K);
         const float rs = rstd[e];
         for (int64_t d = 0; d < K; ++d) raw[d] *= rs;
         const float yg = static_cast<float>(dot(K, raw.data(), g));
         for (int64_t d = 0; d < K; ++d) g[d] = rs * (g[d] - raw[d] * yg);
       }
-      store_rows(grad, s.batch, row, 1, hq, g, K);
+      store_rows(grad, h.s.batch, row, 1, h.hq, g, K);
     }
+  });
+}
+
+// Per (sequence, q/k head), for each value head of its group: the forward state pass keeping the
+// state entering every chunk, then the reverse pass, both window by window (chunk_windows.hpp):
+// the window's chunks prepared in parallel, the state (or state gradient) scan in parallel over
+// blocks of value columns, and (reverse) the chunks' gradients in parallel.
+void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const OpGrads& gr,
+              const ChunkWindows& windows, int64_t n, int64_t hq) {
+  const int64_t K = p.K, V = p.V, KV = K * V, C = kChunk;
+  const Sequence& s = p.sequences[n];
+  const int64_t n_h = p.n_h, steps = s.length * n_h, n_chunks = (steps + C - 1) / C;
+  std::vector<float> dq_all(steps * K, 0.0f), dk_all(steps * K, 0.0f);
+  std::vector<float> q_rstd(steps), k_rstd(steps);
+  std::vector<float> states((n_chunks + 1) * KV), dS_carry(KV);
+  // The window: its chunks, their dO and dṼ, and the state gradients around them.
+  const int64_t stride = delta::chunk_floats(p), count = std::max<int64_t>(1, std::min(windows.chunks, n_chunks));
+  float* memory = ScratchArena::local().get<float>(delta::kSlotWindow, count * (stride + 2 * C * V) + (count + 1) * KV);
+  float *dO_all = memory + count * stride, *dVt_all = dO_all + count * C * V, *dS_all = dVt_all + count * C * V;
+  std::vector<delta::Chunk> chunks(count);
+  auto prepare = [&](int64_t hv, int64_t w0, int64_t i) {
+    const int64_t t0 = (w0 + i) * C;
+    delta::prepare_chunk(p, a, s, hv, hq, t0, std::min(C, steps - t0), chunks[i], memory + i * stride);
+  };
+  auto column_work = [&](int64_t cols) { return ScratchArena::local().get<float>(delta::kSlotWork, C * cols); };
+
+  for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
+    const Head h{p, a, go, gr, s, hv, hq, dq_all.data(), dk_all.data(), q_rstd.data(), k_rstd.data()};
+    load_state(a.initial_state, n, hv, K, V, states.data());
+    for (int64_t w0 = 0; w0 < n_chunks; w0 += count) {
+      const int64_t in_window = std::min(count, n_chunks - w0);
+      parallel_for(in_window, [&](int64_t i) { prepare(hv, w0, i); });
+      windows.for_each_column_block(V, [&](int64_t e0, int64_t cols) {
+        float* work = column_work(cols);
+        for (int64_t i = 0; i < in_window; ++i) {
+          const float* S = &states[(w0 + i) * KV];
+          delta::advance_columns(chunks[i], K, V, e0, cols, S, &states[(w0 + i + 1) * KV], nullptr, work);
+        }
+      });
+    }
+
+    if (go.dfinal_state.given())
+      load_state(go.dfinal_state, n, hv, K, V, dS_carry.data());
+    else
+      std::fill(dS_carry.begin(), dS_carry.end(), 0.0f);
+    for (int64_t w0 = (n_chunks - 1) / count * count; w0 >= 0; w0 -= count) {
+      const int64_t in_window = std::min(count, n_chunks - w0);
+      parallel_for(in_window, [&](int64_t i) {
+        prepare(hv, w0, i);
+        delta::Chunk& c = chunks[i];
+        for (int64_t j = 0; j < c.rows * K; ++j) c.W[j] = -c.W[j];  // (reverse_columns)
+        const int64_t t0 = (w0 + i) * C;
+        float* dO = dO_all + i * C * V;
+        if (n_h == 1) {
+          load_rows(go.d_o, s.batch, s.start + t0, c.rows, hv, dO, V);
+          return;
+        }
+        for (int64_t r = 0; r < c.rows; ++r) {  // dO of the query steps, zero elsewhere
+          if (delta::query_step(t0 + r, n_h))
+            load_rows(go.d_o, s.batch, s.start + (t0 + r) / n_h, 1, hv, dO + r * V, V);
+          else
+            std::fill(dO + r * V, dO + (r + 1) * V, 0.0f);
+        }
+      });
+      std::copy(dS_carry.begin(), dS_carry.end(), dS_all + in_window * KV);
+      windows.for_each_column_block(V, [&](int64_t e0, int64_t cols) {
+        float* work = column_work(cols);
+        for (int64_t i = in_window - 1; i >= 0; --i)
+          reverse_columns(chunks[i], K, V, e0, cols, &states[(w0 + i) * KV], dO_all + i * C * V,
+                          dS_all + (i + 1) * KV, dVt_all + i * C * V, dS_all + i * KV, work);
+      });
+      parallel_for(in_window, [&](int64_t i) {
+        chunk_gradients(h, chunks[i], (w0 + i) * C, &states[(w0 + i) * KV], dS_all + (i + 1) * KV,
+                        dO_all + i * C * V, dVt_all + i * C * V);
+      });
+      std::copy(dS_all, dS_all + KV, dS_carry.begin());
+    }
+    if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS_carry.data());
   }
+  const Head h{p, a, go, gr, s, hq * p.group(), hq, dq_all.data(), dk_all.data(), q_rstd.data(), k_rstd.data()};
+  store_qk_gradient(h, false, steps);
+  store_qk_gradient(h, true, steps);
 }
 
 }  // namespace
 void delta_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& go,
                          const OpGrads& gr) {
-  parallel_for(p.N() * p.H, [&](int64_t item) { run_item(p, a, go, gr, item / p.H, item % p.H); });
+  const int64_t items = p.N() * p.H;
+  const ChunkWindows windows = chunk_windows(items, p.V);
+  for_each_work_item(items, [&](int64_t item) { run_item(p, a, go, gr, windows, item / p.H, item % p.H); });
 }
 
 }  // namespace linattn

@@ -7,13 +7,18 @@
 //   O  = (scale Q ⊙ e^{G}) S + scale ((Q K^T) ⊙ Γ) Ṽ
 //   S' = e^{G_C} S + (K ⊙ e^{G_C - G})^T Ṽ
 // q and k are L2-normalised first when use_qk_l2norm_in_kernel; grouped value heads read q/k
-// head hv / (HV / H). Work items are (sequence, value head) and the chunks of an item run in
-// order (phases A, B and C fused per chunk), so results do not depend on the thread count.
+// head hv / (HV / H). Work items are (sequence, value head). Inside an item the chunks go by in
+// windows (ops/common/chunk_windows.hpp): each window's chunks are prepared (in parallel when
+// items are fewer than threads), then the state runs through them in blocks of value columns
+// (in parallel likewise), writing O. With enough items a window is one chunk and one block of
+// all columns, the state staying in cache. Both give the same bits for every thread count.
 #include <algorithm>
+#include <vector>
 
 #include "core/parallel.hpp"
 #include "core/scratch.hpp"
 #include "kernels/gemm.hpp"
+#include "ops/common/chunk_windows.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
 #include "ops/delta/chunk.hpp"
@@ -24,31 +29,41 @@ namespace {
 using delta::kChunk;
 using kernels::Accumulate;
 
-void run_item(const Problem& p, const OpArgs& a, const OpOutputs& out, int64_t n, int64_t hv) {
+void run_item(const Problem& p, const OpArgs& a, const OpOutputs& out, const ChunkWindows& windows,
+              int64_t n, int64_t hv) {
   const int64_t K = p.K, V = p.V, hq = hv / p.group(), n_h = p.n_h;
   const Sequence& s = p.sequences[n];
-  const int64_t steps = s.length * n_h;
-  float* S = ScratchArena::local().get<float>(delta::kSlotStates, K * V);
-  float* O = ScratchArena::local().get<float>(delta::kSlotWork, kChunk * V);
+  const int64_t steps = s.length * n_h, n_chunks = (steps + kChunk - 1) / kChunk;
+  // A window's chunks and outputs.
+  const int64_t stride = delta::chunk_floats(p), count = std::max<int64_t>(1, std::min(windows.chunks, n_chunks));
+  ScratchArena& arena = ScratchArena::local();
+  float* memory = arena.get<float>(delta::kSlotWindow, count * (stride + kChunk * V));
+  float* outputs = memory + count * stride;
+  float* S = arena.get<float>(delta::kSlotStates, K * V);
+  std::vector<delta::Chunk> chunks(count);
   load_state(a.initial_state, n, hv, K, V, S);
-  delta::Chunk c;
-  for (int64_t t0 = 0; t0 < steps; t0 += kChunk) {
-    const int64_t rows = std::min(kChunk, steps - t0);
-    delta::prepare_chunk(p, a, s, hv, hq, t0, rows, c);
-    float* Vt = c.U;  // Ṽ = U - W S, in place
-    kernels::gemm_nn(rows, V, K, c.W, K, S, V, c.Vb, V, Accumulate::no);  // (Vb no longer needed)
-    for (int64_t i = 0; i < rows * V; ++i) Vt[i] -= c.Vb[i];
-    kernels::lower_gemm_nn(rows, V, c.P, kChunk, Vt, V, O, V, Accumulate::no);
-    kernels::gemm_nn(rows, V, K, c.Qg, K, S, V, O, V, Accumulate::yes);
-    if (n_h == 1) {
-      store_rows(out.o, s.batch, s.start + t0, rows, hv, O, V);
-    } else {
+  for (int64_t w0 = 0; w0 < n_chunks; w0 += count) {
+    const int64_t in_window = std::min(count, n_chunks - w0);
+    parallel_for(in_window, [&](int64_t i) {
+      const int64_t t0 = (w0 + i) * kChunk;
+      delta::prepare_chunk(p, a, s, hv, hq, t0, std::min(kChunk, steps - t0), chunks[i], memory + i * stride);
+    });
+    windows.for_each_column_block(V, [&](int64_t e0, int64_t cols) {
+      float* work = ScratchArena::local().get<float>(delta::kSlotWork, kChunk * cols);
+      for (int64_t i = 0; i < in_window; ++i)
+        delta::advance_columns(chunks[i], K, V, e0, cols, S, S, outputs + i * kChunk * V, work);
+    });
+    parallel_for(in_window, [&](int64_t i) {
+      const int64_t t0 = (w0 + i) * kChunk, rows = chunks[i].rows;
+      const float* O = outputs + i * kChunk * V;
+      if (n_h == 1) {
+        store_rows(out.o, s.batch, s.start + t0, rows, hv, O, V);
+        return;
+      }
       for (int64_t r = 0; r < rows; ++r)
         if (delta::query_step(t0 + r, n_h))
           store_rows(out.o, s.batch, s.start + (t0 + r) / n_h, 1, hv, O + r * V, V);
-    }
-    delta::decay_state(c, K, V, S, S);
-    kernels::gemm_tn(K, V, rows, c.Kd, K, Vt, V, S, V, Accumulate::yes);
+    });
   }
   if (a.output_final_state) store_state(out.final_state, n, hv, K, V, S);
 }
@@ -56,7 +71,9 @@ void run_item(const Problem& p, const OpArgs& a, const OpOutputs& out, int64_t n
 }  // namespace
 
 void delta_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) {
-  parallel_for(p.N() * p.HV, [&](int64_t item) { run_item(p, a, out, item / p.HV, item % p.HV); });
+  const int64_t items = p.N() * p.HV;
+  const ChunkWindows windows = chunk_windows(items, p.V);
+  for_each_work_item(items, [&](int64_t item) { run_item(p, a, out, windows, item / p.HV, item % p.HV); });
 }
 
 }  // namespace linattn

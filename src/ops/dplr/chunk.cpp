@@ -125,8 +125,26 @@ void prepare_chunk(const gla::Item& it, int64_t t0, int64_t rows, Chunk& c) {
   kernels::lower_gemm_nn(rows, V, c.T, C, c.X, V, c.SA, V, Accumulate::no);
 }
 
-void read_state(const Chunk& c, int64_t K, int64_t V, const float* S) {
-  kernels::gemm_nn(c.g.rows, V, K, c.W, K, S, V, c.SA, V, Accumulate::yes);
+int64_t step_floats(int64_t K, int64_t V) {
+  const int64_t C = kChunk;
+  return 4 * C * K + 2 * C * V + 2 * C * C + (K + 15) / 16 * 16;
+}
+
+void keep_step(const Chunk& c, int64_t K, int64_t V, float* memory, Step& st) {
+  const int64_t C = kChunk, rows = c.g.rows;
+  st.rows = rows;
+  st.W = memory, st.Qf = st.W + C * K, st.Kd = st.Qf + C * K, st.Bd = st.Kd + C * K;
+  st.SA = st.Bd + C * K, st.v = st.SA + C * V, st.Aqk = st.v + C * V, st.Aqb = st.Aqk + C * C;
+  st.decay = st.Aqb + C * C;
+  std::copy(c.W, c.W + rows * K, st.W);
+  gla::apply_factor(gla::Gate::vector, rows, K, c.g.q, c.g.q_factor, st.Qf);
+  gla::apply_factor(gla::Gate::vector, rows, K, c.g.k, c.g.k_factor, st.Kd);
+  gla::apply_factor(gla::Gate::vector, rows, K, c.b, c.g.k_factor, st.Bd);
+  std::copy(c.SA, c.SA + rows * V, st.SA);
+  std::copy(c.g.v, c.g.v + rows * V, st.v);
+  std::copy(c.g.A, c.g.A + rows * C, st.Aqk);
+  std::copy(c.Aqb, c.Aqb + rows * C, st.Aqb);
+  std::copy(c.g.state_decay, c.g.state_decay + K, st.decay);
 }
 
 void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,

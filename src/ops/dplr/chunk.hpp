@@ -40,11 +40,26 @@ struct Chunk {
 // Loads tokens [t0, t0 + rows) of the item and computes every field but the state read.
 void prepare_chunk(const gla::Item& it, int64_t t0, int64_t rows, Chunk& c);
 
-// SA = U + W S (row i is the sa_i of the recurrence) from the state S entering the chunk.
-void read_state(const Chunk& c, int64_t K, int64_t V, const float* S);
+// What the state pass reads of one chunk (§4.8b), copied out of the Chunk so that a window of
+// chunks can be kept (ops/common/chunk_windows.hpp): W, SA (U, then U + W S once the state has
+// passed), v, A_qk, A_qb, Qf = Q ⊙ scale e^G, Kd = K ⊙ e^{G_C - G}, Bd = B ⊙ e^{G_C - G}, e^{G_C}.
+struct Step {
+  int64_t rows = 0;
+  float *W = nullptr, *Qf = nullptr, *Kd = nullptr, *Bd = nullptr;  // [C, K]
+  float *SA = nullptr, *v = nullptr;                                // [C, V]
+  float *Aqk = nullptr, *Aqb = nullptr;                             // [C, C]
+  float* decay = nullptr;                                           // [K]
+};
+int64_t step_floats(int64_t K, int64_t V);  // a multiple of 16 floats
+void keep_step(const Chunk& c, int64_t K, int64_t V, float* memory, Step& st);
 
-// S' = diag(e^{G_C}) S + (K ⊙ e^{G_C - G})^T V + (B ⊙ e^{G_C - G})^T SA, in place (chunk_fwd.cpp).
-void advance_state(const Chunk& c, int64_t K, int64_t V, float* S);
+// Value columns [e0, e0 + cols) of one chunk's forward step (every matrix has leading dimension
+// V; the columns evolve independently):
+//   SA = U + W S (in place in st.SA; row i is the sa_i of the recurrence)
+//   O  = A_qk V + A_qb SA + Qf S (if O)
+//   S_out = diag(e^{G_C}) S + Kd^T V + Bd^T SA (S_out may be S)
+void advance_columns(const Step& st, int64_t K, int64_t V, int64_t e0, int64_t cols, const float* S,
+                     float* S_out, float* O);
 
 // One side of a gated pair product M_ij = Σ_d x_id y_jd e^{E_id - G_jd}: the raw rows, their
 // exponents (G or Ḡ, double) and, in the factored form, the rows times e^{±(E - G_m)} and that
@@ -66,8 +81,7 @@ Side right_b(const Chunk& c);
 void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,
                    float* dx, float* dy, double* dE, double* dG);
 
-// Scratch slots of this family (core/scratch.hpp): 0-19 are gla::prepare_chunk's, 22-23 the GEMMs'.
+// Scratch slot of this family (core/scratch.hpp): 0-19 are gla::prepare_chunk's, 22-23 the GEMMs'.
 inline constexpr int kSlotChunk = 20;
-inline constexpr int kSlotStates = 21;
 
 }  // namespace linattn::dplr

@@ -21,6 +21,7 @@
 #include "core/scratch.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
+#include "ops/common/chunk_windows.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
 #include "ops/dplr/chunk.hpp"
@@ -38,7 +39,7 @@ void multiply(int64_t n, const float* x, const float* y, float* dst) {
 
 // Per-chunk buffers of one work item.
 struct Workspace {
-  std::vector<float> dO, dSA, dV, dX;                          // [C, V]
+  std::vector<float> dV, dX;                                   // [C, V]
   std::vector<float> Qf, Kd, Bd, Ae, dQf, dKd, dBd, dW, dAe;   // [C, K]
   std::vector<float> dq, dk, da, db, dw;                       // [C, K]
   std::vector<float> dMqk, dMqb, dT, dAab, dAak, tmp;          // [C, C]
@@ -46,7 +47,7 @@ struct Workspace {
   std::vector<double> run, before;                             // [K]
   Workspace(int64_t K, int64_t V) : run(K), before(K) {
     const int64_t C = kChunk;
-    for (auto* b : {&dO, &dSA, &dV, &dX}) b->resize(C * V);
+    for (auto* b : {&dV, &dX}) b->resize(C * V);
     for (auto* b : {&Qf, &Kd, &Bd, &Ae, &dQf, &dKd, &dBd, &dW, &dAe, &dq, &dk, &da, &db, &dw}) b->resize(C * K);
     for (auto* b : {&dMqk, &dMqb, &dT, &dAab, &dAak, &tmp}) b->resize(C * C);
     for (auto* b : {&dG, &dGx, &key_end}) b->resize(C * K);
@@ -81,52 +82,61 @@ double row_dot(int64_t n, const float* x, const float* y) {
   return acc;
 }
 
-void chunk_gradients(const gla::Item& it, const OpGradOutputs& go, const OpGrads& gr,
-                     const dplr::Chunk& c, int64_t t0, const float* S, float* dS, float* dS_prev,
-                     Workspace& w, float* dq_all, float* dk_all, float* da_all, float* db_all) {
+// Value columns [e0, e0 + cols) of one chunk's step of the reverse scan (leading dimension V):
+//   SA = U + W S (in place in st.SA)   dSA = A_qb^T dO + Bd dS'   dS = e^{G_C} ⊙ dS' + Qf^T dO + W^T dSA
+void reverse_columns(const dplr::Step& st, int64_t K, int64_t V, int64_t e0, int64_t cols, const float* S,
+                     const float* dO, const float* dS_next, float* dSA, float* dS) {
+  const int64_t rows = st.rows;
+  S += e0, dO += e0, dS_next += e0, dSA += e0, dS += e0;
+  kernels::gemm_nn(rows, cols, K, st.W, K, S, V, st.SA + e0, V, Accumulate::yes);
+  kernels::lower_gemm_tn(rows, cols, st.Aqb, kChunk, dO, V, dSA, V, Accumulate::no);
+  kernels::gemm_nn(rows, cols, K, st.Bd, K, dS_next, V, dSA, V, Accumulate::yes);
+  for (int64_t r = 0; r < K; ++r)
+    for (int64_t e = 0; e < cols; ++e) dS[r * V + e] = st.decay[r] * dS_next[r * V + e];
+  kernels::gemm_tn(K, cols, rows, st.Qf, K, dO, V, dS, V, Accumulate::yes);
+  kernels::gemm_tn(K, cols, rows, st.W, K, dSA, V, dS, V, Accumulate::yes);
+}
+
+// The gradients of chunk c (tokens t0..) given the state S entering it, dS' = the gradient of
+// the state leaving it, dO and dSA (reverse_columns; c.SA holds U + W S): everything that
+// reduces over V, on whole rows, one chunk per call.
+void chunk_gradients(const gla::Item& it, const OpGrads& gr, const dplr::Chunk& c, int64_t t0,
+                     const float* S, const float* dS, const float* dO, const float* dSA, Workspace& w,
+                     float* dq_all, float* dk_all, float* da_all, float* db_all) {
   const Problem& p = it.p;
   const Sequence& s = it.s;
   const int64_t K = p.K, V = p.V, C = kChunk, rows = c.g.rows, RK = rows * K;
   const float scale = static_cast<float>(p.scale);
   const bool want_gate = gr.dgk.given();
   const float* kf = c.g.k_factor;
-  load_rows(go.d_o, s.batch, s.start + t0, rows, it.hv, w.dO.data(), V);
   multiply(RK, c.g.q, c.g.q_factor, w.Qf.data());
   multiply(RK, c.g.k, kf, w.Kd.data());
   multiply(RK, c.b, kf, w.Bd.data());
   multiply(RK, c.a, c.ea, w.Ae.data());
 
-  // dSA, and the state gradient entering the chunk.
-  kernels::lower_gemm_tn(rows, V, c.Aqb, C, w.dO.data(), V, w.dSA.data(), V, Accumulate::no);
-  kernels::gemm_nn(rows, V, K, w.Bd.data(), K, dS, V, w.dSA.data(), V, Accumulate::yes);
-  for (int64_t r = 0; r < K; ++r)
-    for (int64_t e = 0; e < V; ++e) dS_prev[r * V + e] = c.g.state_decay[r] * dS[r * V + e];
-  kernels::gemm_tn(K, V, rows, w.Qf.data(), K, w.dO.data(), V, dS_prev, V, Accumulate::yes);
-  kernels::gemm_tn(K, V, rows, c.W, K, w.dSA.data(), V, dS_prev, V, Accumulate::yes);
-
   // Row-factor gradients (before the factors' own product rule).
-  kernels::gemm_nt(rows, K, V, w.dO.data(), V, S, V, w.dQf.data(), K, Accumulate::no);
+  kernels::gemm_nt(rows, K, V, dO, V, S, V, w.dQf.data(), K, Accumulate::no);
   kernels::gemm_nt(rows, K, V, c.g.v, V, dS, V, w.dKd.data(), K, Accumulate::no);
   kernels::gemm_nt(rows, K, V, c.SA, V, dS, V, w.dBd.data(), K, Accumulate::no);
-  kernels::gemm_nt(rows, K, V, w.dSA.data(), V, S, V, w.dW.data(), K, Accumulate::no);
+  kernels::gemm_nt(rows, K, V, dSA, V, S, V, w.dW.data(), K, Accumulate::no);
 
   // The triangular solve: W = T Ae, U = T X.
-  kernels::gemm_nt(rows, rows, V, w.dSA.data(), V, c.X, V, w.dT.data(), C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, V, dSA, V, c.X, V, w.dT.data(), C, Accumulate::no);
   kernels::gemm_nt(rows, rows, K, w.dW.data(), K, w.Ae.data(), K, w.dT.data(), C, Accumulate::yes);
-  kernels::gemm_tn(rows, V, rows, c.T, C, w.dSA.data(), V, w.dX.data(), V, Accumulate::no);
+  kernels::gemm_tn(rows, V, rows, c.T, C, dSA, V, w.dX.data(), V, Accumulate::no);
   kernels::gemm_tn(rows, K, rows, c.T, C, w.dW.data(), K, w.dAe.data(), K, Accumulate::no);
   kernels::gemm_tn(rows, rows, rows, c.T, C, w.dT.data(), C, w.tmp.data(), C, Accumulate::no);
   kernels::gemm_nt(rows, rows, rows, w.tmp.data(), C, c.T, C, w.dAab.data(), C, Accumulate::no);
   keep_triangle(rows, true, w.dAab.data());
   kernels::gemm_nt(rows, rows, V, w.dX.data(), V, c.g.v, V, w.dAak.data(), C, Accumulate::no);
   keep_triangle(rows, true, w.dAak.data());
-  kernels::gemm_nt(rows, rows, V, w.dO.data(), V, c.g.v, V, w.dMqk.data(), C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, V, dO, V, c.g.v, V, w.dMqk.data(), C, Accumulate::no);
   keep_triangle(rows, false, w.dMqk.data());
-  kernels::gemm_nt(rows, rows, V, w.dO.data(), V, c.SA, V, w.dMqb.data(), C, Accumulate::no);
+  kernels::gemm_nt(rows, rows, V, dO, V, c.SA, V, w.dMqb.data(), C, Accumulate::no);
   keep_triangle(rows, false, w.dMqb.data());
 
   // dV = A_qk^T dO + A_ak^T dX + Kd dS'.
-  kernels::lower_gemm_tn(rows, V, c.g.A, C, w.dO.data(), V, w.dV.data(), V, Accumulate::no);
+  kernels::lower_gemm_tn(rows, V, c.g.A, C, dO, V, w.dV.data(), V, Accumulate::no);
   kernels::lower_gemm_tn(rows, V, c.Aak, C, w.dX.data(), V, w.dV.data(), V, Accumulate::yes);
   kernels::gemm_nn(rows, V, K, w.Kd.data(), K, dS, V, w.dV.data(), V, Accumulate::yes);
   if (gr.dv.given()) store_rows(gr.dv, s.batch, s.start + t0, rows, it.hv, w.dV.data(), V);
@@ -180,35 +190,70 @@ void chunk_gradients(const gla::Item& it, const OpGradOutputs& go, const OpGrads
   store_rows(gr.dgk, s.batch, s.start + t0, rows, it.hv, w.dw.data(), K);
 }
 
+// Per (sequence, q/k head), for each value head of its group: the forward state pass keeping the
+// state entering every chunk, then the reverse pass, both window by window (chunk_windows.hpp):
+// the window's chunks prepared in parallel, the state (or state gradient) scan in parallel over
+// blocks of value columns, and (reverse) the chunks' gradients in parallel, each chunk prepared
+// again there (a window keeps only what the scans read).
 void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const OpGrads& gr,
-              int64_t n, int64_t hq) {
-  const int64_t K = p.K, V = p.V, KV = K * V;
+              const ChunkWindows& windows, int64_t n, int64_t hq) {
+  const int64_t K = p.K, V = p.V, KV = K * V, C = kChunk;
   const Sequence& s = p.sequences[n];
-  const int64_t len = s.length, n_chunks = (len + kChunk - 1) / kChunk;
+  const int64_t len = s.length, n_chunks = (len + C - 1) / C;
   std::vector<float> grads(4 * len * K, 0.0f);  // dq, dk, da, db of the group
   float *dq_all = grads.data(), *dk_all = dq_all + len * K, *da_all = dk_all + len * K, *db_all = da_all + len * K;
-  std::vector<float> dS(KV), dS_prev(KV);
-  Workspace w(K, V);
-  float* states = ScratchArena::local().get<float>(dplr::kSlotStates, (n_chunks + 1) * KV);
-  dplr::Chunk c;
+  std::vector<float> states((n_chunks + 1) * KV), dS_carry(KV);
+  // The window: each chunk's Step, dO and dSA, then the state gradients around the chunks.
+  const int64_t count = std::max<int64_t>(1, std::min(windows.chunks, n_chunks));
+  const int64_t stride = dplr::step_floats(K, V) + 2 * C * V;
+  std::vector<float> memory(count * stride + (count + 1) * KV);
+  float* dS_all = memory.data() + count * stride;
+  auto dO_of = [&](int64_t i) { return &memory[i * stride + stride - 2 * C * V]; };
+  auto dSA_of = [&](int64_t i) { return &memory[i * stride + stride - C * V]; };
+  std::vector<dplr::Step> steps(count);
+  auto rows_of = [&](int64_t ci) { return std::min(C, len - ci * C); };
   for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
     const gla::Item it{p, a, s, n, hv, hq, gla::Gate::vector};
-    load_state(a.initial_state, n, hv, K, V, states);
-    for (int64_t ci = 0; ci < n_chunks; ++ci) {
-      dplr::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c);
-      dplr::read_state(c, K, V, states + ci * KV);
-      std::copy(states + ci * KV, states + (ci + 1) * KV, states + (ci + 1) * KV);
-      dplr::advance_state(c, K, V, states + (ci + 1) * KV);
+    auto prepare = [&](int64_t ci, int64_t i) {
+      dplr::Chunk c;
+      dplr::prepare_chunk(it, ci * C, rows_of(ci), c);
+      dplr::keep_step(c, K, V, &memory[i * stride], steps[i]);
+    };
+    load_state(a.initial_state, n, hv, K, V, states.data());
+    for (int64_t w0 = 0; w0 < n_chunks; w0 += count) {
+      const int64_t in_window = std::min(count, n_chunks - w0);
+      parallel_for(in_window, [&](int64_t i) { prepare(w0 + i, i); });
+      windows.for_each_column_block(V, [&](int64_t e0, int64_t cols) {
+        for (int64_t i = 0; i < in_window; ++i)
+          dplr::advance_columns(steps[i], K, V, e0, cols, &states[(w0 + i) * KV], &states[(w0 + i + 1) * KV], nullptr);
+      });
     }
-    load_state(go.dfinal_state, n, hv, K, V, dS.data());
-    for (int64_t ci = n_chunks - 1; ci >= 0; --ci) {
-      dplr::prepare_chunk(it, ci * kChunk, std::min(kChunk, len - ci * kChunk), c);
-      dplr::read_state(c, K, V, states + ci * KV);
-      chunk_gradients(it, go, gr, c, ci * kChunk, states + ci * KV, dS.data(), dS_prev.data(), w,
-                      dq_all, dk_all, da_all, db_all);
-      std::swap(dS, dS_prev);
+
+    load_state(go.dfinal_state, n, hv, K, V, dS_carry.data());
+    for (int64_t w0 = (n_chunks - 1) / count * count; w0 >= 0; w0 -= count) {
+      const int64_t in_window = std::min(count, n_chunks - w0);
+      parallel_for(in_window, [&](int64_t i) {
+        prepare(w0 + i, i);
+        load_rows(go.d_o, s.batch, s.start + (w0 + i) * C, steps[i].rows, hv, dO_of(i), V);
+      });
+      std::copy(dS_carry.begin(), dS_carry.end(), dS_all + in_window * KV);
+      windows.for_each_column_block(V, [&](int64_t e0, int64_t cols) {
+        for (int64_t i = in_window - 1; i >= 0; --i)
+          reverse_columns(steps[i], K, V, e0, cols, &states[(w0 + i) * KV], dO_of(i), dS_all + (i + 1) * KV,
+                          dSA_of(i), dS_all + i * KV);
+      });
+      parallel_for(in_window, [&](int64_t i) {
+        const int64_t ci = w0 + i;
+        dplr::Chunk c;
+        dplr::prepare_chunk(it, ci * C, rows_of(ci), c);
+        std::copy(steps[i].SA, steps[i].SA + c.g.rows * V, c.SA);  // U + W S
+        Workspace w(K, V);
+        chunk_gradients(it, gr, c, ci * C, &states[ci * KV], dS_all + (i + 1) * KV, dO_of(i), dSA_of(i), w,
+                        dq_all, dk_all, da_all, db_all);
+      });
+      std::copy(dS_all, dS_all + KV, dS_carry.begin());
     }
-    if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS.data());
+    if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS_carry.data());
   }
   for (auto [grad, rows] : {std::pair{&gr.dq, dq_all}, {&gr.dk, dk_all}, {&gr.da, da_all}, {&gr.db, db_all}})
     if (grad->given()) store_rows(*grad, s.batch, s.start, len, hq, rows, K);
@@ -218,7 +263,9 @@ void run_item(const Problem& p, const OpArgs& a, const OpGradOutputs& go, const 
 
 void dplr_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& go,
                          const OpGrads& gr) {
-  parallel_for(p.N() * p.H, [&](int64_t item) { run_item(p, a, go, gr, item / p.H, item % p.H); });
+  const int64_t items = p.N() * p.H;
+  const ChunkWindows windows = chunk_windows(items, p.V);
+  for_each_work_item(items, [&](int64_t item) { run_item(p, a, go, gr, windows, item / p.H, item % p.H); });
 }
 
 }  // namespace linattn
