@@ -2,6 +2,8 @@
 // algorithms.md §4.10 (b)).
 #include "ops/scan/chunk.hpp"
 
+#include <cmath>
+
 #include "core/parallel.hpp"
 
 namespace linattn::scan {
@@ -40,15 +42,29 @@ void run_sweeps(const Chunks& ch, int64_t work, std::initializer_list<Sweep> swe
       body(item, piece - ch.first[item]);
     });
   };
+  // Chunks [0, m) of an item run as on one thread, the local chains of the other K - m on
+  // q - 1 threads (q threads per item): m ≈ (K - m) local_cost / (q - 1).
+  const double q = static_cast<double>(max_threads()) / static_cast<double>(items);
   for (const Sweep& s : sweeps) {
+    auto serial_part = [&](int64_t item) {
+      const double m = static_cast<double>(ch.count(item)) * s.local_cost / (q - 1.0 + s.local_cost);
+      return std::clamp<int64_t>(std::llround(m), 1, ch.count(item));
+    };
     each_piece([&](int64_t item, int64_t j) {
-      if (j == 0 || ch.has_local(item, j)) s.chunk(item, j, j == 0, ch.has_local(item, j));
+      if (j == 0) {
+        for (int64_t k = 0; k < serial_part(item); ++k) {
+          s.chunk(item, k, true, ch.has_local(item, k));
+          if (ch.has_local(item, k)) s.carry(item, k);
+        }
+      } else if (j >= serial_part(item) && ch.has_local(item, j)) {
+        s.chunk(item, j, false, true);
+      }
     });
     parallel_for(items, [&](int64_t item) {
-      for (int64_t j = 1; j + 1 < ch.count(item); ++j) s.carry(item, j);
+      for (int64_t j = std::max<int64_t>(serial_part(item), 1); j + 1 < ch.count(item); ++j) s.carry(item, j);
     });
     each_piece([&](int64_t item, int64_t j) {
-      if (j >= 1) s.chunk(item, j, true, false);
+      if (j >= serial_part(item)) s.chunk(item, j, true, false);
     });
   }
 }

@@ -150,18 +150,22 @@ struct Chunks {
 
 // One pass over every item's chunks: chunk(item, j, true_chain, local_chain) runs chunk j of the
 // sweep's order; carry(item, j) sets chunk j + 1's start from chunk j's (1 <= j <= count - 2;
-// chunk 0's true chain sets chunk 1's start itself).
+// chunk 0's true chain sets chunk 1's start itself). local_cost: the time of a chunk's local
+// chain alone over that of its true chain alone (an estimate; it only balances the threads).
 struct Sweep {
   std::function<void(int64_t item, int64_t j, bool true_chain, bool local_chain)> chunk;
   std::function<void(int64_t item, int64_t j)> carry;
+  double local_cost;
 };
 
 // Runs the sweeps (chunk.cpp). With at least as many items as threads (or little work), each
 // item runs its sweeps in turn on one thread, chunk after chunk with both chains in one scan
-// (they share the exponentials). With fewer, each sweep takes three parallel steps: chunk 0's
-// true chain and every local chain; the carries (serial over an item's chunks, cheap); the true
-// chains of chunks j >= 1. Each chunk's arithmetic is the same either way, so the thread count
-// changes no bit. `work` is the multiply-adds of one sweep over all items.
+// (they share the exponentials). With fewer, each sweep takes three parallel steps: one thread
+// per item runs its first chunks as above while the other threads run the local chains of the
+// remaining chunks; the carries into those (serial over an item's chunks, cheap); their true
+// chains. The length of the first part balances the first step (it shrinks as threads grow).
+// Each chunk's arithmetic is the same either way, so the thread count changes no bit. `work`
+// is the multiply-adds of one sweep over all items.
 void run_sweeps(const Chunks& chunks, int64_t work, std::initializer_list<Sweep> sweeps);
 
 }  // namespace linattn::scan

@@ -313,7 +313,7 @@ void reverse_carry(const Backward& b, int64_t index, int64_t j) {
 }  // namespace
 
 void fast_backward(const Problem& p, const ScanArgs& a, const ScanGradOutputs& go, const ScanGrads& gr) {
-  const int64_t items = num_items(p), bpg = blocks_per_group(p), rows_total = p.B * p.T;
+  const int64_t bpg = blocks_per_group(p), rows_total = p.B * p.T;
   Chunks ch(p);
   Checkpoints ckpt(p, ch);
   Partials part{rows_total, p.G, p.N, nullptr, nullptr, std::vector<double>(ch.pieces() * (p.N + 2) * kLanes)};
@@ -323,9 +323,10 @@ void fast_backward(const Problem& p, const ScanArgs& a, const ScanGradOutputs& g
   const Backward b{p, a, go, gr, ch, ckpt, part};
   run_sweeps(ch, p.B * p.T * p.D * p.N,
              {{[&](int64_t i, int64_t j, bool t, bool l) { forward_chunk(b, i, j, t, l); },
-               [&](int64_t i, int64_t j) { forward_carry(b, i, j); }},
+               [&](int64_t i, int64_t j) { forward_carry(b, i, j); }, 0.8},
               {[&](int64_t i, int64_t j, bool t, bool l) { reverse_chunk(b, i, j, t, l); },
-               [&](int64_t i, int64_t j) { reverse_carry(b, i, j); }}});
+               [&](int64_t i, int64_t j) { reverse_carry(b, i, j); },
+               0.35}});  // the true chain rescans the states too, and has far more to compute
   // dB, dC: the blocks of each group in order.
   parallel_for_work(rows_total, rows_total * p.G * p.N * bpg, [&](int64_t row) {
     const int64_t b = row / p.T, t = row % p.T;

@@ -155,7 +155,7 @@ void fast_forward(const Problem& p, const ScanArgs& a, const ScanOutputs& out) {
              {{[&](int64_t index, int64_t j, bool true_chain, bool local_chain) {
                  forward_chunk(p, a, out, ch, index, j, true_chain, local_chain);
                },
-               carry}});
+               carry, 0.8}});  // the local chain skips y
 }
 
 }  // namespace linattn::scan
