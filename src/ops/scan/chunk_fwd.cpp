@@ -25,10 +25,12 @@ using Df = hn::ScalableTag<float>;
 
 #include "ops/scan/decay-inl.h"
 
-void ScanTile(int64_t N, int64_t rows, const float* HWY_RESTRICT At, const float* HWY_RESTRICT Dv,
-              const float* HWY_RESTRICT u, const float* HWY_RESTRICT dt, const float* HWY_RESTRICT B,
-              const float* HWY_RESTRICT C, float* HWY_RESTRICT h, float* HWY_RESTRICT local,
-              float* HWY_RESTRICT y, float* HWY_RESTRICT states) {
+// One instance per choice of chains, so that the inner loop has no branches.
+template <bool kTrue, bool kLocal>
+HWY_INLINE void ScanChains(int64_t N, int64_t rows, const float* HWY_RESTRICT At, const float* HWY_RESTRICT Dv,
+                           const float* HWY_RESTRICT u, const float* HWY_RESTRICT dt, const float* HWY_RESTRICT B,
+                           const float* HWY_RESTRICT C, float* HWY_RESTRICT h, float* HWY_RESTRICT local,
+                           float* HWY_RESTRICT y, float* HWY_RESTRICT states) {
   const Df d;
   const int64_t L = static_cast<int64_t>(hn::Lanes(d));
   for (int64_t r = 0; r < rows; ++r) {
@@ -42,16 +44,28 @@ void ScanTile(int64_t N, int64_t rows, const float* HWY_RESTRICT At, const float
         const int64_t s = n * kLanes + c;
         const auto Bn = hn::Set(d, B[r * N + n]);
         const Decay<Df> decay(d, hn::Mul(dv, hn::LoadU(d, At + s)));
-        if (local) hn::StoreU(hn::MulAdd(xbar, Bn, decay(hn::LoadU(d, local + s))), d, local + s);
-        if (!h) continue;
+        if constexpr (kLocal) hn::StoreU(hn::MulAdd(xbar, Bn, decay(hn::LoadU(d, local + s))), d, local + s);
+        if constexpr (!kTrue) continue;
         const auto hv = hn::MulAdd(xbar, Bn, decay(hn::LoadU(d, h + s)));
         hn::StoreU(hv, d, h + s);
         if (states) hn::StoreU(hv, d, states + r * N * kLanes + s);
         acc = hn::MulAdd(hn::Set(d, C[r * N + n]), hv, acc);
       }
-      if (h) hn::StoreU(acc, d, y + r * kLanes + c);
+      if constexpr (kTrue) hn::StoreU(acc, d, y + r * kLanes + c);
     }
   }
+}
+
+void ScanTile(int64_t N, int64_t rows, const float* HWY_RESTRICT At, const float* HWY_RESTRICT Dv,
+              const float* HWY_RESTRICT u, const float* HWY_RESTRICT dt, const float* HWY_RESTRICT B,
+              const float* HWY_RESTRICT C, float* HWY_RESTRICT h, float* HWY_RESTRICT local,
+              float* HWY_RESTRICT y, float* HWY_RESTRICT states) {
+  if (h && local)
+    ScanChains<true, true>(N, rows, At, Dv, u, dt, B, C, h, local, y, states);
+  else if (h)
+    ScanChains<true, false>(N, rows, At, Dv, u, dt, B, C, h, local, y, states);
+  else
+    ScanChains<false, true>(N, rows, At, Dv, u, dt, B, C, h, local, y, states);
 }
 
 // to = exp(x) ⊙ from + local over `count` floats (carry_state).
