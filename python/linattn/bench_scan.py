@@ -4,6 +4,8 @@ measured in the same run on the same threads.
 - selective scan (Mamba-1 130M-class layer: D = 1536, N = 16, B = 1, T = 2048, delta_softplus,
   D skip, z gate, fp32), forward and forward+backward, against the straightforward per-token
   torch loop (mamba's selective_scan_ref written token by token; autograd for the backward);
+- the same scan with few channels and a long sequence (B = 1, D = 32, N = 16, T = 65536), which
+  runs in time chunks (two-pass scan): forward on 1 thread and on the run's threads;
 - one decode step (selective_state_update, B = 8) against the same step in torch;
 - causal conv1d (W = 4, SiLU, [B, T, D] in and out) against torch.nn.functional.conv1d with
   groups=D and padding W-1 (plus the transposes between [B, T, D] and conv1d's [B, D, T]),
@@ -28,12 +30,13 @@ class Config:
     D: int = 1536
     N: int = 16
     T: int = 2048
+    T_long: int = 65536  # the time-chunked row (D = 32)
     W: int = 4
     decode_batch: int = 8
     min_seconds: float = 0.5
 
 
-QUICK = Config(T=256, min_seconds=0.1)
+QUICK = Config(T=256, T_long=8192, min_seconds=0.1)
 
 
 def scan_inputs(torch, cfg: Config, batch: int = 1, T: int | None = None):
@@ -79,10 +82,10 @@ def run(threads: int | None = None, quick: bool = False) -> str:
     load = MachineLoad()
     rows = []
 
-    def row(name, shape, tokens, linattn_fn, torch_fn):
+    def row(name, shape, tokens, linattn_fn, torch_fn, row_threads=threads):
         t_lin = time_call(linattn_fn, cfg.min_seconds)
         t_torch = time_call(torch_fn, cfg.min_seconds, min_reps=1)
-        rows.append({"benchmark": name, "shape": shape, "threads": str(threads),
+        rows.append({"benchmark": name, "shape": shape, "threads": str(row_threads),
                      "linattn": f"{t_lin * 1e3:.2f} ms", "tokens/s": f"{tokens / t_lin:,.0f}",
                      "torch": f"{t_torch * 1e3:.2f} ms", "torch / linattn": f"{t_torch / t_lin:.1f}x"})
 
@@ -107,6 +110,19 @@ def run(threads: int | None = None, quick: bool = False) -> str:
         torch_scan_loop(torch, **leaves).backward(dout)
 
     row("selective scan fwd+bwd", shape, cfg.T, linattn_fwd_bwd, torch_fwd_bwd)
+
+    long_cfg = dataclasses.replace(cfg, D=32)
+    xl = scan_inputs(torch, long_cfg, T=cfg.T_long)
+    argsl = (xl["u"], xl["delta"], xl["A"], xl["B"], xl["C"])
+    kwl = dict(D=xl["D"], z=xl["z"], delta_bias=xl["delta_bias"], delta_softplus=True)
+    for t in sorted({1, threads}):
+        _core.set_num_threads(t)
+        torch.set_num_threads(t)
+        with torch.no_grad():
+            row("selective scan fwd, time chunks", f"B=1 T={cfg.T_long} D=32 N={cfg.N}", cfg.T_long,
+                lambda: selective_scan_fn(*argsl, **kwl), lambda: torch_scan_loop(torch, **xl), t)
+    _core.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
     step = scan_inputs(torch, cfg, batch=cfg.decode_batch, T=1)
     state = torch.zeros(cfg.decode_batch, cfg.D, cfg.N)

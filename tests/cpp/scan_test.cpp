@@ -1,9 +1,12 @@
 // selective_scan: the oracle's own checks, the fast form and the decode step against it (the
 // builtin cases of `linattn check` plus Mamba-like and long shapes), strided (channel-first)
-// inputs, determinism across thread counts, and the inputs the API must reject.
+// inputs, the time-chunked mode of few items, determinism across thread counts, and the inputs
+// the API must reject.
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 
@@ -11,6 +14,7 @@
 #include "linattn/error.hpp"
 #include "linattn/scan.hpp"
 #include "ops/scan/check.hpp"
+#include "ops/scan/chunk.hpp"
 
 namespace linattn::scan {
 namespace {
@@ -62,6 +66,60 @@ TEST(Scan, LongSequenceMatchesReference) {
   }
 }
 
+// Whether the fast form splits the case's sequences into time chunks (chunk.hpp), so that the
+// tests below cannot pass without exercising that mode.
+bool time_chunked(const Case& c) {
+  const Inputs in = make_inputs(c, DType::f32);
+  return Chunks(make_problem(in.args(c, false))).split();
+}
+
+// Few channels, long sequences: the time-chunked mode (two-pass scan, algorithms.md §4.10 (b))
+// against the oracle. fp32 1e-5 and bf16 1e-2 as everywhere (both sides read the same rounded
+// inputs; the carried states add one rounding per chunk boundary). The decay regimes of
+// make_inputs: Δ ~ 1e-6 with A = -1 (decay 1 - 1e-6: the chunk decays exp(A ΣΔ) near 1),
+// Δ in [1, 3] with A down to -160 (decays e^-480: states forgotten within a token and chunk
+// decays underflowing to exactly 0), and typical. T = 5000 is not a multiple of the chunk.
+// Decays of 1 - 1e-6 get the fp32 states' drift of LongSequenceMatchesReference (which grows
+// with the run of tokens scanned in one chain): bound 1e-4; measured 2.0e-5 forward, 1.7e-5
+// backward here (one chunk per sequence measures 1.1e-4 and 6.7e-5: the chunks' local chains
+// restart from zero, which shortens the drift).
+TEST(Scan, TimeChunksMatchReference) {
+  for (Decay decay : {Decay::typical, Decay::near_1, Decay::near_0}) {
+    Case c = Case::of(1, 5000, 16, 16);
+    c.decay = decay;
+    c.gate = c.bias = c.softplus = true;
+    c.seed = 41;
+    ASSERT_TRUE(time_chunked(c));
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      const double tol = dtype == DType::bf16 ? 1e-2 : decay == Decay::near_1 ? 1e-4 : 1e-5;
+      EXPECT_LE(fast_forward_error(c, dtype), tol) << c.describe() << " " << dtype_name(dtype);
+      EXPECT_LE(fast_backward_error(c, dtype), tol) << c.describe() << " " << dtype_name(dtype);
+    }
+  }
+  // Varlen with sequences of one token between long ones, no skip, no softplus.
+  Case c = Case::of(1, 4700, 32, 16);
+  c.seqlens = {1, 2600, 1, 1, 2097};
+  c.skip = false;
+  c.seed = 42;
+  ASSERT_TRUE(time_chunked(c));
+  EXPECT_LE(fast_forward_error(c, DType::f32), 1e-5) << c.describe();
+  EXPECT_LE(fast_backward_error(c, DType::f32), 1e-5) << c.describe();
+}
+
+// T = 65536 over 32 channels and N = 16 (128 time chunks), the shape of bench-scan's
+// time-chunked row. LINATTN_TEST_REDUCED=1 (the sanitizer build) runs T = 4096.
+TEST(Scan, LongSequenceTimeChunksMatchReference) {
+  const char* reduced = std::getenv("LINATTN_TEST_REDUCED");
+  Case c = Case::of(1, reduced && std::string(reduced) != "0" ? 4096 : 65536, 32, 16);
+  c.gate = c.softplus = true;
+  c.seed = 43;
+  ASSERT_TRUE(time_chunked(c));
+  const double fwd = fast_forward_error(c, DType::f32), bwd = fast_backward_error(c, DType::f32);
+  std::printf("scan time chunks %s: forward %.2e backward %.2e\n", c.describe().c_str(), fwd, bwd);
+  EXPECT_LE(fwd, 1e-5) << c.describe();
+  EXPECT_LE(bwd, 1e-5) << c.describe();
+}
+
 TEST(Scan, DecodeStepsMatchForward) {
   for (const Case& c : cases()) {
     if (!c.seqlens.empty()) continue;
@@ -70,32 +128,41 @@ TEST(Scan, DecodeStepsMatchForward) {
   }
 }
 
+// Bitwise identical outputs and gradients for 1, 2, 4 and 8 threads: many items (one chunk per
+// sequence), and the time-chunked mode with one item (2+ threads run the three-step split
+// sweeps) and six items (4 threads run each item on one thread, 8 the split sweeps).
 TEST(Scan, BitwiseIdenticalForAnyThreadCount) {
-  Case c = Case::of(1, 200, 70, 16);
-  c.seqlens = {120, 1, 79};
-  c.G = 2;
-  c.gate = c.bias = c.softplus = true;
-  const Inputs in = make_inputs(c, DType::f32);
-  std::mt19937_64 rng(5);
-  const Buffer dy = check::random_buffer(DType::f32, {c.B, c.T, c.D}, rng, -1, 1);
-  const Buffer df = check::random_buffer(DType::f32, {c.num_sequences(), c.D, c.N}, rng, -1, 1);
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const Outputs one = run_forward(c, in, Form::chunk);
-  const Grads gone = run_backward(c, in, Form::chunk, dy, df);
-  for (int threads : {2, 3}) {
-    omp_set_num_threads(threads);
-    const Outputs many = run_forward(c, in, Form::chunk);
-    const Grads gmany = run_backward(c, in, Form::chunk, dy, df);
-    EXPECT_EQ(check::rel_error(many.y, one.y), 0.0);
-    EXPECT_EQ(check::rel_error(many.final_state, one.final_state), 0.0);
-    for (auto [a, b] : {std::pair{&gmany.du, &gone.du}, {&gmany.ddelta, &gone.ddelta}, {&gmany.dA, &gone.dA},
-                        {&gmany.dB, &gone.dB}, {&gmany.dC, &gone.dC}, {&gmany.dD, &gone.dD},
-                        {&gmany.dz, &gone.dz}, {&gmany.ddelta_bias, &gone.ddelta_bias},
-                        {&gmany.dinitial_state, &gone.dinitial_state}})
-      EXPECT_EQ(check::rel_error(*a, *b), 0.0) << threads;
+  Case many = Case::of(1, 200, 70, 16);
+  many.seqlens = {120, 1, 79};
+  many.G = 2;
+  Case one = Case::of(1, 3000, 32, 16);
+  Case six = Case::of(1, 3200, 32, 8);
+  six.seqlens = {2100, 1, 1099};
+  six.G = 2;
+  for (Case* c : {&many, &one, &six}) {
+    c->gate = c->bias = c->softplus = true;
+    EXPECT_EQ(time_chunked(*c), c != &many);
+    const Inputs in = make_inputs(*c, DType::f32);
+    std::mt19937_64 rng(5);
+    const Buffer dy = check::random_buffer(DType::f32, {c->B, c->T, c->D}, rng, -1, 1);
+    const Buffer df = check::random_buffer(DType::f32, {c->num_sequences(), c->D, c->N}, rng, -1, 1);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const Outputs o1 = run_forward(*c, in, Form::chunk);
+    const Grads g1 = run_backward(*c, in, Form::chunk, dy, df);
+    for (int threads : {2, 4, 8}) {
+      omp_set_num_threads(threads);
+      const Outputs on = run_forward(*c, in, Form::chunk);
+      const Grads gn = run_backward(*c, in, Form::chunk, dy, df);
+      EXPECT_EQ(check::rel_error(on.y, o1.y), 0.0) << c->describe() << " " << threads;
+      EXPECT_EQ(check::rel_error(on.final_state, o1.final_state), 0.0) << c->describe() << " " << threads;
+      for (auto [a, b] : {std::pair{&gn.du, &g1.du}, {&gn.ddelta, &g1.ddelta}, {&gn.dA, &g1.dA},
+                          {&gn.dB, &g1.dB}, {&gn.dC, &g1.dC}, {&gn.dD, &g1.dD}, {&gn.dz, &g1.dz},
+                          {&gn.ddelta_bias, &g1.ddelta_bias}, {&gn.dinitial_state, &g1.dinitial_state}})
+        EXPECT_EQ(check::rel_error(*a, *b), 0.0) << c->describe() << " " << threads;
+    }
+    omp_set_num_threads(saved);
   }
-  omp_set_num_threads(saved);
 }
 
 TEST(Scan, RejectsBadInputs) {

@@ -251,6 +251,9 @@ std::vector<Case> builtin_cases() {
   c.seqlens = {1, 64, 10};
   c.gate = c.softplus = true;
   add(c);
+  c = Case::of(1, 1100, 8, 4);  // few items: three time chunks (chunk.hpp), the last partial
+  c.gate = c.bias = c.softplus = true;
+  add(c);
   c = Case::of(1, 12, 6, 2);
   c.seqlens = {5, 7};
   c.G = 3;

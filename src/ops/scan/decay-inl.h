@@ -6,16 +6,28 @@
 // polynomial, which is expm1 of the reduced argument. Included once per SIMD target, inside
 // HWY_NAMESPACE, by chunk_fwd.cpp and chunk_bwd.cpp (no include guard, as Highway's -inl.h).
 
+// The decay factor of one argument x, to be applied to several values: a time chunk's local
+// and true chains (chunk.hpp) share one exponential.
+template <class D>
+struct Decay {
+  hn::Vec<D> em1, a;
+  hn::Mask<D> near;  // |x| < log(2)/2, where em1 = expm1(x)
+
+  HWY_INLINE Decay(D d, hn::Vec<D> x) {
+    hn::impl::ExpImpl<float> impl;
+    // q = round(x / log 2) (x <= 0): as hn::Exp
+    const auto q = impl.ToInt32(d, hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681f),
+                                              hn::Or(hn::Set(d, 0.5f), hn::And(x, hn::Set(d, -0.0f)))));
+    em1 = impl.ExpPoly(d, impl.ExpReduce(d, x, q));  // expm1(x - q log 2)
+    a = hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -104.0f)), impl.LoadExpShortRange(d, hn::Add(em1, hn::Set(d, 1.0f)), q));
+    near = hn::Lt(hn::Abs(x), hn::Set(d, 0.346573590279972654708616f));
+  }
+  HWY_INLINE hn::Vec<D> operator()(hn::Vec<D> v) const {
+    return hn::IfThenElse(near, hn::MulAdd(em1, v, v), hn::Mul(a, v));
+  }
+};
+
 template <class D, class V>
 HWY_INLINE V Decayed(D d, V x, V v) {
-  hn::impl::ExpImpl<float> impl;
-  const V one = hn::Set(d, 1.0f);
-  // q = round(x / log 2) (x <= 0): as hn::Exp
-  const auto q = impl.ToInt32(d, hn::MulAdd(x, hn::Set(d, 1.442695040888963407359924681f),
-                                            hn::Or(hn::Set(d, 0.5f), hn::And(x, hn::Set(d, -0.0f)))));
-  const V em1 = impl.ExpPoly(d, impl.ExpReduce(d, x, q));  // expm1(x - q log 2)
-  const V a = hn::IfThenElseZero(hn::Ge(x, hn::Set(d, -104.0f)), impl.LoadExpShortRange(d, hn::Add(em1, one), q));
-  // |x| < log(2)/2 means q = 0, so em1 = expm1(x).
-  return hn::IfThenElse(hn::Lt(hn::Abs(x), hn::Set(d, 0.346573590279972654708616f)), hn::MulAdd(em1, v, v),
-                        hn::Mul(a, v));
+  return Decay<D>(d, x)(v);
 }
