@@ -155,9 +155,10 @@ void apply_aliases(Tensor* ts, int count, int* alias_of, MinusInf holds_minus_in
 bool all_finite(const Tensor& t) {
   if (t.view.ndim == 0 || t.view.data == nullptr) return true;
   int64_t lowest = 0;
-  const int64_t n = span_elements(t.view, &lowest, 4096);  // outputs are contiguous
+  // Every element the view spans, from its lowest (in-place states may have negative strides).
+  const int64_t n = span_elements(t.view, &lowest, 4096);
   for (int64_t e = 0; e < n; ++e)
-    if (!std::isfinite(load_element(t.view.data, t.view.dtype, e))) return false;
+    if (!std::isfinite(load_element(t.view.data, t.view.dtype, lowest + e))) return false;
   return true;
 }
 
