@@ -113,6 +113,8 @@ void attention_forward(Form form, const AttentionArgs& a, const AttentionOutputs
     check_lse(check, out.lse, a.q);
     check.writable("lse", out.lse);
   }
+  check.no_overlaps({{"o", &out.o}, {"lse", &out.lse}},
+                    {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"cu_seqlens", &a.cu_seqlens}});
   if (form == Form::reference || a.q.dtype == DType::f64)
     attention::reference_forward(p, a.q, a.k, a.v, out.o, out.lse);
   else
@@ -131,7 +133,11 @@ void attention_backward(Form form, const AttentionArgs& a, const TensorView& o,
   for (auto [name, grad, input] : {std::tuple{"dq", &g.dq, &a.q}, {"dk", &g.dk, &a.k},
                                    {"dv", &g.dv, &a.v}})
     if (grad->given()) check_output(check, name, *grad, dims(*input), "(the shape of its input)");
+  const std::vector<Validator::Named> grad_outputs = {
+      {"dq", &g.dq}, {"dk", &g.dk}, {"dv", &g.dv}};
   if (form == Form::reference || a.q.dtype == DType::f64) {
+    check.no_overlaps(grad_outputs, {{"q", &a.q}, {"k", &a.k}, {"v", &a.v},
+                                     {"cu_seqlens", &a.cu_seqlens}, {"do", &d_o}});
     attention::reference_backward(p, a.q, a.k, a.v, d_o, g.dq, g.dk, g.dv);
     return;
   }
@@ -142,6 +148,9 @@ void attention_backward(Form form, const AttentionArgs& a, const TensorView& o,
   check.shape("o", o, o_shape(p, a.q), "[B, T, H, V]");
   check.present("lse", lse);
   check_lse(check, lse, a.q);
+  check.no_overlaps(grad_outputs, {{"q", &a.q}, {"k", &a.k}, {"v", &a.v},
+                                   {"cu_seqlens", &a.cu_seqlens}, {"o", &o}, {"lse", &lse},
+                                   {"do", &d_o}});
   attention::chunk_backward(p, a.q, a.k, a.v, o, lse, d_o, g.dq, g.dk, g.dv);
 }
 
@@ -168,6 +177,8 @@ void attention_decode(Form form, const AttentionCacheArgs& a, const TensorView& 
   check.present("o", o);
   check_output(check, "o", o, o_shape(p, a.q), "[N, Tq, H, V]");
   check.same_dtype("o", o, "v_cache", a.v_cache);
+  check.no_overlaps({{"o", &o}}, {{"q", &a.q}, {"k_cache", &a.k_cache}, {"v_cache", &a.v_cache},
+                                  {"cache_seqlens", &lens}});
   if (form == Form::reference || a.q.dtype == DType::f64)
     attention::reference_forward(p, a.q, a.k_cache, a.v_cache, o, {});
   else

@@ -3,6 +3,7 @@
 // expected and what was given.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -67,6 +68,33 @@ class Validator {
       fail(op_, ": output ", name, " overlaps ", other_kind, " ", other_name,
            " in memory; outputs must not share memory with the inputs or with each other "
            "(in-place is not supported)");
+  }
+  // No output overlaps an input or an earlier output (each through basic() first; views not
+  // given are skipped).
+  using Named = std::pair<const char*, const TensorView*>;
+  void no_overlaps(const std::vector<Named>& outputs, const std::vector<Named>& inputs) const {
+    for (auto out = outputs.begin(); out != outputs.end(); ++out) {
+      for (const auto& [name, input] : inputs) disjoint(out->first, *out->second, "input", name, *input);
+      for (auto earlier = outputs.begin(); earlier != out; ++earlier)
+        disjoint(out->first, *out->second, "output", earlier->first, *earlier->second);
+    }
+  }
+  // A state updated in place may have any strides, but no two of its elements may share memory
+  // (a stride 0 would make the update read what it just wrote). Sufficient condition checked:
+  // ordered by |stride|, each dimension's stride steps past everything the smaller ones reach.
+  void distinct_elements(const char* name, const TensorView& t) const {
+    std::array<std::pair<__int128, int64_t>, kMaxDims> dims{};
+    int n = 0;
+    for (int i = 0; i < t.ndim; ++i)
+      if (t.shape[i] > 1) dims[n++] = {t.strides[i] < 0 ? -static_cast<__int128>(t.strides[i]) : t.strides[i], t.shape[i]};
+    std::sort(dims.begin(), dims.begin() + n);
+    __int128 reach = 1;  // elements spanned by the dimensions of smaller stride
+    for (int i = 0; i < n; ++i) {
+      if (dims[i].first < reach)
+        fail(op_, ": output ", name, " has elements that share memory (shape ", t.shape_str(),
+             ", strides ", strides_str(t), "); a state updated in place needs distinct elements");
+      reach += dims[i].first * (dims[i].second - 1);
+    }
   }
   void floating(const char* name, const TensorView& t) const {
     if (!is_floating(t.dtype))

@@ -62,6 +62,10 @@ void causal_conv1d_forward(Form form, const Conv1dArgs& args, const Conv1dOutput
   Validator check(kName);
   check.output("y", out.y, "x", args.x, {p.B, p.T, p.D}, "[B, T, D]");
   check.state_output("final_state", out.final_state, args.output_final_state, {p.N(), p.D, p.W}, "[N, D, W]");
+  check.no_overlaps({{"y", &out.y}, {"final_state", &out.final_state}},
+                    {{"x", &args.x}, {"weight", &args.weight}, {"bias", &args.bias},
+                     {"residual", &args.residual}, {"initial_state", &args.initial_state},
+                     {"cu_seqlens", &args.cu_seqlens}});
   if (form == Form::reference || args.x.dtype == DType::f64)
     conv1d::reference_forward(p, args, out);
   else
@@ -86,6 +90,12 @@ void causal_conv1d_backward(Form form, const Conv1dArgs& args, const Conv1dGradO
   check.gradient("dresidual", grads.dresidual, "residual", args.residual);
   check.gradient("dinitial_state", grads.dinitial_state, "initial_state",
                      args.initial_state);
+  check.no_overlaps({{"dx", &grads.dx}, {"dweight", &grads.dweight}, {"dbias", &grads.dbias},
+                     {"dresidual", &grads.dresidual}, {"dinitial_state", &grads.dinitial_state}},
+                    {{"x", &args.x}, {"weight", &args.weight}, {"bias", &args.bias},
+                     {"residual", &args.residual}, {"initial_state", &args.initial_state},
+                     {"cu_seqlens", &args.cu_seqlens}, {"dy", &grad_out.dy},
+                     {"dfinal_state", &grad_out.dfinal_state}});
   if (form == Form::reference || args.x.dtype == DType::f64)
     conv1d::reference_backward(p, args, grad_out, grads);
   else

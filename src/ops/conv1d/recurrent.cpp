@@ -41,6 +41,9 @@ void check_update(const Conv1dUpdateArgs& a, const TensorView& y) {
   if (a.activation != Activation::none && a.activation != Activation::silu)
     fail(kUpdate, ": activation must be none (0) or silu (1), got ", static_cast<int>(a.activation));
   check.output("y", y, "x", a.x, {N, D}, "[N, D]");
+  check.distinct_elements("cache", a.cache);
+  check.no_overlaps({{"cache", &a.cache}, {"y", &y}},
+                    {{"x", &a.x}, {"weight", &a.weight}, {"bias", &a.bias}, {"residual", &a.residual}});
 }
 
 double get(const TensorView& t, int64_t offset) { return load_as_double(t.data, t.dtype, offset); }

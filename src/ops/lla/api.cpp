@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "linattn/error.hpp"
+#include "ops/common/validator.hpp"
 #include "ops/lla/lla.hpp"
 
 namespace linattn::lla {
@@ -15,7 +16,8 @@ constexpr const char* kName = "lla_attention";
 void check_tensor(const char* name, const TensorView& t, std::initializer_list<int64_t> shape,
                   const char* layout) {
   if (!t.given()) fail(kName, ": ", name, " is required but was not given");
-  if (t.data == nullptr) fail(kName, ": ", name, " has a null data pointer");
+  // Sizes >= 1 whose element count fits, a non-null and aligned pointer.
+  Validator(kName).basic(name, t);
   if (!is_floating(t.dtype))
     fail(kName, ": ", name, " must be float32, bfloat16 or float64, got ", dtype_name(t.dtype));
   bool ok = t.ndim == static_cast<int32_t>(shape.size());
@@ -32,6 +34,12 @@ void check_tensor(const char* name, const TensorView& t, std::initializer_list<i
 void check_output(const char* name, const TensorView& t) {
   if (!t.is_contiguous())
     fail(kName, ": output ", name, " must be contiguous (row-major), got shape ", t.shape_str());
+}
+
+// Every input view, by name (not given ones included: no_overlaps() skips them).
+std::vector<Validator::Named> inputs(const Args& a) {
+  return {{"q", &a.q}, {"k", &a.k}, {"v", &a.v},
+          {"ridge_lambda_per_token", &a.ridge_lambda_per_token}, {"cu_seqlens", &a.cu_seqlens}};
 }
 
 void check_positive(const char* name, double x) {
@@ -86,7 +94,7 @@ Problem make_problem(const Args& a) {
 
   if (a.cu_seqlens.given()) {
     const TensorView& cu = a.cu_seqlens;
-    if (cu.data == nullptr) fail(kName, ": cu_seqlens has a null data pointer");
+    Validator(kName).basic("cu_seqlens", cu);
     if ((cu.dtype != DType::i32 && cu.dtype != DType::i64) || cu.ndim != 1 || cu.shape[0] < 2)
       fail(kName, ": cu_seqlens must be an int32 or int64 vector of N+1 >= 2 offsets, got ",
            dtype_name(cu.dtype), " of shape ", cu.shape_str());
@@ -122,6 +130,7 @@ void forward(Form form, const Args& args, const TensorView& o) {
     fail(kName, ": o must have the dtype of v (", dtype_name(args.v.dtype), "), got ",
          dtype_name(o.dtype));
   check_output("o", o);
+  Validator(kName).no_overlaps({{"o", &o}}, inputs(args));
   if (form == Form::reference || args.q.dtype == DType::f64) return reference_forward(p, o);
   if (form == Form::chunk) return chunk_forward(p, o);
   return recurrent_forward(p, o);
@@ -143,6 +152,7 @@ void backward(Form form, const Args& args, const TensorView& d_o, const Grads& g
     const TensorView& input = *views.second;
     if (!grad.given()) continue;
     if (!input.given()) fail(kName, ": ", name, " was given but its input ", name + 1, " was not");
+    Validator(kName).basic(name, grad);
     bool same = grad.ndim == input.ndim && grad.data != nullptr && is_floating(grad.dtype);
     for (int i = 0; same && i < input.ndim; ++i) same = grad.shape[i] == input.shape[i];
     if (!same)
@@ -150,6 +160,11 @@ void backward(Form form, const Args& args, const TensorView& d_o, const Grads& g
            ", got ", dtype_name(grad.dtype), " of shape ", grad.shape_str());
     check_output(name, grad);
   }
+  std::vector<Validator::Named> read = inputs(args);
+  read.push_back({"do", &d_o});
+  Validator(kName).no_overlaps({{"dq", &grads.dq}, {"dk", &grads.dk}, {"dv", &grads.dv},
+                                {"dridge_lambda_per_token", &grads.dridge_lambda_per_token}},
+                               read);
   if (form == Form::reference || args.q.dtype == DType::f64) return reference_backward(p, d_o, grads);
   return chunk_backward(p, d_o, grads);
 }

@@ -14,6 +14,13 @@ void check_form(Form form) {
   form_name(form);  // throws for an id out of range
 }
 
+// Every input view, by name (not given ones included: no_overlaps() skips them).
+std::vector<Validator::Named> inputs(const ScanArgs& a) {
+  return {{"u", &a.u}, {"delta", &a.delta}, {"A", &a.A}, {"B", &a.B}, {"C", &a.C}, {"D", &a.D},
+          {"z", &a.z}, {"delta_bias", &a.delta_bias}, {"initial_state", &a.initial_state},
+          {"cu_seqlens", &a.cu_seqlens}};
+}
+
 bool fast(Form form, const ScanArgs& a) { return form == Form::chunk && a.u.dtype != DType::f64; }
 
 }  // namespace
@@ -72,6 +79,7 @@ void selective_scan_forward(Form form, const ScanArgs& args, const ScanOutputs& 
                      {p.num_sequences(), p.D, p.N}, "[N_seq, D, N]");
   if (args.output_final_state && out.final_state.dtype == DType::bf16)  // states are fp32 or fp64
     fail(kName, ": final_state must be float32 or float64, got bfloat16");
+  check.no_overlaps({{"y", &out.y}, {"final_state", &out.final_state}}, scan::inputs(args));
   if (scan::fast(form, args))
     scan::fast_forward(p, args, out);
   else
@@ -99,6 +107,13 @@ void selective_scan_backward(Form form, const ScanArgs& args, const ScanGradOutp
   check.gradient("dz", grads.dz, "z", args.z);
   check.gradient("ddelta_bias", grads.ddelta_bias, "delta_bias", args.delta_bias);
   check.gradient("dinitial_state", grads.dinitial_state, "initial_state", args.initial_state);
+  std::vector<Validator::Named> read = scan::inputs(args);
+  read.push_back({"dy", &grad_out.dy});
+  read.push_back({"dfinal_state", &grad_out.dfinal_state});
+  check.no_overlaps({{"du", &grads.du}, {"ddelta", &grads.ddelta}, {"dA", &grads.dA},
+                     {"dB", &grads.dB}, {"dC", &grads.dC}, {"dD", &grads.dD}, {"dz", &grads.dz},
+                     {"ddelta_bias", &grads.ddelta_bias}, {"dinitial_state", &grads.dinitial_state}},
+                    read);
   if (scan::fast(form, args))
     scan::fast_backward(p, args, grad_out, grads);
   else

@@ -36,6 +36,10 @@ void check_step(const ScanStepArgs& a, const TensorView& y) {
     check.shape("z", a.z, {N, D}, "[N, D] (the shape of x)");
   }
   check.output("y", y, "x", a.x, {N, D}, "[N, D]");
+  check.distinct_elements("state", a.state);
+  check.no_overlaps({{"state", &a.state}, {"y", &y}},
+                    {{"x", &a.x}, {"dt", &a.dt}, {"A", &a.A}, {"B", &a.B}, {"C", &a.C},
+                     {"D", &a.D}, {"z", &a.z}, {"dt_bias", &a.dt_bias}});
 }
 
 // A view with a new dimension of size 1 at `dim` (one token: [N, D] -> [N, 1, D]).
