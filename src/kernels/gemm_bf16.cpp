@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cstdint>
 #include <cstring>
 
 #include "core/dtype.hpp"
@@ -188,10 +189,12 @@ __attribute__((target("avx512f,avx512bf16"))) void NativeTile(
     int64_t pairs, const uint32_t* __restrict A, int64_t a_row, int64_t a_pair,
     const uint32_t* __restrict B, int64_t ldb, float* __restrict C, int64_t ldc, bool accumulate) {
   __m512 c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) {
-    c0[r] = accumulate ? _mm512_loadu_ps(C + r * ldc) : _mm512_setzero_ps();
-    c1[r] = accumulate ? _mm512_loadu_ps(C + r * ldc + 16) : _mm512_setzero_ps();
-  }
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+  if (accumulate)  // (separate from the zeroing: a conditional initialiser sends GCC to the stack)
+    for (int r = 0; r < MR; ++r) {
+      c0[r] = _mm512_loadu_ps(C + r * ldc);
+      c1[r] = _mm512_loadu_ps(C + r * ldc + 16);
+    }
   for (int64_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B + p * ldb);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(B + p * ldb + 16);
@@ -276,6 +279,25 @@ void pack_pair_rows(int64_t k, int64_t n, const uint16_t* src, int64_t ld, uint3
 int64_t pairs_of(int64_t k) { return (k + 1) / 2; }
 int64_t round_up(int64_t n, int64_t w) { return (n + w - 1) / w * w; }
 
+// Rows of an operand as pair words, ld_words apart: bf16 rows with even k and leading dimension
+// (and 4-byte alignment) are already that and are read in place; others are packed into buf.
+const uint32_t* pair_words(int64_t rows, int64_t k, const uint16_t* src, int64_t ld, uint32_t* buf,
+                           int64_t& ld_words) {
+  if (k % 2 == 0 && ld % 2 == 0 && reinterpret_cast<uintptr_t>(src) % alignof(uint32_t) == 0) {
+    ld_words = ld / 2;
+    return reinterpret_cast<const uint32_t*>(src);
+  }
+  ld_words = pairs_of(k);
+  pack_rows(rows, k, src, ld, buf, ld_words);
+  return buf;
+}
+const uint32_t* pair_words(int64_t rows, int64_t k, const float* src, int64_t ld, uint32_t* buf,
+                           int64_t& ld_words) {
+  ld_words = pairs_of(k);
+  pack_rows(rows, k, src, ld, buf, ld_words);
+  return buf;
+}
+
 // The packed operands of one call in the calling thread's scratch (gemm.cpp's slots: the two
 // families of kernels never nest): three word regions and the column-tail pad.
 struct Buffers {
@@ -309,9 +331,10 @@ void gemm_bf16_nn(int64_t m, int64_t n, int64_t k, const TA* A, int64_t lda, con
   const PairKernel& kern = pair_kernel();
   const int64_t kp = pairs_of(k), np = round_up(n, kern.width);
   const Buffers buf = buffers(m * kp, kp * np, 0, m * kern.width);
-  pack_rows(m, k, A, lda, buf.a, kp);
+  int64_t a_row = 0;
+  const uint32_t* a = pair_words(m, k, A, lda, buf.a, a_row);
   pack_pair_rows(k, n, B, ldb, buf.b, np);
-  pair_gemm(kern, m, n, kp, buf.a, kp, 1, buf.b, np, C, ldc, acc == Accumulate::yes, buf.pad);
+  pair_gemm(kern, m, n, kp, a, a_row, 1, buf.b, np, C, ldc, acc == Accumulate::yes, buf.pad);
 }
 
 template <typename TA, typename TB>
@@ -333,11 +356,12 @@ void lower_gemm_bf16_nn(int64_t m, int64_t n, const TL* L, int64_t ldl, const TB
   const PairKernel& kern = pair_kernel();
   const int64_t kp = pairs_of(m), np = round_up(n, kern.width);
   const Buffers buf = buffers(m * kp, kp * np, 0, kTriangleBlock * kern.width);
-  pack_rows(m, m, L, ldl, buf.a, kp);
+  int64_t l_row = 0;
+  const uint32_t* l = pair_words(m, m, L, ldl, buf.a, l_row);
   pack_pair_rows(m, n, B, ldb, buf.b, np);
   for (int64_t i0 = 0; i0 < m; i0 += kTriangleBlock) {
     const int64_t rows = std::min(kTriangleBlock, m - i0), end = i0 + rows;
-    pair_gemm(kern, rows, n, pairs_of(end), buf.a + i0 * kp, kp, 1, buf.b, np, C + i0 * ldc, ldc,
+    pair_gemm(kern, rows, n, pairs_of(end), l + i0 * l_row, l_row, 1, buf.b, np, C + i0 * ldc, ldc,
               acc == Accumulate::yes, buf.pad);
   }
 }
@@ -349,14 +373,15 @@ void lower_gemm_bf16_nt(int64_t m, int64_t k, const TA* A, int64_t lda, const TB
   const PairKernel& kern = pair_kernel();
   const int64_t kp = pairs_of(k), mp = round_up(m, kern.width);
   const Buffers buf = buffers(m * kp, kp * mp, m * kp, kTriangleBlock * kern.width);
-  pack_rows(m, k, A, lda, buf.a, kp);
-  // B^T by pairs: B's rows packed by pairs, then the words transposed (bit-exact moves).
-  pack_rows(m, k, B, ldb, buf.t, kp);
-  transpose(m, kp, reinterpret_cast<const float*>(buf.t), kp, reinterpret_cast<float*>(buf.b), mp);
+  int64_t a_row = 0, b_row = 0;
+  const uint32_t* a = pair_words(m, k, A, lda, buf.a, a_row);
+  // B^T by pairs: B's rows as pair words, transposed (bit-exact moves).
+  const uint32_t* b = pair_words(m, k, B, ldb, buf.t, b_row);
+  transpose(m, kp, reinterpret_cast<const float*>(b), b_row, reinterpret_cast<float*>(buf.b), mp);
   for (int64_t p = 0; p < kp; ++p) std::fill(buf.b + p * mp + m, buf.b + (p + 1) * mp, 0u);
   for (int64_t i0 = 0; i0 < m; i0 += kTriangleBlock) {
     const int64_t rows = std::min(kTriangleBlock, m - i0), end = i0 + rows;
-    pair_gemm(kern, rows, end, kp, buf.a + i0 * kp, kp, 1, buf.b, mp, C + i0 * ldc, ldc, false, buf.pad);
+    pair_gemm(kern, rows, end, kp, a + i0 * a_row, a_row, 1, buf.b, mp, C + i0 * ldc, ldc, false, buf.pad);
   }
 }
 
