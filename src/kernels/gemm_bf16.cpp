@@ -324,29 +324,42 @@ Bf16Dot bf16_dot() {
 
 void force_bf16_widening(bool force) { force_widening.store(force, std::memory_order_relaxed); }
 
-template <typename TA, typename TB>
-void gemm_bf16_nn(int64_t m, int64_t n, int64_t k, const TA* A, int64_t lda, const TB* B,
-                  int64_t ldb, float* C, int64_t ldc, Accumulate acc) {
+// A's pairs as the microkernel reads them: row i, pair p at words[i * row + p * pair].
+struct PairWords {
+  const uint32_t* words;
+  int64_t row, pair;
+};
+
+// C[m x n] (+)= A B[k x n], with pack_a(buffer) giving A's pairs (packed into buffer if needed).
+template <typename TB, typename PackA>
+void general_gemm(int64_t m, int64_t n, int64_t k, const TB* B, int64_t ldb, float* C, int64_t ldc,
+                  Accumulate acc, PackA pack_a) {
   if (m <= 0 || n <= 0) return;
   const PairKernel& kern = pair_kernel();
   const int64_t kp = pairs_of(k), np = round_up(n, kern.width);
   const Buffers buf = buffers(m * kp, kp * np, 0, m * kern.width);
-  int64_t a_row = 0;
-  const uint32_t* a = pair_words(m, k, A, lda, buf.a, a_row);
+  const PairWords a = pack_a(buf.a);
   pack_pair_rows(k, n, B, ldb, buf.b, np);
-  pair_gemm(kern, m, n, kp, a, a_row, 1, buf.b, np, C, ldc, acc == Accumulate::yes, buf.pad);
+  pair_gemm(kern, m, n, kp, a.words, a.row, a.pair, buf.b, np, C, ldc, acc == Accumulate::yes, buf.pad);
+}
+
+template <typename TA, typename TB>
+void gemm_bf16_nn(int64_t m, int64_t n, int64_t k, const TA* A, int64_t lda, const TB* B,
+                  int64_t ldb, float* C, int64_t ldc, Accumulate acc) {
+  general_gemm(m, n, k, B, ldb, C, ldc, acc, [&](uint32_t* buffer) {
+    int64_t row = 0;
+    const uint32_t* words = pair_words(m, k, A, lda, buffer, row);
+    return PairWords{words, row, 1};
+  });
 }
 
 template <typename TA, typename TB>
 void gemm_bf16_tn(int64_t m, int64_t n, int64_t k, const TA* A, int64_t lda, const TB* B,
                   int64_t ldb, float* C, int64_t ldc, Accumulate acc) {
-  if (m <= 0 || n <= 0) return;
-  const PairKernel& kern = pair_kernel();
-  const int64_t kp = pairs_of(k), np = round_up(n, kern.width);
-  const Buffers buf = buffers(kp * m, kp * np, 0, m * kern.width);
-  pack_pair_rows(k, m, A, lda, buf.a, m);  // A^T's row i, pair p at a[p * m + i]
-  pack_pair_rows(k, n, B, ldb, buf.b, np);
-  pair_gemm(kern, m, n, kp, buf.a, 1, m, buf.b, np, C, ldc, acc == Accumulate::yes, buf.pad);
+  general_gemm(m, n, k, B, ldb, C, ldc, acc, [&](uint32_t* buffer) {
+    pack_pair_rows(k, m, A, lda, buffer, m);  // A^T's row i, pair p at buffer[p * m + i]
+    return PairWords{buffer, 1, m};
+  });
 }
 
 template <typename TL, typename TB>
