@@ -48,10 +48,12 @@ void times_inverse(const Factors& f, const float* x, float* dst) {
 }
 
 void scores(const Factors& f, const float* x, const float* y, const float* x_tilde,
-            const float* y_tilde, float scale, float* X, int64_t ldx, float* tmp) {
+            const float* y_tilde, float scale, float* X, int64_t ldx, float* tmp,
+            kernels::Products products) {
   const int64_t K = f.K, rows = f.rows;
   if (f.factored) {
-    kernels::lower_gemm_nt(rows, K, x_tilde, K, y_tilde, K, X, ldx);
+    if (products == kernels::Products::bf16) kernels::lower_gemm_bf16_nt(rows, K, x_tilde, K, y_tilde, K, X, ldx);
+    else kernels::lower_gemm_nt(rows, K, x_tilde, K, y_tilde, K, X, ldx);
     for (int64_t i = 0; i < rows; ++i) {
       float* row = X + i * ldx;
       for (int64_t j = 0; j <= i; ++j) row[j] *= scale;

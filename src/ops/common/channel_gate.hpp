@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "kernels/gemm_bf16.hpp"
+
 namespace linattn::channel_gate {
 
 // The middle-row factors of one chunk. `factored` false: the decays are too strong and
@@ -31,9 +33,11 @@ void times_inverse(const Factors& f, const float* x, float* dst);
 
 // X[i * ldx + j] = scale Σ_d x_id y_jd exp(B_id - B_jd) for j <= i, 0 for i < j < rows. With
 // f.factored, x_tilde and y_tilde are x~ and y~ (x and y are then not read); otherwise x and y
-// are read and tmp holds K floats.
+// are read and tmp holds K floats. Products::bf16 rounds x~ and y~ to bf16 for the factored
+// GEMM (the forward with bf16 inputs); the pair-by-pair form is fp64 either way.
 void scores(const Factors& f, const float* x, const float* y, const float* x_tilde,
-            const float* y_tilde, float scale, float* X, int64_t ldx, float* tmp);
+            const float* y_tilde, float scale, float* X, int64_t ldx, float* tmp,
+            kernels::Products products = kernels::Products::f32);
 
 // The backward of scores() for the strictly lower part of dX (the caller handles the diagonal,
 // whose decay is e^0): dx_i = Σ_{j<i} dX_ij y_j e^{B_i - B_j}, dy_j = Σ_{i>j} dX_ij x_i

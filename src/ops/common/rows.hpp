@@ -40,6 +40,24 @@ inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows
   }
 }
 
+// dst[r * ld + d] = t[b, row0 + r, head, d] as bf16 bits: bf16 rows copied as they are, other
+// dtypes rounded (the operands of the bf16-product chunk GEMMs, kernels/gemm_bf16.hpp).
+inline void load_rows_bf16(const TensorView& t, int64_t b, int64_t row0, int64_t rows,
+                           int64_t head, uint16_t* dst, int64_t ld) {
+  const int64_t D = t.shape[3], sd = t.strides[3];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t base = row_offset(t, b, row0 + r, head);
+    uint16_t* out = dst + r * ld;
+    if (t.dtype == DType::bf16 && sd == 1) {
+      std::memcpy(out, static_cast<const uint16_t*>(t.data) + base, D * sizeof(uint16_t));
+    } else if (t.dtype == DType::bf16) {
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<const uint16_t*>(t.data)[base + d * sd];
+    } else {
+      for (int64_t d = 0; d < D; ++d) out[d] = f32_to_bf16(load_as_float(t.data, t.dtype, base + d * sd));
+    }
+  }
+}
+
 // Asks the cache for rows [row0, row0 + rows) of t[b, :, head, :] ahead of use. Rows of one head
 // are H*K elements apart (fla's layout), a page or more: the hardware prefetcher does not follow
 // such strides, so the chunk kernels prefetch their next chunk while computing this one.

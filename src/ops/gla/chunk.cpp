@@ -6,6 +6,7 @@
 #include "core/scratch.hpp"
 #include "kernels/elementwise.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/gemm_bf16.hpp"
 #include "ops/common/rows.hpp"
 
 namespace linattn::gla {
@@ -44,19 +45,31 @@ void scan_step(Gate gate, int64_t K, int64_t V, const float* decay, const float*
     kernels::axpy(V, gate == Gate::vector ? decay[r] : decay[0], prev + r * V, next + r * V);
 }
 
-void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need) {
+void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need,
+                   kernels::Products products) {
   const bool with_queries = need != Need::state, with_scores = need == Need::scores;
+  const bool bf16 = products == kernels::Products::bf16;
   const Problem& p = it.p;
   const int64_t K = p.K, V = p.V, b = it.s.batch, row0 = it.s.start + t0;
   ScratchArena& arena = ScratchArena::local();
   c.t0 = t0;
   c.rows = rows;
+  c.products = products;
   c.q = arena.get<float>(kSlotQ, kChunk * K);
   c.k = arena.get<float>(kSlotK, kChunk * K);
-  c.v = arena.get<float>(kSlotV, kChunk * V);
   if (with_queries) load_rows(it.a.q, b, row0, rows, it.hq, c.q, K);
   load_rows(it.a.k, b, row0, rows, it.hq, c.k, K);
-  load_rows(it.a.v, b, row0, rows, it.hv, c.v, V);
+  if (bf16) {  // q and k stay in fp32 too, for the factors, the scores' fp64 form and normalize
+    c.q16 = arena.get<uint16_t>(kSlotBf16Rows, kChunk * (2 * K + V));
+    c.k16 = c.q16 + kChunk * K;
+    c.v16 = c.k16 + kChunk * K;
+    if (with_queries) load_rows_bf16(it.a.q, b, row0, rows, it.hq, c.q16, K);
+    load_rows_bf16(it.a.k, b, row0, rows, it.hq, c.k16, K);
+    load_rows_bf16(it.a.v, b, row0, rows, it.hv, c.v16, V);
+  } else {
+    c.v = arena.get<float>(kSlotV, kChunk * V);
+    load_rows(it.a.v, b, row0, rows, it.hv, c.v, V);
+  }
   const int64_t next = std::min(kChunk, it.s.length - (t0 + rows));  // the next chunk's rows
   if (next > 0) {
     if (with_queries) prefetch_rows(it.a.q, b, row0 + rows, next, it.hq);
@@ -138,7 +151,8 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
 
   // Intra-chunk scores.
   if (!vector) {
-    kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.A, kChunk);
+    if (bf16) kernels::lower_gemm_bf16_nt(rows, K, c.q16, K, c.k16, K, c.A, kChunk);
+    else kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.A, kChunk);
     decay_scalar_scores(c, p.scale, tmp);
     return;
   }
@@ -149,7 +163,8 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
     channel_gate::times_ratio(f, c.q, c.q_tilde);
     channel_gate::times_inverse(f, c.k, c.k_tilde);
   }
-  channel_gate::scores(f, c.q, c.k, c.q_tilde, c.k_tilde, static_cast<float>(p.scale), c.A, kChunk, tmp);
+  channel_gate::scores(f, c.q, c.k, c.q_tilde, c.k_tilde, static_cast<float>(p.scale), c.A, kChunk, tmp,
+                       products);
 }
 
 }  // namespace linattn::gla

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/gemm_bf16.hpp"
 #include "ops/common/channel_gate.hpp"
 #include "ops/common/problem.hpp"
 
@@ -45,6 +46,13 @@ struct Chunk {
   float* q_tilde = nullptr;  // [C, K]
   float* k_tilde = nullptr;  // [C, K]
   double* B = nullptr;       // [C, K] (vector) or [C] (scalar) chunk-local cumulative log decay
+  // Products::bf16 (the forward with bf16 inputs): the chunk's GEMMs take bf16 operands, q, k, v
+  // as given (q16, k16, v16 [C, K|V] bf16 bits; v is then not loaded as fp32) and the fp32
+  // operands (factors applied, scores, state) rounded, with fp32 sums.
+  kernels::Products products = kernels::Products::f32;
+  uint16_t* q16 = nullptr;
+  uint16_t* k16 = nullptr;
+  uint16_t* v16 = nullptr;
 };
 
 // The chunk's per-channel gate factors (ratio, inverse_ratio, factored) as channel_gate sees them.
@@ -56,8 +64,10 @@ inline channel_gate::Factors factors_of(const Chunk& c, int64_t K) {
 // the state-gradient pass also q and q_factor; outputs and gradients also the scores A.
 enum class Need { state, queries, scores };
 
-// Loads tokens [t0, t0 + rows) of the item and computes what `need` asks of Chunk.
-void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need);
+// Loads tokens [t0, t0 + rows) of the item and computes what `need` asks of Chunk with
+// `products` precision (the backward and dplr always use fp32).
+void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need,
+                   kernels::Products products = kernels::Products::f32);
 
 // dst[r, :] = x[r, :] * factor (factor per row for scalar gates, per element for vector gates).
 void apply_factor(Gate gate, int64_t rows, int64_t K, const float* x, const float* factor, float* dst);
@@ -75,9 +85,9 @@ struct ChunkStates {
   float* S = nullptr;  // (n_chunks + 1) * K * V floats in the calling thread's arena (kSlotStates)
   std::vector<double> z_start;
 };
-ChunkStates chunk_states(const Item& it);
+ChunkStates chunk_states(const Item& it, kernels::Products products = kernels::Products::f32);
 
-// One chunk's unnormalised output O = A V + (Q ⊙ q_factor) S  (rows x V).
+// One chunk's unnormalised output O = A V + (Q ⊙ q_factor) S  (rows x V), in c.products.
 void chunk_output(const Item& it, const Chunk& c, const float* S, float* O);
 
 // normalize: den_r = scale q_r . z_r + 1e-10 with z_r = z_start + the chunk's keys up to r;
@@ -89,7 +99,7 @@ void normalise_rows(const Chunk& c, int64_t K, int64_t V, double scale, const do
 enum Slot : int {
   kSlotQ, kSlotK, kSlotV, kSlotQFactor, kSlotKFactor, kSlotDecay, kSlotA, kSlotQTilde,
   kSlotKTilde, kSlotB, kSlotWork0, kSlotWork1, kSlotWork2, kSlotStates, kSlotGrads,
-  kSlotStateGrads, kSlotDecays, kSlotRatio, kSlotInverseRatio, kSlotGroupGrads,
+  kSlotStateGrads, kSlotDecays, kSlotRatio, kSlotInverseRatio, kSlotGroupGrads, kSlotBf16Rows,
 };
 
 }  // namespace linattn::gla

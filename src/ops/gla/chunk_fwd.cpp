@@ -14,6 +14,7 @@
 #include "core/parallel.hpp"
 #include "core/scratch.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/gemm_bf16.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
 #include "ops/gla/chunk.hpp"
@@ -28,8 +29,13 @@ namespace gla {
 void chunk_output(const Item& it, const Chunk& c, const float* S, float* O) {
   const int64_t K = it.p.K, V = it.p.V;
   float* Qs = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
-  kernels::lower_gemm_nn(c.rows, V, c.A, kChunk, c.v, V, O, V, Accumulate::no);
   apply_factor(it.gate, c.rows, K, c.q, c.q_factor, Qs);
+  if (c.products == kernels::Products::bf16) {
+    kernels::lower_gemm_bf16_nn(c.rows, V, c.A, kChunk, c.v16, V, O, V, Accumulate::no);
+    kernels::gemm_bf16_nn(c.rows, V, K, Qs, K, S, V, O, V, Accumulate::yes);
+    return;
+  }
+  kernels::lower_gemm_nn(c.rows, V, c.A, kChunk, c.v, V, O, V, Accumulate::no);
   kernels::gemm_nn(c.rows, V, K, Qs, K, S, V, O, V, Accumulate::yes);
 }
 
@@ -53,7 +59,8 @@ void state_contribution(const Item& it, const Chunk& c, float* H, float* decay, 
   const int64_t K = it.p.K, V = it.p.V;
   float* Kd = ScratchArena::local().get<float>(kSlotWork1, kChunk * K);
   apply_factor(it.gate, c.rows, K, c.k, c.k_factor, Kd);
-  kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, H, V, Accumulate::no);
+  if (c.products == kernels::Products::bf16) kernels::gemm_bf16_tn(K, V, c.rows, Kd, K, c.v16, V, H, V, Accumulate::no);
+  else kernels::gemm_tn(K, V, c.rows, Kd, K, c.v, V, H, V, Accumulate::no);
   std::copy(c.state_decay, c.state_decay + (it.gate == Gate::vector ? K : 1), decay);
   if (it.a.normalize) {
     std::fill(key_sum, key_sum + K, 0.0);
@@ -75,7 +82,7 @@ int64_t chunk_rows(const Item& it, int64_t ci) { return std::min(kChunk, it.s.le
 
 }  // namespace
 
-ChunkStates chunk_states(const Item& it) {
+ChunkStates chunk_states(const Item& it, kernels::Products products) {
   const int64_t K = it.p.K, V = it.p.V, KV = K * V;
   const int64_t n_chunks = (it.s.length + kChunk - 1) / kChunk;
   const int64_t width = it.gate == Gate::vector ? K : 1;
@@ -88,7 +95,7 @@ ChunkStates chunk_states(const Item& it) {
   std::vector<double> key_sums(it.a.normalize ? n_chunks * K : 0);
   parallel_for(n_chunks, [&](int64_t ci) {  // phase A
     Chunk c;
-    prepare_chunk(it, ci * kChunk, chunk_rows(it, ci), c, Need::state);
+    prepare_chunk(it, ci * kChunk, chunk_rows(it, ci), c, Need::state, products);
     state_contribution(it, c, st.S + (ci + 1) * KV, &decay[ci * width], key_sums.data() + ci * K);
   });
   load_state(it.a.initial_state, it.n, it.hv, K, V, st.S);  // phase B
@@ -111,6 +118,9 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
   // cache. Fewer: phases A-C with every thread on each item's chunks. Both do the same
   // operations on the same values, so the choice (made by the thread count) changes no bit.
   const bool fused = items_cover_threads(items);
+  // bf16 q, k, v: bf16 products with fp32 sums (fla's tensor-core dots), fp32 state.
+  const bool bf16 = a.q.dtype == DType::bf16 && a.k.dtype == DType::bf16 && a.v.dtype == DType::bf16;
+  const kernels::Products products = bf16 ? kernels::Products::bf16 : kernels::Products::f32;
   auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];
@@ -127,7 +137,7 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
         load_state(a.initial_state, n, hv, K, V, S);
         for (int64_t ci = 0; ci * kChunk < s.length; ++ci) {
           gla::Chunk c;
-          gla::prepare_chunk(it, ci * kChunk, gla::chunk_rows(it, ci), c, gla::Need::scores);
+          gla::prepare_chunk(it, ci * kChunk, gla::chunk_rows(it, ci), c, gla::Need::scores, products);
           gla::write_output(it, c, S, z.data(), out.o);
           gla::state_contribution(it, c, next, decay, key_sum.data());
           gla::scan_step(gate, K, V, decay, S, next);
@@ -136,10 +146,10 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
         }
         final_state = S;
       } else {
-        st = gla::chunk_states(it);
+        st = gla::chunk_states(it, products);
         parallel_for(st.n_chunks, [&](int64_t ci) {  // phase C
           gla::Chunk c;
-          gla::prepare_chunk(it, ci * kChunk, gla::chunk_rows(it, ci), c, gla::Need::scores);
+          gla::prepare_chunk(it, ci * kChunk, gla::chunk_rows(it, ci), c, gla::Need::scores, products);
           gla::write_output(it, c, &st.S[ci * KV], a.normalize ? &st.z_start[ci * K] : nullptr, out.o);
         });
         final_state = &st.S[st.n_chunks * KV];
