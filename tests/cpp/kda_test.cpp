@@ -17,7 +17,7 @@ namespace linattn::check {
 namespace {
 
 // Beyond delta_chunk_test.cpp's shapes (which include kda): decays strong enough for the
-// pair-by-pair fallback over several chunks, fla's head size 128.
+// pair-by-pair fallback over several chunks, fla's head size 128, one key channel.
 std::vector<Case> cases() {
   std::vector<Case> out = builtin_cases(Op::kda);
   Case c = out.front();
@@ -37,6 +37,16 @@ std::vector<Case> cases() {
   c.T = 130;
   c.gates = Gates::beta_wide;
   c.seed = 310;
+  out.push_back(c);
+  // One key channel: the per-channel gate buffers must be sized for K = 1 too (a heap overflow
+  // the C API fuzzer found, tests/fuzz).
+  // (Without the in-kernel l2norm: with one channel its gradient is 0 up to rounding, so a
+  // relative error would measure only cancellation.)
+  c.K = 1;
+  c.V = 3;
+  c.l2norm = false;
+  c.T = 70;
+  c.seed = 311;
   out.push_back(c);
   return out;
 }

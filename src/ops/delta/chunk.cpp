@@ -124,7 +124,7 @@ int64_t chunk_floats(const Problem& p) {
   const int64_t K = p.K, V = p.V, C = kChunk, width = p.spec->takes_gk ? K : 1;
   // (Every size but the last is a multiple of C = 64 floats, so G stays 8-byte aligned; the
   // total is rounded to 64 bytes so that chunks laid out one after another stay aligned.)
-  const int64_t floats = 4 * C * C + 6 * C * K + 3 * C * V + 4 * C * width + 3 * C + (width > 1 ? 5 * C * K : 0) + 3 * width;
+  const int64_t floats = 4 * C * C + 6 * C * K + 3 * C * V + 4 * C * width + 3 * C + (p.spec->takes_gk ? 5 * C * K : 0) + 3 * width;
   return (floats + 15) / 16 * 16;
 }
 
