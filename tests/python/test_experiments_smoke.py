@@ -21,8 +21,16 @@ def test_config_loads(name, full):
 
 
 @pytest.mark.parametrize("name", runner.CONFIG_NAMES)
+def test_full_recipe_covers_the_quick_one(name):
+    """The smoke run below uses the [full] models and tasks: they include the quick ones."""
+    quick, full = runner.load(name), runner.load(name, full=True)
+    assert {m.label for m in quick.models} <= {m.label for m in full.models}
+    assert {t.name for t in quick.tasks} <= {t.name for t in full.tasks}
+
+
+@pytest.mark.parametrize("name", runner.CONFIG_NAMES)
 def test_experiment_runs_a_few_steps(name, tmp_path):
-    exp = runner.load(name)
+    exp = runner.load(name, full=True)
     lo = exp.recipe.train_length[0]
     exp.recipe = dataclasses.replace(exp.recipe, steps=2, batch=2, eval_batch=2,
                                      train_length=(lo, lo), test_lengths=(lo,))
@@ -33,6 +41,14 @@ def test_experiment_runs_a_few_steps(name, tmp_path):
     assert "claim:" in report.table(exp, results)
     report.plot(exp, results, str(tmp_path / f"{name}.png"))
     assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_model_selection_keeps_the_named_models():
+    exp = runner.load("state_tracking", full=True)
+    runner.select_models(exp, ["DeltaProduct n_h=3 [-1,1]", "DeltaNet beta [0,1]"])
+    assert [m.label for m in exp.models] == ["DeltaNet beta [0,1]", "DeltaProduct n_h=3 [-1,1]"]
+    with pytest.raises(ValueError, match="unknown model"):
+        runner.select_models(exp, ["DeltaNet"])
 
 
 def test_same_seed_same_numbers():
