@@ -58,3 +58,25 @@ def test_same_seed_same_numbers():
                                      train_length=(8, 12), test_lengths=(16,))
     a, b = (runner.run(exp, models.build_model)[0] for _ in range(2))
     assert a.scores == b.scores and a.final_loss == b.final_loss
+
+
+def test_demo_writes_tables_plots_and_json_of_the_selected_models(tmp_path):
+    import json
+
+    from linattn import _core
+    from linattn.experiments import demo
+
+    threads = (torch.get_num_threads(), _core.get_num_threads())
+    try:
+        text = demo.run(str(tmp_path), only=("regression",), steps=1, threads=1,
+                        labels=["Local Linear Attention"])
+    finally:
+        torch.set_num_threads(threads[0])
+        _core.set_num_threads(threads[1])
+    assert "Local Linear Attention" in text and "DeltaNet" not in text
+    results = json.loads((tmp_path / "regression.json").read_text())
+    assert [r["model"] for r in results] == ["Local Linear Attention"] and results[0]["curve"]
+    assert (tmp_path / "regression.png").stat().st_size > 0
+    assert (tmp_path / "results.md").read_text().startswith("# linattn demo (quick)")
+    with pytest.raises(ValueError, match="needs exactly one"):
+        demo.run(str(tmp_path), only=("mqar", "regression"), labels=["DeltaNet"])

@@ -4,6 +4,7 @@ result tables and PNG plots in one output folder."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -15,7 +16,8 @@ EXPERIMENTS = ("state_tracking", "mqar", "regression", "throughput")
 def run(out: str, full: bool = False, only: tuple[str, ...] = EXPERIMENTS,
         steps: int | None = None, threads: int | None = None,
         labels: list[str] | None = None) -> str:
-    """Runs the experiments in `only`, writes <out>/<name>.png and <out>/results.md, and returns
+    """Runs the experiments in `only`, writes <out>/<name>.png, <out>/<name>.json (the results:
+    scores, losses, regression curves) and <out>/results.md, and returns
     the text of all result tables. `steps` overrides every recipe's training steps (smoke runs);
     `labels` keeps only the models with these labels (with a single experiment in `only`)."""
     import torch
@@ -54,6 +56,8 @@ def run(out: str, full: bool = False, only: tuple[str, ...] = EXPERIMENTS,
             bars.setdefault(label, Progress(f"{name}: {label}"))(step, total)
 
         results = runner.run(exp, models.build_model, progress)
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
+            json.dump([dataclasses.asdict(r) for r in results], f, indent=1)
         plot = os.path.join(out, f"{name}.png")
         report.plot(exp, results, plot)
         text = report.table(exp, results)
