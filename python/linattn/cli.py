@@ -69,7 +69,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"demo: --steps must be >= 1, got {args.steps}")
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else demo.EXPERIMENTS
-    demo.run(args.out, full=args.full, only=only, steps=args.steps, threads=args.threads)
+    demo.run(args.out, full=args.full, only=only, steps=args.steps, threads=args.threads,
+             labels=args.model)
     print(f"results and plots written to {args.out}/ (results.md, *.png)")
     return 0
 
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated: state_tracking,mqar,regression,throughput")
     demo.add_argument("--steps", type=int, default=None,
                       help="override the training steps of every experiment (smoke runs)")
+    demo.add_argument("--model", action="append", default=None, metavar="LABEL",
+                      help="train only the model with this label (repeatable; needs one "
+                           "experiment in --only), e.g. --model 'DeltaProduct n_h=3 [-1,1]'")
     demo.add_argument("--threads", type=int, default=None,
                       help="threads for linattn and PyTorch (default: all cores)")
     demo.set_defaults(run=cmd_demo)

@@ -137,8 +137,12 @@ def _inverse_softplus_dt(n: int, dt_min: float = 1e-3, dt_max: float = 0.1,
     """Mamba2's dt bias initialisation: dt log-uniform in [dt_min, dt_max], stored as the
     inverse softplus so that softplus(dt_bias) = dt."""
     dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-    dt = dt.clamp(min=dt_floor)
-    return dt + torch.log(-torch.expm1(-dt))
+    return _inverse_softplus(dt.clamp(min=dt_floor))
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """x with softplus(x) = y > 0."""
+    return y + torch.log(-torch.expm1(-y))
 
 
 def _heads(x, head_dim: int):
@@ -684,24 +688,67 @@ class Attention(nn.Module):
 
     def forward(self, hidden_states, state: LayerState | None = None,
                 output_state: bool = False, form: str = "chunk"):
-        from .attention import attn_with_kvcache, parallel_attn
-
-        B, T = hidden_states.shape[:2]
         cache = None if state is None else state.recurrent
         offset = 0 if cache is None else cache[0].shape[1]
         q = self._rope(_heads(self.q_proj(hidden_states), self.head_dim), offset)
         k = self._rope(_heads(self.k_proj(hidden_states), self.head_dim), offset)
         v = _heads(self.v_proj(hidden_states), self.head_dim)
-        if cache is None:
-            o = parallel_attn(q, k, v, window_size=self.window_size)
-        else:
+        if cache is not None:
             k, v = torch.cat([cache[0], k], dim=1), torch.cat([cache[1], v], dim=1)
-            lengths = torch.full((B,), k.shape[1], dtype=torch.int32)
-            o = attn_with_kvcache(q.contiguous(), k, v, lengths, window_size=self.window_size)
+        o = self._attend(hidden_states, q, k, v, cache is not None, form)
         o = self.o_proj(o.flatten(-2))
         return o, (LayerState(None, (k, v)) if output_state else None)
 
+    def _attend(self, x, q, k, v, cached: bool, form: str):
+        """Causal attention of q [B, Tq, H, D] (the last Tq positions) over k, v [B, T, Hkv, D]."""
+        from .attention import attn_with_kvcache, parallel_attn
+
+        if not cached:
+            return parallel_attn(q, k, v, window_size=self.window_size)
+        lengths = torch.full((q.shape[0],), k.shape[1], dtype=torch.int32)
+        return attn_with_kvcache(q.contiguous(), k, v, lengths, window_size=self.window_size)
+
     step = _Mixer.step
+
+
+class LocalLinearAttention(Attention):
+    """Local Linear Attention (Zuo et al., ICLR 2026; algorithms.md §4.9): the Attention layer
+    above (q, k, v projections, RoPE, o_proj, a KV cache as decode state) with softmax attention
+    replaced by ``linattn.lla_attention``: each query outputs the intercept of a softmax-weighted
+    ridge regression of the values on k_j - q_i (ridge_lambda -> inf gives this layer's softmax
+    attention exactly). ridge_lambda is the authors' fixed lambda (default 10, FlashLLA's), or,
+    with learn_ridge_lambda, the initial value of a per-token, per-head lambda
+    softplus(lambda_proj(x) + bias) (the op returns its gradient). step() decodes with the op's
+    recurrent form (the new query against its cache). solver and cg_* are the op's settings.
+    No grouped-query attention or sliding window: the op takes neither."""
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32, head_dim: int | None = None,
+                 rope_theta: float | None = 10000.0, ridge_lambda: float = 10.0,
+                 learn_ridge_lambda: bool = False, solver: str = "cg", cg_max_iters: int = 32,
+                 cg_use_preconditioner: bool = False, layer_idx: int | None = None):
+        super().__init__(hidden_size, num_heads, head_dim=head_dim, rope_theta=rope_theta,
+                         layer_idx=layer_idx)
+        if not ridge_lambda > 0:
+            raise ValueError(f"LocalLinearAttention: ridge_lambda must be > 0, got {ridge_lambda}")
+        self.ridge_lambda = ridge_lambda
+        self.solver, self.cg_max_iters = solver, cg_max_iters
+        self.cg_use_preconditioner = cg_use_preconditioner
+        self.lambda_proj = None
+        if learn_ridge_lambda:
+            self.lambda_proj = nn.Linear(hidden_size, num_heads, bias=True)
+            nn.init.zeros_(self.lambda_proj.weight)  # starts at ridge_lambda for every token
+            with torch.no_grad():
+                self.lambda_proj.bias.copy_(_inverse_softplus(torch.tensor(ridge_lambda)))
+
+    def _attend(self, x, q, k, v, cached: bool, form: str):
+        from .lla import lla_attention
+
+        ridge = self.ridge_lambda
+        if self.lambda_proj is not None:
+            ridge = F.softplus(self.lambda_proj(x).float())  # [B, Tq, H]
+        return lla_attention(q.contiguous(), k.contiguous(), v.contiguous(), ridge_lambda=ridge,
+                             solver=self.solver, cg_max_iters=self.cg_max_iters,
+                             cg_use_preconditioner=self.cg_use_preconditioner, form=form)
 
 
 # Layers by the names models use (linattn.models.LMConfig.mixer).
@@ -715,4 +762,5 @@ MIXERS = {
     "gated_deltaproduct": GatedDeltaProduct,
     "rwkv7": RWKV7,
     "attention": Attention,
+    "lla": LocalLinearAttention,
 }

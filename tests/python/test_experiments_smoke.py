@@ -21,8 +21,16 @@ def test_config_loads(name, full):
 
 
 @pytest.mark.parametrize("name", runner.CONFIG_NAMES)
+def test_full_recipe_covers_the_quick_one(name):
+    """The smoke run below uses the [full] models and tasks: they include the quick ones."""
+    quick, full = runner.load(name), runner.load(name, full=True)
+    assert {m.label for m in quick.models} <= {m.label for m in full.models}
+    assert {t.name for t in quick.tasks} <= {t.name for t in full.tasks}
+
+
+@pytest.mark.parametrize("name", runner.CONFIG_NAMES)
 def test_experiment_runs_a_few_steps(name, tmp_path):
-    exp = runner.load(name)
+    exp = runner.load(name, full=True)
     lo = exp.recipe.train_length[0]
     exp.recipe = dataclasses.replace(exp.recipe, steps=2, batch=2, eval_batch=2,
                                      train_length=(lo, lo), test_lengths=(lo,))
@@ -35,6 +43,14 @@ def test_experiment_runs_a_few_steps(name, tmp_path):
     assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
+def test_model_selection_keeps_the_named_models():
+    exp = runner.load("state_tracking", full=True)
+    runner.select_models(exp, ["DeltaProduct n_h=3 [-1,1]", "DeltaNet beta [0,1]"])
+    assert [m.label for m in exp.models] == ["DeltaNet beta [0,1]", "DeltaProduct n_h=3 [-1,1]"]
+    with pytest.raises(ValueError, match="unknown model"):
+        runner.select_models(exp, ["DeltaNet"])
+
+
 def test_same_seed_same_numbers():
     exp = runner.load("state_tracking")
     exp.tasks, exp.models = exp.tasks[:1], exp.models[1:2]
@@ -42,3 +58,25 @@ def test_same_seed_same_numbers():
                                      train_length=(8, 12), test_lengths=(16,))
     a, b = (runner.run(exp, models.build_model)[0] for _ in range(2))
     assert a.scores == b.scores and a.final_loss == b.final_loss
+
+
+def test_demo_writes_tables_plots_and_json_of_the_selected_models(tmp_path):
+    import json
+
+    from linattn import _core
+    from linattn.experiments import demo
+
+    threads = (torch.get_num_threads(), _core.get_num_threads())
+    try:
+        text = demo.run(str(tmp_path), only=("regression",), steps=1, threads=1,
+                        labels=["Local Linear Attention"])
+    finally:
+        torch.set_num_threads(threads[0])
+        _core.set_num_threads(threads[1])
+    assert "Local Linear Attention" in text and "DeltaNet" not in text
+    results = json.loads((tmp_path / "regression.json").read_text())
+    assert [r["model"] for r in results] == ["Local Linear Attention"] and results[0]["curve"]
+    assert (tmp_path / "regression.png").stat().st_size > 0
+    assert (tmp_path / "results.md").read_text().startswith("# linattn demo (quick)")
+    with pytest.raises(ValueError, match="needs exactly one"):
+        demo.run(str(tmp_path), only=("mqar", "regression"), labels=["DeltaNet"])

@@ -20,13 +20,16 @@ LAYER_CONFIGS = {
     "gated_deltaproduct": dict(head_dim=16, num_heads=2, num_householder=2,
                                allow_neg_eigval=True, use_forget_gate=True),
     "attention": dict(num_heads=4, num_kv_heads=2),
+    "lla": dict(num_heads=4, ridge_lambda=1.0),
+    "lla_learned": dict(num_heads=4, learn_ridge_lambda=True),
     "rwkv7": dict(head_dim=16, decay_low_rank_dim=8, a_low_rank_dim=8, gate_low_rank_dim=16),
 }
 HIDDEN = 64
 
 
 def make_layer(name):
-    return layers.MIXERS[name.removesuffix("_neg")](hidden_size=HIDDEN, **LAYER_CONFIGS[name])
+    mixer = name.removesuffix("_neg").removesuffix("_learned")
+    return layers.MIXERS[mixer](hidden_size=HIDDEN, **LAYER_CONFIGS[name])
 
 
 def rel_err(a, b) -> float:
@@ -104,6 +107,37 @@ def test_normalised_linear_attention_refuses_a_state():
         layer.step(torch.randn(1, HIDDEN), state)
 
 
+def test_lla_layer_with_a_huge_ridge_is_the_attention_layer():
+    """lambda -> inf gives softmax attention (algorithms.md §4.9): with the same weights, the
+    LLA layer at lambda = 1e9 equals the Attention layer; at lambda = 1 it differs."""
+    torch.manual_seed(0)
+    attn = layers.Attention(hidden_size=HIDDEN, num_heads=4)
+    x = torch.randn(2, 40, HIDDEN)
+    want, _ = attn(x)
+    for ridge, close in ((1e9, True), (1.0, False)):
+        lla = layers.LocalLinearAttention(hidden_size=HIDDEN, num_heads=4, ridge_lambda=ridge)
+        lla.load_state_dict(attn.state_dict())
+        got, _ = lla(x)
+        # fp32 forms; the LLA correction at lambda = 1e9 is ~1e-9 relative
+        assert (rel_err(got, want) <= 1e-5) == close
+
+
+def test_lla_learned_ridge_starts_at_ridge_lambda_and_gets_a_gradient():
+    torch.manual_seed(0)
+    learned = layers.LocalLinearAttention(hidden_size=HIDDEN, num_heads=4, ridge_lambda=3.0,
+                                          learn_ridge_lambda=True)
+    fixed = layers.LocalLinearAttention(hidden_size=HIDDEN, num_heads=4, ridge_lambda=3.0)
+    fixed.load_state_dict(learned.state_dict(), strict=False)
+    x = torch.randn(2, 20, HIDDEN)
+    o, _ = learned(x)
+    assert rel_err(o, fixed(x)[0]) <= 1e-6  # softplus(bias) = 3 for every token at init
+    o.square().mean().backward()
+    assert learned.lambda_proj.weight.grad.abs().max() > 0
+    assert learned.lambda_proj.bias.grad.abs().max() > 0
+    with pytest.raises(ValueError, match="ridge_lambda must be > 0"):
+        layers.LocalLinearAttention(hidden_size=HIDDEN, num_heads=4, ridge_lambda=0.0)
+
+
 def small_lm(mixer="gated_deltanet", layers_=None, seed=0):
     torch.manual_seed(seed)
     kwargs = ({name: LAYER_CONFIGS[name] for name in layers_} if layers_
@@ -114,7 +148,7 @@ def small_lm(mixer="gated_deltanet", layers_=None, seed=0):
 
 
 @pytest.mark.parametrize("mixer", ["gated_deltanet", "mamba2", "gated_deltaproduct", "rwkv7",
-                                   "attention"])
+                                   "attention", "lla"])
 def test_generate_logits_equal_a_full_forward(mixer):
     model = small_lm(mixer)
     prompt = torch.randint(0, 50, (2, 67))

@@ -28,6 +28,7 @@ class ModelSpec:
     label: str            # row name in the results, e.g. "DeltaNet beta in [0, 2]"
     mixer: str            # a mixer name of linattn.models
     options: dict[str, Any] = field(default_factory=dict)
+    full_only: bool = False  # trained by the [full] recipe only (keeps the quick demo short)
 
 
 @dataclass
@@ -92,8 +93,19 @@ def load(name: str, full: bool = False, path: str | None = None) -> Experiment:
     return Experiment(
         name=raw.get("name", name), title=raw["title"], claim=raw["claim"],
         tasks=[make_task(t) for t in task_specs],
-        models=[ModelSpec(m["label"], m["mixer"], m.get("options", {})) for m in raw["models"]],
+        models=[ModelSpec(m["label"], m["mixer"], m.get("options", {}), m.get("full_only", False))
+                for m in raw["models"] if full or not m.get("full_only", False)],
         recipe=Recipe(**recipe), seed=raw.get("seed", 0))
+
+
+def select_models(exp: Experiment, labels: list[str]) -> None:
+    """Keeps only the models of `exp` whose label is in `labels` (in the config's order); every
+    model is seeded alone, so the rows it gives equal those of the whole run."""
+    known = [m.label for m in exp.models]
+    unknown = [label for label in labels if label not in known]
+    if unknown:
+        raise ValueError(f"experiment '{exp.name}': unknown model(s) {unknown}; known: {known}")
+    exp.models = [m for m in exp.models if m.label in labels]
 
 
 def learning_rate(step: int, recipe: Recipe) -> float:
