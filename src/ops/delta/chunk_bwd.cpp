@@ -85,7 +85,7 @@ void pair_gradients_per_channel(const delta::Chunk& c, int64_t K, float scale, f
 void reverse_columns(const delta::Chunk& c, int64_t K, int64_t V, int64_t e0, int64_t cols, const float* dO,
                      const float* dS_next, float* dVt, float* dS) {
   const int64_t rows = c.rows;
-  kernels::gemm_tn(rows, cols, rows, c.P, kChunk, dO + e0, V, dVt + e0, V, Accumulate::no);
+  kernels::lower_gemm_tn(rows, cols, c.P, kChunk, dO + e0, V, dVt + e0, V, Accumulate::no);
   kernels::gemm_nn(rows, cols, K, c.Kd, K, dS_next + e0, V, dVt + e0, V, Accumulate::yes);
   delta::decay_state(c, K, cols, V, dS_next + e0, dS + e0);
   kernels::gemm_tn(K, cols, rows, c.Qg, K, dO + e0, V, dS + e0, V, Accumulate::yes);
@@ -137,16 +137,16 @@ void chunk_gradients(const Head& h, const delta::Chunk& c, int64_t t0, const flo
     dG_last[w] = c.decay[w] * dot(span, S + w * span, dS + w * span);
   }
   kernels::gemm_nt(rows, K, V, dO, V, S, V, dQg, K, Accumulate::no);
-  kernels::gemm_nt(rows, rows, V, dO, V, Vt, V, dP, C, Accumulate::no);
+  kernels::lower_gemm_nt(rows, V, dO, V, Vt, V, dP, C);  // (masked below)
   kernels::gemm_nt(rows, K, V, dVt, V, S, V, dW, K, Accumulate::no);
   for (int64_t i = 0; i < rows * K; ++i) dW[i] = -dW[i];
 
   // UT transform backward.
   kernels::gemm_nt(rows, rows, V, dVt, V, c.Vb, V, dT, C, Accumulate::no);
   kernels::gemm_nt(rows, rows, K, dW, K, c.Kb, K, dT, C, Accumulate::yes);
-  kernels::gemm_tn(rows, V, rows, c.T0, C, dVt, V, dVb, V, Accumulate::no);
-  kernels::gemm_tn(rows, K, rows, c.T0, C, dW, K, dKb, K, Accumulate::no);
-  kernels::gemm_tn(rows, rows, rows, c.T0, C, dT, C, tmpC, C, Accumulate::no);
+  kernels::lower_gemm_tn(rows, V, c.T0, C, dVt, V, dVb, V, Accumulate::no);
+  kernels::lower_gemm_tn(rows, K, c.T0, C, dW, K, dKb, K, Accumulate::no);
+  kernels::lower_gemm_tn(rows, rows, c.T0, C, dT, C, tmpC, C, Accumulate::no);
   kernels::gemm_nt(rows, rows, rows, tmpC, C, c.T0, C, dL, C, Accumulate::no);
 
   // Masks: dP lower with the diagonal, dL strictly lower (and negated).
@@ -178,10 +178,10 @@ void chunk_gradients(const Head& h, const delta::Chunk& c, int64_t t0, const flo
         E[i * C + j] = dL[i * C + j] * c.beta[i] * gamma[j];
       }
     }
-    kernels::gemm_nn(rows, K, rows, dP, C, c.k, K, dq, K, Accumulate::no);
-    kernels::gemm_tn(rows, K, rows, dP, C, c.q, K, dk, K, Accumulate::no);
-    kernels::gemm_nn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
-    kernels::gemm_tn(rows, K, rows, E, C, c.k, K, dk, K, Accumulate::yes);
+    kernels::lower_gemm_nn(rows, K, dP, C, c.k, K, dq, K, Accumulate::no);
+    kernels::lower_gemm_tn(rows, K, dP, C, c.q, K, dk, K, Accumulate::no);
+    kernels::lower_gemm_nn(rows, K, E, C, c.k, K, dk, K, Accumulate::yes);
+    kernels::lower_gemm_tn(rows, K, E, C, c.k, K, dk, K, Accumulate::yes);
   }
   // Row factors e^{G_r} (Qg, Kb) and key-to-end factors e^{G_C - G_r} (Kd):
   // dq += scale e^G dQg; dk += β e^G dKb + e^{G_C-G} dKd; dG by the product rule.
