@@ -4,9 +4,9 @@
 // the same with per-channel gates, so every gate factor and dG have one value per channel and
 // the pair factors go through pair_gradients_per_channel.
 // Per (sequence, q/k head), for each value head of its group: rerun the forward keeping the
-// state entering every chunk (the store-states mode of §3.4), then walk the chunks backwards
-// with dS = dS_[n+1] (dfinal_state, or zero, at the end), recomputing each chunk (chunk.cpp:
-// P = scale QK^T ⊙ Γ, L, T0, W, U, Qg, Kb, Kd) and Ṽ = U - W S_[n]:
+// state entering every chunk (the store-states mode of §3.4) and Ṽ = U - W S_[n], then walk the
+// chunks backwards with dS = dS_[n+1] (dfinal_state, or zero, at the end), recomputing each
+// chunk (chunk.cpp: P = scale QK^T ⊙ Γ, L, T0, W, Qg, Kb, Kd):
 //   dṼ = P^T dO + Kd dS'      dP = (dO Ṽ^T) ⊙ M      dQg = dO S^T      dKd = Ṽ dS'^T
 //   dS_[n] = e^{G_C} dS' + Qg^T dO - W^T dṼ           (the reverse state scan; dS_0 at n = 0)
 //   dW = -dṼ S^T     dT0 = dṼ Vb^T + dW Kb^T     dVb = T0^T dṼ     dKb = T0^T dW
