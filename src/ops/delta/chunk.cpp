@@ -124,14 +124,14 @@ int64_t chunk_floats(const Problem& p) {
   const int64_t K = p.K, V = p.V, C = kChunk, width = p.spec->takes_gk ? K : 1;
   // (Every size but the last is a multiple of C = 64 floats, so G stays 8-byte aligned; the
   // total is rounded to 64 bytes so that chunks laid out one after another stay aligned.)
-  const int64_t floats = 4 * C * C + 6 * C * K + 3 * C * V + 4 * C * width + 3 * C + (p.spec->takes_gk ? 5 * C * K : 0) + 3 * width;
+  const int64_t floats = 5 * C * C + 6 * C * K + 3 * C * V + 4 * C * width + 3 * C + (p.spec->takes_gk ? 5 * C * K : 0) + 3 * width;
   return (floats + 15) / 16 * 16;
 }
 
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
-                   int64_t t0, int64_t rows, Chunk& c, float* memory) {
+                   int64_t t0, int64_t rows, Chunk& c, float* memory, Need need) {
   const int64_t K = p.K, V = p.V, C = kChunk, n_h = p.n_h, row0 = s.start * n_h + t0;
-  const bool vector = p.spec->takes_gk;
+  const bool vector = p.spec->takes_gk, queries = need != Need::state;
   const int64_t width = vector ? K : 1, CC = C * C, CK = C * K, CV = C * V, CW = C * width;
   float* next = memory ? memory : ScratchArena::local().get<float>(kSlotChunk, chunk_floats(p));
   auto take = [&](int64_t n) {
@@ -141,7 +141,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
   };
   c.rows = rows;
   c.width = width;
-  c.KKg = take(CC), c.L = take(CC), c.T0 = take(CC), c.P = take(CC);
+  c.KKg = take(CC), c.L = take(CC), c.T0 = take(CC), c.P = take(CC), c.Gamma = take(CC);
   c.q = take(CK), c.k = take(CK), c.Kb = take(CK), c.Qg = take(CK), c.Kd = take(CK), c.W = take(CK);
   c.v = take(CV), c.Vb = take(CV), c.U = take(CV);
   c.G = reinterpret_cast<double*>(take(2 * CW));
@@ -153,7 +153,8 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
   }
   c.decay = take(width), c.decay_lo = take(width), c.decay_hi = take(width);
 
-  if (n_h == 1) {
+  if (!queries) {
+  } else if (n_h == 1) {
     load_rows(a.q, s.batch, row0, rows, hq, c.q, K);
   } else {
     for (int64_t r = 0; r < rows; ++r) {
@@ -174,7 +175,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     prefetch_rows(a.v, s.batch, row0 + rows, ahead, hv);
     if (vector) prefetch_rows(a.gk, s.batch, next_token, tokens, hv);
   }
-  l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.q, c.q_rstd);
+  if (queries) l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.q, c.q_rstd);
   l2norm_rows(a.use_qk_l2norm_in_kernel, rows, K, c.k, c.k_rstd);
   for (int64_t r = 0; r < rows; ++r) c.beta[r] = load_scalar(a.beta, s.batch, row0 + r, hv);
   const float scale = static_cast<float>(p.scale);
@@ -197,13 +198,13 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     c.gate.rows = rows, c.gate.K = K, c.gate.B = c.G;
     channel_gate::prepare(c.gate);
     if (c.gate.factored) {
-      channel_gate::times_ratio(c.gate, c.q, c.q_ratio);
+      if (queries) channel_gate::times_ratio(c.gate, c.q, c.q_ratio);
       channel_gate::times_ratio(c.gate, c.k, c.k_ratio);
       channel_gate::times_inverse(c.gate, c.k, c.k_inverse);
     }
     float* tmp = c.Kb;  // (K floats; Kb is filled below)
     channel_gate::scores(c.gate, c.k, c.k, c.k_ratio, c.k_inverse, 1.0f, c.KKg, C, tmp);
-    channel_gate::scores(c.gate, c.q, c.k, c.q_ratio, c.k_inverse, scale, c.P, C, tmp);
+    if (queries) channel_gate::scores(c.gate, c.q, c.k, c.q_ratio, c.k_inverse, scale, c.P, C, tmp);
     for (int64_t i = 0; i < rows; ++i) {
       c.KKg[i * C + i] = 0.0f;
       for (int64_t j = 0; j < rows; ++j) c.L[i * C + j] = c.beta[i] * c.KKg[i * C + j];
@@ -224,17 +225,23 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
 
     // KKg, L = diag(β) KKg (strictly lower) and P = scale QK^T ⊙ Γ (lower with the diagonal).
     kernels::lower_gemm_nt(rows, K, c.k, K, c.k, K, c.KKg, C);
-    kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.P, C);
+    if (queries) kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.P, C);
     for (int64_t i = 0; i < rows; ++i) {
-      float *kk = c.KKg + i * C, *li = c.L + i * C, *pi = c.P + i * C;
+      float *kk = c.KKg + i * C, *li = c.L + i * C, *pi = c.P + i * C, *gi = c.Gamma + i * C;
+      // (Without a gate G = 0 and Γ = e^0 = 1 exactly: no exps.)
+      if (gated)
+        for (int64_t j = 0; j <= i; ++j) gi[j] = static_cast<float>(std::exp(c.G[i] - c.G[j]));
+      else
+        std::fill(gi, gi + i + 1, 1.0f);
       for (int64_t j = 0; j <= i; ++j) {
-        const float gamma = static_cast<float>(std::exp(c.G[i] - c.G[j]));
-        kk[j] = j < i ? kk[j] * gamma : 0.0f;
+        kk[j] = j < i ? kk[j] * gi[j] : 0.0f;
         li[j] = c.beta[i] * kk[j];
-        pi[j] *= scale * gamma;
       }
       std::fill(kk + i + 1, kk + rows, 0.0f);
       std::fill(li + i + 1, li + rows, 0.0f);
+      std::fill(gi + i + 1, gi + rows, 0.0f);
+      if (!queries) continue;
+      for (int64_t j = 0; j <= i; ++j) pi[j] *= scale * gi[j];
       std::fill(pi + i + 1, pi + rows, 0.0f);
     }
   }
@@ -246,9 +253,10 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t d = 0; d < K; ++d) {
         c.Kb[r * K + d] = c.beta[r] * eg(r, d) * c.k[r * K + d];
-        c.Qg[r * K + d] = scale * eg(r, d) * c.q[r * K + d];
         c.Kd[r * K + d] = egd(r, d) * c.k[r * K + d];
       }
+      if (queries)
+        for (int64_t d = 0; d < K; ++d) c.Qg[r * K + d] = scale * eg(r, d) * c.q[r * K + d];
       for (int64_t e = 0; e < V; ++e) c.Vb[r * V + e] = c.beta[r] * c.v[r * V + e];
     }
   };
@@ -258,7 +266,7 @@ void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t
   else
     scale_rows([&](int64_t r, int64_t) { return c.eG[r]; }, [&](int64_t r, int64_t) { return c.eGd[r]; });
   kernels::lower_gemm_nn(rows, K, c.T0, C, c.Kb, K, c.W, K, Accumulate::no);
-  kernels::lower_gemm_nn(rows, V, c.T0, C, c.Vb, V, c.U, V, Accumulate::no);
+  if (need != Need::reverse) kernels::lower_gemm_nn(rows, V, c.T0, C, c.Vb, V, c.U, V, Accumulate::no);
 }
 
 }  // namespace linattn::delta

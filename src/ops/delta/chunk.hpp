@@ -43,6 +43,8 @@ struct Chunk {
   float* L = nullptr;     // [C, C] β_i KKg_ij, strictly lower
   float* T0 = nullptr;    // [C, C] (I + L)^{-1}, unit lower
   float* P = nullptr;     // [C, C] scale (q_i . k_j) Γ_ij, lower with the diagonal
+  float* Gamma = nullptr; // [C, C] Γ_ij = e^{G_i - G_j}, lower with the diagonal (scalar gates;
+                          // the backward's pair factors reuse it instead of recomputing exps)
   float* Kb = nullptr;    // [C, K] β ⊙ K ⊙ e^{G}
   float* Vb = nullptr;    // [C, V] β ⊙ V
   float* Qg = nullptr;    // [C, K] scale Q ⊙ e^{G}
@@ -51,15 +53,20 @@ struct Chunk {
   float* U = nullptr;     // [C, V] T0 Vb
 };
 
+// What prepare_chunk computes: every field (forward); what the backward's state pass reads
+// (T0, W, U, Kd and the decay: no queries, P or Qg); what its reverse sweep reads (all but U,
+// as it keeps Ṽ = U - W S from the state pass).
+enum class Need { all, state, reverse };
+
 // True when expanded step e (counted from the sequence start) carries a query / a gate.
 inline bool query_step(int64_t e, int64_t n_h) { return e % n_h == n_h - 1; }
 inline bool gate_step(int64_t e, int64_t n_h) { return e % n_h == 0; }
 
 // Loads expanded steps [t0, t0 + rows) of sequence s for value head hv (q/k head hq) and
-// computes every field of c, in `memory` (chunk_floats(p) floats, a multiple of 16) or, if null, in the calling
-// thread's scratch arena (slot kSlotChunk).
+// computes what `need` asks of c, in `memory` (chunk_floats(p) floats, a multiple of 16) or, if
+// null, in the calling thread's scratch arena (slot kSlotChunk).
 void prepare_chunk(const Problem& p, const OpArgs& a, const Sequence& s, int64_t hv, int64_t hq,
-                   int64_t t0, int64_t rows, Chunk& c, float* memory = nullptr);
+                   int64_t t0, int64_t rows, Chunk& c, float* memory = nullptr, Need need = Need::all);
 int64_t chunk_floats(const Problem& p);
 
 // out = diag(e^{G_C}) S for K rows of `cols` columns of a state with leading dimension ld (out
@@ -87,7 +94,11 @@ inline float factor(const Chunk& c, const float* f, int64_t r, int64_t d) {
 void unit_lower_inverse(int64_t rows, const float* L, float* X);
 
 // Scratch slots (core/scratch.hpp); slot kSlotChunk onwards holds the Chunk.
-// kSlotWindow holds a window's chunks and outputs (ops/common/chunk_windows.hpp).
-enum Slot : int { kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2, kSlotWindow = 3, kSlotGrads = 4, kSlotGateGrads = 5 };
+// kSlotWindow holds a window's chunks and outputs (ops/common/chunk_windows.hpp); the backward
+// keeps a work item's chunk states, Ṽ and q/k gradient rows in kSlotStates and kSlotItem.
+enum Slot : int {
+  kSlotChunk = 0, kSlotWork = 1, kSlotStates = 2, kSlotWindow = 3, kSlotGrads = 4, kSlotGateGrads = 5,
+  kSlotItem = 6
+};
 
 }  // namespace linattn::delta
