@@ -1,6 +1,7 @@
 #include "check/harness.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -55,6 +56,13 @@ double rel_error(const Buffer& got, const Buffer& want) {
   }
   if (std::isnan(diff)) return INFINITY;
   return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+bool bitwise_equal(const Buffer& a, const Buffer& b) {
+  if (a.numel() != b.numel()) return false;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::bit_cast<uint64_t>(a.get(i)) != std::bit_cast<uint64_t>(b.get(i))) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------- cases

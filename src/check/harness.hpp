@@ -36,6 +36,8 @@ class Buffer {
 
 // Relative error ||got - want||_2 / ||want||_2 (absolute when want is all zeros).
 double rel_error(const Buffer& got, const Buffer& want);
+// Every element, bit for bit (a NaN or a -0 would differ too): the determinism tests' check.
+bool bitwise_equal(const Buffer& a, const Buffer& b);
 
 // Tokens [start, start + len) of a [B, T*steps, ...] buffer (dimension 1), as batch row 0.
 Buffer slice_tokens(const Buffer& b, int64_t batch, int64_t start, int64_t len, int64_t steps);

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
-#include <bit>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -73,13 +72,6 @@ TEST(DeltaThreads, FewItemsMatchOracle) {
   const Case c = single_item(Op::gated_delta_rule);
   EXPECT_LE(form_forward_error(c, DType::bf16, Form::chunk), 1e-2);
   EXPECT_LE(form_backward_error(c, DType::bf16, Form::chunk), 1e-2);
-}
-
-bool bitwise_equal(const Buffer& a, const Buffer& b) {
-  if (a.numel() != b.numel()) return false;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (std::bit_cast<uint64_t>(a.get(i)) != std::bit_cast<uint64_t>(b.get(i))) return false;
-  return true;
 }
 
 // 1 thread runs the item path (one chunk at a time, all columns at once), 2, 4 and 8 the

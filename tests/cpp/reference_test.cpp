@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -128,14 +127,6 @@ TEST(ReferenceReductions, ZeroBetaFreezesTheState) {
   for (int64_t i = 0; i < in.beta.numel(); ++i) in.beta.set(i, 0.0);
   const Outputs out = run_forward(c, in, Form::reference);
   EXPECT_EQ(rel_error(out.final_state, in.initial_state), 0.0);
-}
-
-// Every element, bit for bit (a NaN or a -0 would differ too).
-bool bitwise_equal(const Buffer& a, const Buffer& b) {
-  if (a.numel() != b.numel()) return false;
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (std::bit_cast<uint64_t>(a.get(i)) != std::bit_cast<uint64_t>(b.get(i))) return false;
-  return true;
 }
 
 // Work items own their outputs, and fewer items than threads switch to chunk-level parallelism
