@@ -48,6 +48,17 @@ def number(text):
     return float(text)  # float() reads nan, inf and -inf
 
 
+def batch_shape(row):
+    """(B, T, cu_seqlens offsets or None) of a row: 2 x 5 unless its edits say otherwise."""
+    B, T, offsets = 2, 5, None
+    for e in row["edits"]:
+        if e[0] == "batch":
+            B, T = int(e[1]), int(e[2])
+        if e[0] == "cu":
+            offsets = [int(x) for x in e[1].split(",")]
+    return B, T, offsets
+
+
 class Call:
     """The base problem of a row with its edits applied, as numpy arrays (see catalogue.txt)."""
 
@@ -59,12 +70,7 @@ class Call:
                       "gated_delta_rule": ("g", "beta"), "delta_product": ("g", "beta"),
                       "kda": ("gk", "beta"), "dplr_delta_rule": ("gk", "a", "b")}
         causal = row["op"] != "noncausal_linear_attn"
-        B, T, offsets = 2, 5, None
-        for e in row["edits"]:
-            if e[0] == "batch":
-                B, T = int(e[1]), int(e[2])
-            if e[0] == "cu":
-                offsets = [int(x) for x in e[1].split(",")]
+        B, T, offsets = batch_shape(row)
         n_h = 2 if row["op"] == "delta_product" else 1
         N = B if offsets is None else len(offsets) - 1
         self.natural = {
@@ -236,12 +242,7 @@ class FamilyCall(Call):
     def __init__(self, row):
         self.row = row
         op, passname = row["op"], row["pass"]
-        B, T, offsets = 2, 5, None
-        for e in row["edits"]:
-            if e[0] == "batch":
-                B, T = int(e[1]), int(e[2])
-            if e[0] == "cu":
-                offsets = [int(x) for x in e[1].split(",")]
+        B, T, offsets = batch_shape(row)
         self.natural = family_tensors(op, passname, B, T, offsets)
         written = {"o", "lse", "y", "final_state", "cache", "state"} if passname != "backward" \
             else set()
