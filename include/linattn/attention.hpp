@@ -40,7 +40,8 @@ void attention_forward(Form form, const AttentionArgs& args, const AttentionOutp
 
 // Gradients given the upstream gradient d_o [B, T, H, V]. The chunk form needs the forward's o
 // and lse (it recomputes the probabilities tile by tile from them, §4.11 c); the reference form
-// recomputes everything in fp64 and ignores them.
+// recomputes everything in fp64 and ignores them. o and lse are trusted, not checked against
+// q and k: an lse below a row's largest score makes exp(s - lse) overflow (NaN/Inf gradients).
 void attention_backward(Form form, const AttentionArgs& args, const TensorView& o,
                         const TensorView& lse, const TensorView& d_o, const AttentionGrads& grads);
 
