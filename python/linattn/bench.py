@@ -111,7 +111,8 @@ class Shape:
 
 
 def make_inputs(op: str, shape: Shape, dtype, seed: int = 0) -> dict:
-    """Random valid torch inputs of an op: log decays in [-1, -0.01], beta in [0.1, 1]."""
+    """Random valid torch inputs of an op: log decays in [-1, -0.01], beta in [0.1, 1], dplr's
+    a and b as RWKV-7 forms them."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -128,8 +129,11 @@ def make_inputs(op: str, shape: Shape, dtype, seed: int = 0) -> dict:
          "v": randn(B, T * n_h, H, V), "initial_state": randn(B, H, K, V)}
     if op in ("simple_gla", "gated_delta_rule", "delta_product"):
         x["g"] = uniform(-1.0, -0.01, B, T, H)
-    if op in ("gla", "kda"):
+    if op in ("gla", "kda", "dplr_delta_rule"):
         x["gk"] = uniform(-1.0, -0.01, B, T, H, K)
+    if op == "dplr_delta_rule":  # RWKV-7's a = -kappa, b = kappa * alpha (|kappa| = 1, alpha in [0, 1])
+        kappa = torch.nn.functional.normalize(randn(B, T, H, K), dim=-1)
+        x["a"], x["b"] = -kappa, kappa * uniform(0.0, 1.0, B, T, H, K)
     if op in ("delta_rule", "gated_delta_rule", "delta_product", "kda"):
         x["beta"] = uniform(0.1, 1.0, B, T * n_h, H)
     if op == "delta_product":
