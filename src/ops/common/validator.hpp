@@ -104,6 +104,19 @@ class Validator {
     basic(name, t);
     floating(name, t);
   }
+  // A required input: given, floating, of the expected shape.
+  void input(const char* name, const TensorView& t, const std::vector<int64_t>& dims,
+             const char* layout) const {
+    present(name, t);
+    optional_input(name, t, dims, layout);
+  }
+  // An optional input: if given, floating and of the expected shape.
+  void optional_input(const char* name, const TensorView& t, const std::vector<int64_t>& dims,
+                      const char* layout) const {
+    if (!t.given()) return;
+    floating_input(name, t);
+    shape(name, t, dims, layout);
+  }
   // A gradient output: optional; if given, its input must be given and it must be floating,
   // shaped like the input and contiguous.
   void gradient(const char* name, const TensorView& grad, const char* input_name,

@@ -29,19 +29,10 @@ Problem make_problem(const Conv1dArgs& a) {
   check.shape("weight", a.weight, {p.D, p.W}, "[D, W] (D from x)");
   if (a.activation != Activation::none && a.activation != Activation::silu)
     fail(kName, ": activation must be none (0) or silu (1), got ", static_cast<int>(a.activation));
-  if (a.bias.given()) {
-    check.floating_input("bias", a.bias);
-    check.shape("bias", a.bias, {p.D}, "[D]");
-  }
-  if (a.residual.given()) {
-    check.floating_input("residual", a.residual);
-    check.shape("residual", a.residual, {p.B, p.T, p.D}, "[B, T, D] (the shape of x)");
-  }
+  check.optional_input("bias", a.bias, {p.D}, "[D]");
+  check.optional_input("residual", a.residual, {p.B, p.T, p.D}, "[B, T, D] (the shape of x)");
   p.sequences = check.sequences(a.cu_seqlens, p.B, p.T);
-  if (a.initial_state.given()) {
-    check.floating_input("initial_state", a.initial_state);
-    check.shape("initial_state", a.initial_state, {p.N(), p.D, p.W}, "[N, D, W]");
-  }
+  check.optional_input("initial_state", a.initial_state, {p.N(), p.D, p.W}, "[N, D, W]");
   return p;
 }
 
@@ -77,13 +68,8 @@ void causal_conv1d_backward(Form form, const Conv1dArgs& args, const Conv1dGradO
   conv1d::check_form(form);
   const conv1d::Problem p = conv1d::make_problem(args);
   Validator check(kName);
-  check.present("dy", grad_out.dy);
-  check.floating_input("dy", grad_out.dy);
-  check.shape("dy", grad_out.dy, {p.B, p.T, p.D}, "[B, T, D]");
-  if (grad_out.dfinal_state.given()) {
-    check.floating_input("dfinal_state", grad_out.dfinal_state);
-    check.shape("dfinal_state", grad_out.dfinal_state, {p.N(), p.D, p.W}, "[N, D, W]");
-  }
+  check.input("dy", grad_out.dy, {p.B, p.T, p.D}, "[B, T, D]");
+  check.optional_input("dfinal_state", grad_out.dfinal_state, {p.N(), p.D, p.W}, "[N, D, W]");
   check.gradient("dx", grads.dx, "x", args.x);
   check.gradient("dweight", grads.dweight, "weight", args.weight);
   check.gradient("dbias", grads.dbias, "bias", args.bias);

@@ -42,20 +42,12 @@ Problem make_problem(const ScanArgs& a) {
   if (p.D % p.G != 0)
     fail(kName, ": the number of groups G = ", p.G, " (B's dimension 2) must divide the number of "
          "channels D = ", p.D);
-  for (auto [name, t] : {std::pair{"D", &a.D}, {"delta_bias", &a.delta_bias}}) {
-    if (!t->given()) continue;
-    check.floating_input(name, *t);
-    check.shape(name, *t, {p.D}, "[D]");
-  }
-  if (a.z.given()) {
-    check.floating_input("z", a.z);
-    check.shape("z", a.z, {p.B, p.T, p.D}, "[B, T, D] (the shape of u)");
-  }
+  check.optional_input("D", a.D, {p.D}, "[D]");
+  check.optional_input("delta_bias", a.delta_bias, {p.D}, "[D]");
+  check.optional_input("z", a.z, {p.B, p.T, p.D}, "[B, T, D] (the shape of u)");
   p.sequences = check.sequences(a.cu_seqlens, p.B, p.T);
-  if (a.initial_state.given()) {
-    check.floating_input("initial_state", a.initial_state);
-    check.shape("initial_state", a.initial_state, {p.num_sequences(), p.D, p.N}, "[N_seq, D, N]");
-  }
+  check.optional_input("initial_state", a.initial_state, {p.num_sequences(), p.D, p.N},
+                       "[N_seq, D, N]");
   return p;
 }
 
@@ -91,13 +83,9 @@ void selective_scan_backward(Form form, const ScanArgs& args, const ScanGradOutp
   scan::check_form(form);
   const scan::Problem p = scan::make_problem(args);
   Validator check(kName);
-  check.present("dy", grad_out.dy);
-  check.floating_input("dy", grad_out.dy);
-  check.shape("dy", grad_out.dy, {p.B, p.T, p.D}, "[B, T, D]");
-  if (grad_out.dfinal_state.given()) {
-    check.floating_input("dfinal_state", grad_out.dfinal_state);
-    check.shape("dfinal_state", grad_out.dfinal_state, {p.num_sequences(), p.D, p.N}, "[N_seq, D, N]");
-  }
+  check.input("dy", grad_out.dy, {p.B, p.T, p.D}, "[B, T, D]");
+  check.optional_input("dfinal_state", grad_out.dfinal_state, {p.num_sequences(), p.D, p.N},
+                       "[N_seq, D, N]");
   check.gradient("du", grads.du, "u", args.u);
   check.gradient("ddelta", grads.ddelta, "delta", args.delta);
   check.gradient("dA", grads.dA, "A", args.A);

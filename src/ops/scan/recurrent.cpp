@@ -26,15 +26,9 @@ void check_step(const ScanStepArgs& a, const TensorView& y) {
   check.shape("B", a.B, {N, G, S}, "[N, G, N_state]");
   check.shape("C", a.C, {N, G, S}, "[N, G, N_state] (the shape of B)");
   if (D % G != 0) fail(kStep, ": the number of groups G = ", G, " must divide D = ", D);
-  for (auto [name, t] : {std::pair{"D", &a.D}, {"dt_bias", &a.dt_bias}}) {
-    if (!t->given()) continue;
-    check.floating_input(name, *t);
-    check.shape(name, *t, {D}, "[D]");
-  }
-  if (a.z.given()) {
-    check.floating_input("z", a.z);
-    check.shape("z", a.z, {N, D}, "[N, D] (the shape of x)");
-  }
+  check.optional_input("D", a.D, {D}, "[D]");
+  check.optional_input("dt_bias", a.dt_bias, {D}, "[D]");
+  check.optional_input("z", a.z, {N, D}, "[N, D] (the shape of x)");
   check.output("y", y, "x", a.x, {N, D}, "[N, D]");
   check.distinct_elements("state", a.state);
   check.no_overlaps({{"state", &a.state}, {"y", &y}},
