@@ -80,3 +80,30 @@ def test_demo_writes_tables_plots_and_json_of_the_selected_models(tmp_path):
     assert (tmp_path / "results.md").read_text().startswith("# linattn demo (quick)")
     with pytest.raises(ValueError, match="needs exactly one"):
         demo.run(str(tmp_path), only=("mqar", "regression"), labels=["DeltaNet"])
+
+
+def _probe(capsys, *argv):
+    import json
+
+    from linattn.experiments import investigate
+
+    investigate.main(list(argv))
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_investigation_probes_run(capsys):
+    """The probes of docs/results.md's investigations: a changed option, short convolutions on
+    softmax attention, and torch SDPA in its place, which must train exactly as linattn's kernel."""
+    conv = _probe(capsys, "mqar", "softmax attention", "--pairs", "4", "--steps", "2", "--short-convs")
+    assert conv["short_convs"] and list(conv["scores"]) == ["64"]
+    ours = _probe(capsys, "mqar", "softmax attention", "--pairs", "4", "--steps", "3")
+    sdpa = _probe(capsys, "mqar", "softmax attention", "--pairs", "4", "--steps", "3", "--sdpa")
+    assert sdpa["final_loss"] == pytest.approx(ours["final_loss"], rel=1e-4)
+    st = _probe(capsys, "state_tracking", "DeltaProduct n_h=2 [-1,1]", "--task", "S3", "--steps",
+                "2", "--set", "use_short_conv=false")
+    assert st["task"] == "S3" and st["options"]["use_short_conv"] is False
+    from linattn import layers
+    from linattn.experiments import investigate
+
+    assert layers.MIXERS["attention"] is layers.Attention  # the probes restore the layers
+    assert layers.Attention._attend is not investigate._sdpa_attend

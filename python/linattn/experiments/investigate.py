@@ -12,6 +12,7 @@ printing one JSON line. Seeds are the experiment's, so an unchanged probe repeat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import time
@@ -41,6 +42,20 @@ def _sdpa_attend(self, x, q, k, v, cached: bool, form: str):
     o = torch.nn.functional.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
     return o.transpose(1, 2)
+
+
+@contextlib.contextmanager
+def _attention_variant(short_convs: bool, sdpa: bool):
+    """Swaps the softmax attention layer for the probe's variant while it runs."""
+    saved = layers.MIXERS["attention"], layers.Attention._attend
+    if short_convs:
+        layers.MIXERS["attention"] = _ConvAttention
+    if sdpa:
+        layers.Attention._attend = _sdpa_attend
+    try:
+        yield
+    finally:
+        layers.MIXERS["attention"], layers.Attention._attend = saved
 
 
 def _value(text: str):
@@ -81,17 +96,13 @@ def main(argv=None) -> None:
     task = tasks[args.task] if args.task else exp.tasks[0]
     if args.pairs:
         task = dataclasses.replace(task, pairs=args.pairs)
-    if args.short_convs:
-        layers.MIXERS["attention"] = _ConvAttention
-    if args.sdpa:
-        layers.Attention._attend = _sdpa_attend
-
-    torch.manual_seed(exp.seed)
-    model = exp_models.build_model(spec, task, recipe)
-    start = time.monotonic()
-    losses = runner.train(model, task, recipe, exp.seed + 1)
-    scores = {T: runner.evaluate(model, task, T, recipe.eval_batch, exp.seed + 2)
-              for T in recipe.test_lengths}
+    with _attention_variant(args.short_convs, args.sdpa):
+        torch.manual_seed(exp.seed)
+        model = exp_models.build_model(spec, task, recipe)
+        start = time.monotonic()
+        losses = runner.train(model, task, recipe, exp.seed + 1)
+        scores = {T: runner.evaluate(model, task, T, recipe.eval_batch, exp.seed + 2)
+                  for T in recipe.test_lengths}
     tail = losses[-20:]
     print(json.dumps(dict(model=args.model, task=task.name, options=spec.options,
                           short_convs=args.short_convs, sdpa=args.sdpa, steps=recipe.steps,
