@@ -35,14 +35,14 @@ namespace {
 // Per-chunk buffers of phases A' and C', one set per thread, grown once and then reused (no
 // allocation per chunk). Every chunk overwrites what it reads, so nothing is cleared per chunk.
 struct Workspace {
-  std::vector<float> dO, num, raw, dA, dV, work, dx, dy, tmp, gate_row;
+  std::vector<float> dO, num, raw, dA, dV, dq, dk, work, dx, dy, tmp, gate_row;
   std::vector<double> dB, pre, column, den, dden, z, dz, state_term, run, before;
   static Workspace& get(int64_t K, int64_t V) {
     thread_local Workspace w;
     const auto grow = [](auto& v, int64_t n) { if (v.size() < static_cast<size_t>(n)) v.resize(n); };
     for (auto* v : {&w.dO, &w.num, &w.dV}) grow(*v, kChunk * V);
     for (auto* v : {&w.raw, &w.dA}) grow(*v, kChunk * kChunk);
-    for (auto* v : {&w.dx, &w.dy}) grow(*v, kChunk * K);
+    for (auto* v : {&w.dq, &w.dk, &w.dx, &w.dy}) grow(*v, kChunk * K);
     grow(w.work, kChunk * std::max(K, V));
     grow(w.tmp, K);
     grow(w.gate_row, K);
@@ -193,8 +193,9 @@ namespace gla {
 namespace {
 
 // The gradients that need only chunk ci, the state entering it (Sn) and the gradient of the
-// state leaving it (dSn) — phase C' — written to dv, dg/dgk and the chunk's rows of the group's
-// dq, dk (chunks own disjoint rows); and this chunk's term G = (Q ⊙ qf)^T dnum of the
+// state leaving it (dSn) — phase C' — written to dv, dg/dgk and dq, dk (or, for q/k heads read by
+// several value heads, added to the chunk's rows of dq_group, dk_group, which sum over them;
+// chunks own disjoint rows); and this chunk's term G = (Q ⊙ qf)^T dnum of the
 // state-gradient scan and its decay. Both the phased and the fused backward run exactly this, so
 // they agree bit for bit. dz_chunk (normalize) may be null; `walk` is the order of the caller's
 // chunks (for prefetching).
@@ -216,8 +217,15 @@ void chunk_gradients(const Item& it, const OpGradOutputs& go, const OpGrads& gr,
   Workspace& w = Workspace::get(K, V);
   const int64_t rows = c.rows;
   float* work = w.work.data();
-  float* dq = dq_group + t0 * K;
-  float* dk = dk_group + t0 * K;
+  // Without a group the chunk's dq, dk rows are complete here and go to the outputs from a
+  // buffer in cache (no item-sized buffer to clear, add to and copy out cold).
+  const bool own_rows = dq_group == nullptr;
+  float* dq = own_rows ? w.dq.data() : dq_group + t0 * K;
+  float* dk = own_rows ? w.dk.data() : dk_group + t0 * K;
+  if (own_rows) {
+    std::fill(dq, dq + rows * K, 0.0f);
+    std::fill(dk, dk + rows * K, 0.0f);
+  }
   load_rows(go.d_o, s.batch, s.start + t0, rows, hv, w.dO.data(), V);
   const Span next = next_chunk(it, t0, rows, walk);
   if (next.rows > 0) prefetch_rows(go.d_o, s.batch, s.start + next.t0, next.rows, hv);
@@ -247,6 +255,8 @@ void chunk_gradients(const Item& it, const OpGradOutputs& go, const OpGrads& gr,
     store_rows(gr.dv, s.batch, s.start + t0, rows, hv, w.dV.data(), V);
   }
   if (want_gate) gate_gradient(it, c, w, Sn, dSn, dgate);
+  if (own_rows && gr.dq.given()) store_rows(gr.dq, s.batch, s.start + t0, rows, it.hq, dq, K);
+  if (own_rows && gr.dk.given()) store_rows(gr.dk, s.batch, s.start + t0, rows, it.hq, dk, K);
   // This chunk's term of the state-gradient scan (unless the caller has it already).
   if (!G) return;
   apply_factor(gate, rows, K, c.q, c.q_factor, work);
@@ -270,9 +280,14 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
     const Sequence& s = p.sequences[n];
     const int64_t len = s.length;
     ScratchArena& arena = ScratchArena::local();
-    float* dq_group = arena.get<float>(gla::kSlotGroupGrads, 2 * len * K);  // summed over hv
-    float* dk_group = dq_group + len * K;
-    std::fill(dq_group, dq_group + 2 * len * K, 0.0f);
+    const bool grouped = p.group() > 1;  // dq, dk sum over the group's value heads
+    float* dq_group = nullptr;
+    float* dk_group = nullptr;
+    if (grouped) {
+      dq_group = arena.get<float>(gla::kSlotGroupGrads, 2 * len * K);
+      dk_group = dq_group + len * K;
+      std::fill(dq_group, dq_group + 2 * len * K, 0.0f);
+    }
 
     for (int64_t hv = hq * p.group(); hv < (hq + 1) * p.group(); ++hv) {
       const gla::Item it{p, a, s, n, hv, hq, gate};
@@ -331,8 +346,8 @@ void gla_chunk_backward(const Problem& p, const OpArgs& a, const OpGradOutputs& 
       }
       if (gr.dinitial_state.given()) store_state(gr.dinitial_state, n, hv, K, V, dS);
     }
-    if (gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group, K);
-    if (gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group, K);
+    if (grouped && gr.dq.given()) store_rows(gr.dq, s.batch, s.start, len, hq, dq_group, K);
+    if (grouped && gr.dk.given()) store_rows(gr.dk, s.batch, s.start, len, hq, dk_group, K);
   };
   for_each_work_item(items, run_item);
 }
