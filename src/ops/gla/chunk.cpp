@@ -14,14 +14,16 @@ namespace {
 
 using kernels::Accumulate;
 
-// Row i of A: A[i, j] *= scale * exp(b_i - b_j) for j <= i, 0 beyond. The exponent is formed in
-// double from chunk-local sums (S1, S3), so a large early decay cannot swamp later small ones.
-void decay_scalar_scores(const Chunk& c, double scale, float* tmp) {
+// decay[i, j] = exp(b_i - b_j) for j <= i, and row i of A times scale decay[i, :], 0 beyond.
+// The exponent is formed in double from chunk-local sums (S1, S3), so a large early decay cannot
+// swamp later small ones.
+void decay_scalar_scores(const Chunk& c, double scale) {
   for (int64_t i = 0; i < c.rows; ++i) {
-    for (int64_t j = 0; j <= i; ++j) tmp[j] = static_cast<float>(c.B[i] - c.B[j]);
-    kernels::exp_inplace(tmp, i + 1);
+    float* decay = c.decay + i * kChunk;
+    for (int64_t j = 0; j <= i; ++j) decay[j] = static_cast<float>(c.B[i] - c.B[j]);
+    kernels::exp_inplace(decay, i + 1);
     float* row = c.A + i * kChunk;
-    for (int64_t j = 0; j <= i; ++j) row[j] *= static_cast<float>(scale) * tmp[j];
+    for (int64_t j = 0; j <= i; ++j) row[j] *= static_cast<float>(scale) * decay[j];
     std::fill(row + i + 1, row + c.rows, 0.0f);
   }
 }
@@ -45,8 +47,13 @@ void scan_step(Gate gate, int64_t K, int64_t V, const float* decay, const float*
     kernels::axpy(V, gate == Gate::vector ? decay[r] : decay[0], prev + r * V, next + r * V);
 }
 
+Span next_chunk(const Item& it, int64_t t0, int64_t rows, Walk walk) {
+  if (walk == Walk::down) return {std::max<int64_t>(t0 - kChunk, 0), std::min(kChunk, t0)};
+  return {t0 + rows, std::min(kChunk, it.s.length - (t0 + rows))};
+}
+
 void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need,
-                   kernels::Products products) {
+                   kernels::Products products, Walk walk) {
   const bool with_queries = need != Need::state, with_scores = need == Need::scores;
   const bool bf16 = products == kernels::Products::bf16;
   const Problem& p = it.p;
@@ -70,12 +77,13 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
     c.v = arena.get<float>(kSlotV, kChunk * V);
     load_rows(it.a.v, b, row0, rows, it.hv, c.v, V);
   }
-  const int64_t next = std::min(kChunk, it.s.length - (t0 + rows));  // the next chunk's rows
-  if (next > 0) {
-    if (with_queries) prefetch_rows(it.a.q, b, row0 + rows, next, it.hq);
-    prefetch_rows(it.a.k, b, row0 + rows, next, it.hq);
-    prefetch_rows(it.a.v, b, row0 + rows, next, it.hv);
-    if (it.gate == Gate::vector) prefetch_rows(it.a.gk, b, row0 + rows, next, it.hv);
+  const Span next = next_chunk(it, t0, rows, walk);
+  if (next.rows > 0) {
+    const int64_t next0 = it.s.start + next.t0;
+    if (with_queries) prefetch_rows(it.a.q, b, next0, next.rows, it.hq);
+    prefetch_rows(it.a.k, b, next0, next.rows, it.hq);
+    prefetch_rows(it.a.v, b, next0, next.rows, it.hv);
+    if (it.gate == Gate::vector) prefetch_rows(it.a.gk, b, next0, next.rows, it.hv);
   }
   c.A = arena.get<float>(kSlotA, kChunk * kChunk);
   float* tmp = arena.get<float>(kSlotWork0, std::max(kChunk, K));
@@ -153,7 +161,8 @@ void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need
   if (!vector) {
     if (bf16) kernels::lower_gemm_bf16_nt(rows, K, c.q16, K, c.k16, K, c.A, kChunk);
     else kernels::lower_gemm_nt(rows, K, c.q, K, c.k, K, c.A, kChunk);
-    decay_scalar_scores(c, p.scale, tmp);
+    c.decay = arena.get<float>(kSlotDecayMatrix, kChunk * kChunk);
+    decay_scalar_scores(c, p.scale);
     return;
   }
   const channel_gate::Factors f = factors_of(c, K);

@@ -37,6 +37,8 @@ struct Chunk {
   float* k_factor = nullptr; // scalar: [C] e^{b_last-b_j}; vector: [C, K] e^{B_last-B_j}
   float* state_decay = nullptr;  // scalar: [1] e^{b_last}; vector: [K] e^{B_last}
   float* A = nullptr;        // [C, C] scale * (intra scores ⊙ decay), zero above the diagonal
+  float* decay = nullptr;    // scalar gates: [C, C] e^{b_i - b_j} for j <= i (A's decay, kept for
+                             // the backward's dA so that it is exponentiated once per chunk)
   // Per-channel gates only (§3.3 S5 with the reference at the middle row m): when the chunk's
   // decay span allows, A = scale q~ k~^T with q~ = q e^{B-B_m}, k~ = k e^{B_m-B}; the backward
   // reuses them. `factored` false means A was formed pair by pair (extreme decays).
@@ -64,10 +66,21 @@ inline channel_gate::Factors factors_of(const Chunk& c, int64_t K) {
 // the state-gradient pass also q and q_factor; outputs and gradients also the scores A.
 enum class Need { state, queries, scores };
 
+// Which way the caller walks the chunks: prepare_chunk prefetches the rows of the chunk it will
+// ask for next (the forward passes go up, the backward's reverse pass down).
+enum class Walk { up, down };
+
 // Loads tokens [t0, t0 + rows) of the item and computes what `need` asks of Chunk with
 // `products` precision (the backward and dplr always use fp32).
 void prepare_chunk(const Item& it, int64_t t0, int64_t rows, Chunk& c, Need need,
-                   kernels::Products products = kernels::Products::f32);
+                   kernels::Products products = kernels::Products::f32, Walk walk = Walk::up);
+
+// The tokens [t0, t0 + rows) of the chunk after the one at t0 (of `rows` tokens) in direction
+// `walk`; rows = 0 at the end of the sequence.
+struct Span {
+  int64_t t0, rows;
+};
+Span next_chunk(const Item& it, int64_t t0, int64_t rows, Walk walk);
 
 // dst[r, :] = x[r, :] * factor (factor per row for scalar gates, per element for vector gates).
 void apply_factor(Gate gate, int64_t rows, int64_t K, const float* x, const float* factor, float* dst);
@@ -100,6 +113,7 @@ enum Slot : int {
   kSlotQ, kSlotK, kSlotV, kSlotQFactor, kSlotKFactor, kSlotDecay, kSlotA, kSlotQTilde,
   kSlotKTilde, kSlotB, kSlotWork0, kSlotWork1, kSlotWork2, kSlotStates, kSlotGrads,
   kSlotStateGrads, kSlotDecays, kSlotRatio, kSlotInverseRatio, kSlotGroupGrads, kSlotBf16Rows,
+  kSlotDecayMatrix,
 };
 
 }  // namespace linattn::gla
