@@ -10,7 +10,7 @@
 namespace linattn {
 
 inline constexpr std::size_t kScratchAlignment = 64;  // one cache line, one AVX-512 vector
-inline constexpr int kScratchSlots = 24;
+inline constexpr int kScratchSlots = 25;
 
 class ScratchArena {
  public:

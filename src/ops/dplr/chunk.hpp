@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "core/scratch.hpp"
 #include "ops/gla/chunk.hpp"
 
 namespace linattn::dplr {
@@ -81,7 +82,9 @@ Side right_b(const Chunk& c);
 void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,
                    float* dx, float* dy, double* dE, double* dG);
 
-// Scratch slot of this family (core/scratch.hpp): 0-19 are gla::prepare_chunk's, 22-23 the GEMMs'.
-inline constexpr int kSlotChunk = 20;
+// Scratch slot of this family (core/scratch.hpp): the first after gla::prepare_chunk's, which
+// dplr calls too; the GEMMs own the last two.
+inline constexpr int kSlotChunk = gla::kSlotDecayMatrix + 1;
+static_assert(kSlotChunk < ScratchArena::kGemmSlot - 1, "dplr's slot collides with the GEMMs'");
 
 }  // namespace linattn::dplr
