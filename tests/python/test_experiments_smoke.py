@@ -107,3 +107,12 @@ def test_investigation_probes_run(capsys):
 
     assert layers.MIXERS["attention"] is layers.Attention  # the probes restore the layers
     assert layers.Attention._attend is not investigate._sdpa_attend
+
+
+def test_investigation_probe_rejects_unknown_task():
+    from linattn.experiments import investigate
+
+    with pytest.raises(SystemExit):
+        investigate.main(["state_tracking", "DeltaNet beta [0,1]", "--task", "S5"])
+    with pytest.raises(SystemExit):
+        investigate.main(["state_tracking", "DeltaNet beta [0,1]", "--pairs", "4"])

@@ -93,8 +93,12 @@ def main(argv=None) -> None:
     if args.lr:
         recipe = dataclasses.replace(recipe, lr=args.lr)
     tasks = {t.name: t for t in exp.tasks}
+    if args.task and args.task not in tasks:
+        ap.error(f"experiment '{exp.name}' has no task {args.task!r}; its tasks: {list(tasks)}")
     task = tasks[args.task] if args.task else exp.tasks[0]
     if args.pairs:
+        if not hasattr(task, "pairs"):
+            ap.error(f"--pairs applies to MQAR tasks, not to {task.name!r}")
         task = dataclasses.replace(task, pairs=args.pairs)
     with _attention_variant(args.short_convs, args.sdpa):
         torch.manual_seed(exp.seed)
