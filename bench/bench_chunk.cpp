@@ -1,5 +1,5 @@
-// Chunk-parallel forward and backward of the gated family and the delta family at issues 3/4's
-// shape (B=1, H=16, T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS).
+// Chunk-parallel forward and backward of the gated family and the delta family at the
+// target shape (B=1, H=16, T=4096, K=V=128, fp32), on the OpenMP threads in use (OMP_NUM_THREADS).
 // GFLOP/s counts the dense chunked forward FLOPs of algorithms.md §5 per token and head:
 // 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), plus 3(c+1)K (c = 16)
 // for kda's per-channel gated score matrices (§4.8d), and §4.8d's 10CK + 8CV + C^2/3 + 8KV for
@@ -85,7 +85,7 @@ void BM_DplrBackward(benchmark::State& state) {
   time_backward(state, target_case(Op::dplr_delta_rule, 4096, state.range(0)));
 }
 
-// One long sequence with fewer heads than threads (issue 4's few-items mode,
+// One long sequence with fewer heads than threads (the few-items mode,
 // ops/common/chunk_windows.hpp): B=1, T=65536, K=V=128. Args: op, heads.
 void BM_FewItemsForward(benchmark::State& state) {
   time_forward(state, target_case(static_cast<Op>(state.range(0)), 65536, 128, state.range(1)), DType::f32,

@@ -240,7 +240,7 @@ const char* linattn_last_error(void) LINATTN_NOEXCEPT;
 /* The library version "major.minor.patch" (a static string). */
 const char* linattn_version(void) LINATTN_NOEXCEPT;
 
-/* ---- Softmax attention (linattn/attention.hpp; algorithms.md 4.11): causal, optional sliding
+/* ---- Softmax attention (linattn/attention.hpp; algorithms.md §4.11): causal, optional sliding
  * window, GQA (H % Hkv == 0), cu_seqlens. Forms: REFERENCE (fp64 oracle), CHUNK (tiled
  * flash-style forward/backward), RECURRENT (decode against a KV cache). */
 typedef struct linattn_attention_args {

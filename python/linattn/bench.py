@@ -422,7 +422,7 @@ def chunk_flops_per_token(op: str, K: int, V: int, C: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# The fast-form suite (issues 3 and 4): chunk forward, forward+backward, decode step, T sweep,
+# The fast-form suite: chunk forward, forward+backward, decode step, T sweep,
 # bf16, and for DeltaProduct the cost against n_h. One suite serves every family with fast forms:
 # a Family says how to draw its inputs, its PyTorch baselines, its FLOP model and its targets.
 
@@ -443,19 +443,18 @@ class Family:
     chunked: Callable       # (op, **inputs, chunk_size=C) -> (o, final_state)
     decode: Callable        # (op, **inputs, state=S) -> o, S updated in place
     chunk_flops: Callable   # (op, K, V, C) -> forward FLOPs per token per head
-    issue: str
     targets: tuple[Target, ...]
 
 
 def gated_family() -> Family:
     return Family(
         "gated", GATED, gated_inputs, torch_chunked, torch_decode_step, chunk_flops_per_token,
-        "issue-3", (Target("chunk fwd >= 10x torch chunked", "fwd", 10.0),
-                    Target("chunk fwd >= 50% of peak", "peak", 50.0),
-                    Target("fwd+bwd >= 5x torch autograd", "fwdbwd", 5.0),
-                    Target("decode >= 3x torch", "decode", 3.0),
-                    Target("flat within 15% over the T sweep (max/min <= 1.15)", "flat", 1.15, False),
-                    Target("bf16 >= 1.3x fp32", "bf16", 1.3)))
+        (Target("chunk fwd >= 10x torch chunked", "fwd", 10.0),
+         Target("chunk fwd >= 50% of peak", "peak", 50.0),
+         Target("fwd+bwd >= 5x torch autograd", "fwdbwd", 5.0),
+         Target("decode >= 3x torch", "decode", 3.0),
+         Target("flat within 15% over the T sweep (max/min <= 1.15)", "flat", 1.15, False),
+         Target("bf16 >= 1.3x fp32", "bf16", 1.3)))
 
 
 def delta_family() -> Family:
@@ -464,10 +463,10 @@ def delta_family() -> Family:
     return Family(
         "delta", d.DELTA, d.delta_inputs, d.torch_chunked_delta, d.torch_decode_step_delta,
         d.delta_chunk_flops_per_token,
-        "issue-4", (Target("chunk fwd >= 8x torch chunked (UT transform)", "fwd", 8.0),
-                    Target("chunk fwd >= 40% of peak", "peak", 40.0),
-                    Target("fwd+bwd >= 4x torch autograd", "fwdbwd", 4.0),
-                    Target("decode >= 3x torch", "decode", 3.0)))
+        (Target("chunk fwd >= 8x torch chunked (UT transform)", "fwd", 8.0),
+         Target("chunk fwd >= 40% of peak", "peak", 40.0),
+         Target("fwd+bwd >= 4x torch autograd", "fwdbwd", 4.0),
+         Target("decode >= 3x torch", "decode", 3.0)))
 
 
 def family_of(op: str) -> Family | None:
@@ -754,7 +753,7 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
 
 
 def householder_rows(cfg: SuiteConfig, add, timer, tick) -> list[str]:
-    """DeltaProduct's cost against n_h (issue 4: no worse than linear): linattn chunk forward
+    """DeltaProduct's cost against n_h (the goal: no worse than linear in n_h): linattn chunk forward
     and forward+backward for n_h = 1..4 on the suite's shape; returns the notes with
     time(n_h) / time(1) next to n_h."""
     import torch
@@ -949,7 +948,7 @@ class Report:
             family = family_of(s.title.split(":")[0])
             if family and s.rows and any(r.impl.startswith("linattn") for r in s.rows):
                 if any(r.name.startswith(("fwd", "decode", "sweep", "bf16")) for r in s.rows):
-                    lines += [f"{family.issue} targets:", *target_lines(s, family)]
+                    lines += [f"{family.name} family targets:", *target_lines(s, family)]
         lines.append("")
         if self.others_percent is not None:
             lines.append(f"machine: other processes used {self.others_percent:.1f}% of the CPU "

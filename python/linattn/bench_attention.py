@@ -100,7 +100,7 @@ def fwd_bwd_sections(cfg: AttentionConfig, threads: int, peak: float, guard: Qui
         rows.append(Row(name, "linattn chunk", threads, T, mine, f, peak, baseline_seconds=base,
                         note=note))
     return Section(f"softmax_attention: fp32 causal B=1 T={T} H={H} K=V={D}, {threads} threads",
-                   rows, ["target (issue 7): linattn >= 1.0x torch SDPA for fwd and fwd+bwd"])
+                   rows, ["target: linattn >= 1.0x torch SDPA for fwd and fwd+bwd"])
 
 
 def decode_section(cfg: AttentionConfig, threads: int, peak: float, guard: QuietGuard):

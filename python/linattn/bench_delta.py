@@ -1,4 +1,4 @@
-"""PyTorch baselines of the delta-rule family for `linattn bench` (issue 4): the chunked
+"""PyTorch baselines of the delta-rule family for `linattn bench`: the chunked
 UT-transform formulation a PyTorch user writes with torch matmuls and triangular solves
 (algorithms.md §3.5, §4.5-§4.7 (b)), its autograd as the forward+backward baseline, and the
 decode step. Like the gated family's baseline (bench.torch_chunked), every part that does not

@@ -1,4 +1,4 @@
-"""Training-step benchmark (issue 5): a small Gated DeltaNet LM, linattn's C++ mixer against the
+"""Training-step benchmark: a small Gated DeltaNet LM, linattn's C++ mixer against the
 same model with a PyTorch chunked formulation of the mixer, measured in the same run.
 
     .venv/bin/python -m linattn.bench_train --threads 2            # B=8, T=512, 4 x d256 x 4 heads

@@ -157,10 +157,12 @@ void PairTile(int64_t pairs, const uint32_t* HWY_RESTRICT A, int64_t a_row, int6
   }
 }
 
-PairKernel WideningKernel() {
-  return {2 * static_cast<int64_t>(hn::Lanes(D())), HWY_MAX_BYTES >= 64 ? 8 : 4,
-          {nullptr, &PairTile<1>, &PairTile<2>, &PairTile<3>, &PairTile<4>, &PairTile<5>,
-           &PairTile<6>, &PairTile<7>, &PairTile<8>}};
+const PairKernel* WideningKernel() {
+  static const PairKernel kernel = {
+      2 * static_cast<int64_t>(hn::Lanes(D())), HWY_MAX_BYTES >= 64 ? 8 : 4,
+      {nullptr, &PairTile<1>, &PairTile<2>, &PairTile<3>, &PairTile<4>, &PairTile<5>,
+       &PairTile<6>, &PairTile<7>, &PairTile<8>}};
+  return &kernel;
 }
 
 }  // namespace HWY_NAMESPACE
@@ -228,8 +230,9 @@ const PairKernel& pair_kernel() {
 #if LINATTN_NATIVE_BF16_DOT
   if (cpu_has_native() && !force_widening.load(std::memory_order_relaxed)) return kNative;
 #endif
-  static const PairKernel widening = HWY_DYNAMIC_DISPATCH(WideningKernel)();
-  return widening;
+  // Dispatched on every call, not cached: the kernel tests switch targets between calls
+  // (hwy::SetSupportedTargetsForTest), and the call is nothing next to the GEMM's work.
+  return *HWY_DYNAMIC_DISPATCH(WideningKernel)();
 }
 
 // All rows of one block of kern.width columns of C.

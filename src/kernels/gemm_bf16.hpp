@@ -1,5 +1,5 @@
 // GEMMs with bfloat16 operands and fp32 accumulation, for the chunk forms when the inputs are
-// bf16 (issue 3): every product takes bf16 operands, every sum is fp32. An operand is either bf16
+// bf16: every product takes bf16 operands, every sum is fp32. An operand is either bf16
 // bits (uint16_t: the caller's inputs as given) or fp32 values rounded to bf16 (nearest even, as
 // f32_to_bf16) while it is packed, as fla casts gate-scaled operands to the input dtype before its
 // tensor-core dots. Each call packs its operands into the calling thread's scratch in the layout

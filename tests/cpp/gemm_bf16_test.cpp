@@ -1,6 +1,7 @@
 // The bf16-operand GEMMs against an fp64 product of the bf16-rounded operands, on both pairwise
 // dots (native where the CPU has it, and the widening one), every operand type, shapes with row
-// tails, column tails and odd k, with and without accumulation.
+// tails, column tails and odd k, with and without accumulation; on every SIMD target of this CPU
+// (simd_targets.hpp), so the widening dot runs in each target's vectors.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 
 #include "core/dtype.hpp"
 #include "kernels/gemm_bf16.hpp"
+#include "simd_targets.hpp"
 
 namespace linattn::kernels {
 namespace {
@@ -93,7 +95,10 @@ void check_general_shapes() {
   }
 }
 
-TEST(GemmBf16, GeneralProductsMatchRoundedFp64) {
+class GemmBf16 : public PerTarget {};
+HWY_TARGET_INSTANTIATE_TEST_SUITE_P(GemmBf16);
+
+TEST_P(GemmBf16, GeneralProductsMatchRoundedFp64) {
   on_each_dot([] {
     check_general_shapes<float, float>();
     check_general_shapes<float, uint16_t>();
@@ -149,7 +154,7 @@ void check_triangular_shapes() {
   }
 }
 
-TEST(GemmBf16, TriangularProductsMatchRoundedFp64) {
+TEST_P(GemmBf16, TriangularProductsMatchRoundedFp64) {
   on_each_dot([] {
     check_triangular_shapes<float, float>();
     check_triangular_shapes<float, uint16_t>();
@@ -159,7 +164,7 @@ TEST(GemmBf16, TriangularProductsMatchRoundedFp64) {
 
 // fp32 operands are rounded exactly as f32_to_bf16 (nearest, ties to even), in the vector body
 // and the scalar tail of both packings: an identity factor makes C the rounded operand itself.
-TEST(GemmBf16, RoundsFp32OperandsToNearestEven) {
+TEST_P(GemmBf16, RoundsFp32OperandsToNearestEven) {
   const int64_t n = 37;  // a vector body and a tail
   std::vector<float> values;
   for (int64_t j = 0; j < n; ++j) {

@@ -124,7 +124,7 @@ def test_suite_runs_and_plots(tmp_path):
     assert set(report.sweep) == {"linear_attn", "gla"}
     assert plot.stat().st_size > 0
     text = report.format()
-    assert "issue-3 targets" in text and "backward counted as 2.5x forward" in text
+    assert "gated family targets" in text and "backward counted as 2.5x forward" in text
 
 
 def test_missing_forms_become_rows(monkeypatch):
@@ -153,7 +153,7 @@ def test_quiet_guard_keeps_a_quiet_measurement():
     assert guard.repeated == 0
 
 
-# ---------------------------------------------------------------------- delta family (issue 4)
+# ---------------------------------------------------------------------- delta family
 
 from linattn import bench_delta  # noqa: E402
 
@@ -214,4 +214,4 @@ def test_delta_suite_runs_with_householder_scaling():
     nh_rows = [r for r in report.sections[1].rows if r.name.startswith("n_h=")]
     assert len(nh_rows) == 2 * len(bench.HOUSEHOLDER_STEPS) and all(map(measured, nh_rows))
     text = report.format()
-    assert "issue-4 targets" in text and "time(n_h)/time(1)" in text
+    assert "delta family targets" in text and "time(n_h)/time(1)" in text

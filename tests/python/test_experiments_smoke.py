@@ -1,4 +1,4 @@
-"""Smoke test of the experiments (issue 6): every experiment's config loads and every model of it
+"""Smoke test of the experiments: every experiment's config loads and every model of it
 trains for a few steps and is evaluated, end to end through linattn's kernels, with tables and
 plots written. No accuracy is asserted here (the parity result has its own slow test)."""
 

@@ -1,4 +1,4 @@
-"""Tables and plots of the experiments' results (issue 6)."""
+"""Tables and plots of the experiments' results."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training and evaluation of the experiments (issue 6): one loop for every task and model.
+"""Training and evaluation of the experiments: one loop for every task and model.
 
 An experiment is a config (experiments/configs/*.toml, a quick and a full variant): a task, the
 models to compare (each a mixer of linattn.layers with its options), the training recipe and

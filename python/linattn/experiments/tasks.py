@@ -1,4 +1,4 @@
-"""Synthetic tasks of the experiments (issue 6): batches drawn from a seeded torch.Generator.
+"""Synthetic tasks of the experiments: batches drawn from a seeded torch.Generator.
 
 Token tasks return (inputs [B, T] int64, targets [B, T] int64, mask [B, T] bool): the model
 reads inputs[:, :t+1] and is scored on targets[:, t] where mask[:, t]. The regression task
