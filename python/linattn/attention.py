@@ -1,7 +1,7 @@
 """Softmax attention on the CPU with fla's names: the baseline of every benchmark and the
 full-attention layer of hybrid models (C++: src/ops/attention/, algorithms.md §4.11).
 
-- ``parallel_attn(q, k, v, scale=None, window_size=None, cu_seqlens=None)``: fla's
+- ``parallel_attn(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None, ...)``: fla's
   ``fla.ops.attn.parallel_attn`` (same argument names and order, causal, returns ``o``).
   q [B, T, H, K], k [B, T, Hkv, K], v [B, T, Hkv, V] with H % Hkv == 0 (GQA); ``window_size`` W
   makes token i read keys [i - W + 1, i]; ``cu_seqlens`` (B = 1) packs sequences. Torch tensors
@@ -91,14 +91,19 @@ def _autograd_function():
 _AUTOGRAD = []
 
 
-def parallel_attn(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None, *,
-                  form: str = "chunk"):
+def parallel_attn(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None,
+                  chunk_indices=None, *, sink_bias=None, form: str = "chunk"):
     """Causal softmax attention, o [B, T, H, V]: o_i = sum_{j in window(i)} softmax_j(scale q_i.k_j) v_j.
 
-    ``g`` (fla's optional forgetting-gate log decay) is not supported: passing one raises."""
+    ``g`` (fla's optional forgetting-gate log decay) and ``sink_bias`` (fla's per-head
+    attention-sink logit) are not supported: passing one raises. ``chunk_indices`` (fla's
+    precomputed varlen tiles for its GPU kernel) has no effect."""
     if g is not None:
         raise ValueError("parallel_attn: g (the forgetting-transformer gate) is not supported by "
                          "linattn; pass g=None")
+    if sink_bias is not None:
+        raise ValueError("parallel_attn: sink_bias (attention-sink logits) is not supported by "
+                         "linattn; pass sink_bias=None")
     if any(is_torch(x) and x.requires_grad for x in (q, k, v)):
         import torch
 

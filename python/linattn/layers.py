@@ -188,10 +188,17 @@ class _Mixer(nn.Module):
 
     def _make_convs(self, use_short_conv: bool, conv_size: int, conv_bias: bool,
                     dims: dict[str, int]):
+        """One ShortConvolution per conv input, registered under fla's attribute name
+        (``q_conv1d``, ...: _conv_name) so that fla's state_dict keys load as they are."""
         self.use_short_conv = use_short_conv
-        self.convs = nn.ModuleDict({
-            name: ShortConvolution(dims[name], conv_size, conv_bias, self.conv_activation)
-            for name in self.conv_inputs} if use_short_conv else {})
+        if use_short_conv:
+            for name in self.conv_inputs:
+                setattr(self, self._conv_name(name),
+                        ShortConvolution(dims[name], conv_size, conv_bias, self.conv_activation))
+
+    def _conv_name(self, name: str) -> str:
+        """fla's attribute of the short convolution of projection `name`."""
+        return f"{name}_conv1d"
 
     def forward(self, hidden_states, state: LayerState | None = None,
                 output_state: bool = False, form: str = "chunk"):
@@ -200,7 +207,8 @@ class _Mixer(nn.Module):
         for i, name in enumerate(self.conv_inputs):
             if self.use_short_conv:
                 cache = None if state is None or state.conv is None else state.conv[i]
-                h[name], cache = self.convs[name](h[name], cache, output_state, form)
+                conv = getattr(self, self._conv_name(name))
+                h[name], cache = conv(h[name], cache, output_state, form)
                 caches.append(cache)
             elif self.plain_activation is not None:
                 h[name] = self.plain_activation(h[name])
@@ -485,6 +493,9 @@ class Mamba2(_Mixer):
         self.D = nn.Parameter(torch.ones(self.num_heads))
         self.norm = RMSNorm(self.intermediate_size // n_groups, eps=norm_eps)
         self.out_proj = nn.Linear(self.intermediate_size, hidden_size, bias=use_bias)
+
+    def _conv_name(self, name: str) -> str:
+        return "conv1d"  # fla's (and Mamba-2's) name of the xBC convolution
 
     def _project(self, x):
         z, xBC, dt = self.in_proj(x).split(

@@ -85,7 +85,7 @@ def test_mamba2_negative_decay_is_the_signed_recurrence():
     _, state = m(x, output_state=True)
     with torch.no_grad():
         h = m._project(x)
-        h["xBC"], _ = m.convs["xBC"](h["xBC"], None, False, "chunk")
+        h["xBC"], _ = m.conv1d(h["xBC"], None, False, "chunk")
         xs, B, C = h["xBC"].split([m.intermediate_size, 2 * 8, 2 * 8], -1)
         dt = torch.nn.functional.softplus(h["dt"].float() + m.dt_bias).double()
         a = 2 * torch.exp(-m.A_log.exp() * dt) - 1
