@@ -38,15 +38,21 @@ class LayerState(NamedTuple):
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight over the last dimension."""
+    """x / rms(x) * weight over the last dimension, or over each group of `group_size`
+    consecutive channels of it (Mamba-2's grouped norm; the weight spans all channels)."""
 
-    def __init__(self, hidden_size: int, eps: float = 1e-5, elementwise_affine: bool = True):
+    def __init__(self, hidden_size: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 group_size: int | None = None):
         super().__init__()
-        self.eps = eps
+        self.eps, self.group_size = eps, group_size
         self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
 
     def forward(self, x):
-        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        if self.group_size is None:
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        y = F.rms_norm(x.unflatten(-1, (-1, self.group_size)), (self.group_size,), None,
+                       self.eps).flatten(-2)
+        return y if self.weight is None else y * self.weight
 
 
 class GatedRMSNorm(RMSNorm):
@@ -491,7 +497,8 @@ class Mamba2(_Mixer):
                                                          time_step_max, time_step_floor))
         self.A_log = nn.Parameter(torch.empty(self.num_heads).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(self.num_heads))
-        self.norm = RMSNorm(self.intermediate_size // n_groups, eps=norm_eps)
+        self.norm = RMSNorm(self.intermediate_size, eps=norm_eps,
+                            group_size=self.intermediate_size // n_groups)
         self.out_proj = nn.Linear(self.intermediate_size, hidden_size, bias=use_bias)
 
     def _conv_name(self, name: str) -> str:
@@ -517,7 +524,7 @@ class Mamba2(_Mixer):
         if self.allow_neg_eigval and state is not None:
             state = state * sign[:, -1, :, None, None].to(state.dtype)
         y = (o + xs * self.D[:, None].to(xs.dtype)).flatten(-2) * F.silu(h["z"])
-        y = self.norm(y.unflatten(-1, (self.n_groups, -1))).flatten(-2)
+        y = self.norm(y)
         return self.out_proj(y), state
 
     def _signed_decay(self, C, B, g):

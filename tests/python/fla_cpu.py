@@ -1,0 +1,172 @@
+"""fla's layers and models on the CPU, for comparing linattn's with them: the ``fla_cpu`` fixture
+imports fla (its Triton kernels are never launched) and swaps every Triton-only function that
+fla's layers call (short convolution, RMS norms, the mixer ops) for a pure-torch reference made
+of fla's own naive functions where fla has them (gates, recurrences, norms) and of torch's
+conv1d for the convolution. The swap replaces the function in every fla module that imported
+it, so layer code runs unchanged around it."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fla_source
+
+L2NORM_EPS = 1e-6  # fla's l2norm: x / sqrt(sum x^2 + eps)
+
+
+def l2norm(x):
+    return x * torch.rsqrt(x.float().square().sum(-1, keepdim=True) + L2NORM_EPS).to(x.dtype)
+
+
+def causal_conv1d(x, weight=None, bias=None, residual=None, initial_state=None,
+                  output_final_state=False, activation=None, backend=None, cu_seqlens=None,
+                  **_):
+    """fla's causal_conv1d by torch's conv1d: cache [N, D, W] = the last W inputs."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of fla's causal_conv1d takes no cu_seqlens")
+    B, T, D = x.shape
+    W = weight.shape[-1]
+    past = (x.new_zeros(B, D, W) if initial_state is None else initial_state).transpose(1, 2)
+    xx = torch.cat([past.to(x.dtype), x], 1)
+    y = F.conv1d(xx[:, 1:].transpose(1, 2), weight[:, None], bias, groups=D).transpose(1, 2)
+    if activation in ("silu", "swish"):
+        y = F.silu(y)
+    if residual is not None:
+        y = y + residual
+    return y, (xx[:, -W:].transpose(1, 2).contiguous() if output_final_state else None)
+
+
+def causal_conv1d_update(x, cache, residual=None, weight=None, bias=None, activation=None):
+    """fla's decode step: shift the cache by one token in place, convolve it."""
+    step = x.reshape(cache.shape[0], -1)
+    cache.copy_(torch.cat([cache[..., 1:], step[..., None].to(cache.dtype)], -1))
+    y = (cache * weight).sum(-1) + (0 if bias is None else bias)
+    if activation in ("silu", "swish"):
+        y = F.silu(y)
+    y = y.reshape(x.shape).to(x.dtype)
+    return (y if residual is None else y + residual), cache
+
+
+def rms_norm(x, weight, bias, residual=None, eps=1e-5, prenorm=False, residual_in_fp32=False,
+             **_):
+    from fla.modules.norm.layernorm import rms_norm_ref
+
+    return rms_norm_ref(x, weight, bias, residual=residual, eps=eps, prenorm=prenorm,
+                        upcast=True)
+
+
+def rms_norm_gated(x, g, weight, bias, activation="swish", residual=None, prenorm=False,
+                   residual_in_fp32=False, eps=1e-5, **_):
+    """fla's FusedRMSNormGated: rmsnorm(x) * weight, then times act(g)."""
+    if residual is not None or prenorm:
+        raise NotImplementedError("the CPU stand-in of rms_norm_gated takes no residual")
+    y = rms_norm(x, weight, bias, eps=eps).float()
+    gate = g.float().sigmoid() if activation == "sigmoid" else F.silu(g.float())
+    return (y * gate).to(x.dtype)
+
+
+def rmsnorm_fn(x, weight, bias, z=None, eps=1e-6, group_size=None, norm_before_gate=True):
+    """fla's gated (and grouped) RMSNorm of layernorm_gated, by fla's own reference."""
+    from fla.modules.norm.layernorm_gated import rms_norm_ref
+
+    return rms_norm_ref(x, weight, bias, z=z, eps=eps, group_size=group_size,
+                        norm_before_gate=norm_before_gate)
+
+
+def swish_fwd(x):
+    return F.silu(x.float()).to(x.dtype)
+
+
+def swish_bwd(x, dy):
+    s = x.float().sigmoid()
+    return (dy.float() * s * (1 + x.float() * (1 - s))).to(x.dtype)
+
+
+def _naive(path: str, name: str):
+    return getattr(fla_source.load_file(path), name)
+
+
+def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+                     use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, A_log=None,
+                     dt_bias=None, use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
+                     state_v_first=False, cu_seqlens=None, **_):
+    """fla's chunk/fused_recurrent_gated_delta_rule from its naive gate and recurrence."""
+    from fla.ops.gated_delta_rule.gate import naive_gdn_gate
+
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of the gated delta rule takes no cu_seqlens")
+    if use_gate_in_kernel:
+        g = naive_gdn_gate(g, A_log, dt_bias)
+    if use_beta_sigmoid_in_kernel:
+        beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
+    if use_qk_l2norm_in_kernel:
+        q, k = l2norm(q), l2norm(k)
+    group = v.shape[2] // q.shape[2]  # grouped value heads: each q/k head serves `group`
+    q, k = (x.repeat_interleave(group, dim=2) for x in (q, k))
+    if state_v_first and initial_state is not None:
+        initial_state = initial_state.transpose(-1, -2)
+    recurrence = _naive("fla/ops/gated_delta_rule/naive.py", "naive_recurrent_gated_delta_rule")
+    o, s = recurrence(q, k, v, beta, g, scale=scale, initial_state=initial_state,
+                      output_final_state=output_final_state)
+    if state_v_first and s is not None:
+        s = s.transpose(-1, -2)
+    return o.to(v.dtype), s
+
+
+def delta_rule(q, k, v, beta=None, scale=None, initial_state=None, output_final_state=False,
+               use_qk_l2norm_in_kernel=False, cu_seqlens=None, **_):
+    """fla's chunk/fused_recurrent_delta_rule from its naive recurrence ([B, H, T, ...])."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of the delta rule takes no cu_seqlens")
+    if use_qk_l2norm_in_kernel:
+        q, k = l2norm(q), l2norm(k)
+    beta = v.new_ones(v.shape[:3]) if beta is None else beta
+    if scale is not None:  # the naive recurrence scales by K^-0.5 itself
+        q = q * (scale * q.shape[-1] ** 0.5)
+    recurrence = _naive("fla/ops/delta_rule/naive.py", "delta_rule_recurrence")
+    o, s = recurrence(*(x.transpose(1, 2) for x in (q, k, v, beta)), initial_state=initial_state,
+                      output_final_state=output_final_state)
+    return o.transpose(1, 2).to(v.dtype), s
+
+
+_REPLACEMENTS = {
+    "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
+                                      "causal_conv1d_update": causal_conv1d_update},
+    "fla.modules.norm.layernorm": {"rms_norm": rms_norm},
+    "fla.modules.norm.fused_norm_gate": {"rms_norm_gated": rms_norm_gated},
+    "fla.modules.norm.layernorm_gated": {"rmsnorm_fn": rmsnorm_fn},
+    "fla.modules.activations.ops": {"swish_fwd": swish_fwd, "swish_bwd": swish_bwd},
+    "fla.ops.delta_rule": {"chunk_delta_rule": delta_rule,
+                           "fused_recurrent_delta_rule": delta_rule},
+    "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
+                                 "fused_recurrent_gated_delta_rule": gated_delta_rule},
+}
+
+
+@pytest.fixture
+def fla_cpu(monkeypatch):
+    """fla imported, its Triton-only functions replaced by the references above everywhere
+    fla's modules refer to them."""
+    problem = fla_source.check_installed()
+    if problem:
+        pytest.fail(problem)
+    import importlib
+
+    import fla.layers  # noqa: F401  (imports every layer module)
+    import fla.models  # noqa: F401
+
+    for module_name, swaps in _REPLACEMENTS.items():
+        module = importlib.import_module(module_name)
+        for name, replacement in swaps.items():
+            original = getattr(module, name)
+            for loaded in list(sys.modules.values()):
+                if getattr(loaded, "__name__", "").startswith("fla") and \
+                        getattr(loaded, name, None) is original:
+                    monkeypatch.setattr(loaded, name, replacement)
+    import fla
+
+    return fla
