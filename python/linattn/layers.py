@@ -56,10 +56,19 @@ class RMSNorm(nn.Module):
 
 
 class GatedRMSNorm(RMSNorm):
-    """fla's FusedRMSNormGated: rmsnorm(x) * weight * silu(gate) (norm before the gate)."""
+    """fla's FusedRMSNormGated: rmsnorm(x) * weight * act(gate) (norm before the gate), act
+    'swish'/'silu' (fla's default) or 'sigmoid'."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, activation: str = "swish"):
+        super().__init__(hidden_size, eps)
+        gates = {"swish": F.silu, "silu": F.silu, "sigmoid": torch.sigmoid}
+        if activation not in gates:
+            raise ValueError(f"GatedRMSNorm: activation must be 'swish', 'silu' or 'sigmoid', "
+                             f"got {activation!r}")
+        self.activation = gates[activation]
 
     def forward(self, x, gate):
-        return super().forward(x) * F.silu(gate)
+        return super().forward(x) * self.activation(gate)
 
 
 class ShortConvolution(nn.Module):
@@ -181,13 +190,14 @@ class _Mixer(nn.Module):
     def _project(self, x):
         return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
 
-    def _make_output(self, hidden_size: int, value_dim: int, use_gate: bool, norm_eps: float):
-        """The output norm over each head's head_v_dim channels (gated by silu(g_proj(x)) with
+    def _make_output(self, hidden_size: int, value_dim: int, use_gate: bool, norm_eps: float,
+                     gate_activation: str = "swish"):
+        """The output norm over each head's head_v_dim channels (gated by act(g_proj(x)) with
         use_gate) and o_proj; _output_norm applies them."""
         self.use_gate = use_gate
         if use_gate:
             self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps, activation=gate_activation)
         else:
             self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
@@ -238,7 +248,7 @@ class GatedDeltaNet(_Mixer):
     """Gated DeltaNet (Yang et al. 2024), fla's GatedDeltaNet: q, k, v projections with short
     convolutions (SiLU), L2-normalised q/k, decay g = -exp(A_log) softplus(a_proj(x) + dt_bias),
     beta = sigmoid(b_proj(x)) (x2 with allow_neg_eigval), output RMSNorm gated by
-    silu(g_proj(x)), o_proj. num_v_heads > num_heads gives grouped value heads."""
+    act(g_proj(x)) (output_gate_activation: silu or sigmoid), o_proj. num_v_heads > num_heads gives grouped value heads."""
 
     conv_inputs = ("q", "k", "v")
     plain_activation = staticmethod(F.silu)
@@ -246,7 +256,8 @@ class GatedDeltaNet(_Mixer):
     def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256,
                  num_heads: int = 6, num_v_heads: int | None = None, use_gate: bool = True,
                  use_short_conv: bool = True, allow_neg_eigval: bool = False, conv_size: int = 4,
-                 conv_bias: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None):
+                 conv_bias: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None,
+                 output_gate_activation: str = "swish"):
         super().__init__()
         self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
         self.num_heads = num_heads
@@ -263,7 +274,7 @@ class GatedDeltaNet(_Mixer):
         self.dt_bias = nn.Parameter(_inverse_softplus_dt(self.num_v_heads))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        self._make_output(hidden_size, value_dim, use_gate, norm_eps)
+        self._make_output(hidden_size, value_dim, use_gate, norm_eps, output_gate_activation)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)

@@ -129,3 +129,72 @@ class CausalLM(nn.Module):
                 logits, states = self.step(token, states)
                 step_logits.append(logits)
         return torch.cat(tokens, dim=1), torch.stack(step_logits, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# fla checkpoints: a directory written by fla's <Model>ForCausalLM.save_pretrained (config.json
+# and model.safetensors, or shards with model.safetensors.index.json). fla's blocks are this
+# module's Block (pre-norm mixer, pre-norm SwiGLU MLP), so loading renames parameters only.
+
+# fla model_type -> (linattn mixer, the fla config keys that are the mixer's keyword arguments
+# under the same name). The mixer's norm_eps is the config's, as fla passes it.
+FLA_MODELS = {
+    "gated_deltanet": ("gated_deltanet", ("expand_v", "head_dim", "num_heads", "num_v_heads",
+                                          "use_gate", "use_short_conv", "allow_neg_eigval",
+                                          "conv_size", "output_gate_activation")),
+    "delta_net": ("deltanet", ("expand_k", "expand_v", "num_heads", "use_beta", "use_gate",
+                               "use_short_conv", "conv_size", "allow_neg_eigval",
+                               "qk_activation", "qk_norm")),
+}
+# fla config keys whose non-default values linattn's blocks do not implement.
+_FLA_DEFAULTS = {"attn": None, "attnres_block_size": None, "hidden_act": "swish"}
+_FLA_RENAMES = (("model.embeddings.", "embed."), ("model.layers.", "blocks."),
+                (".attn_norm.", ".mixer_norm."), (".attn.", ".mixer."), ("model.norm.", "norm."))
+
+
+def from_fla(path, dtype: torch.dtype | None = None) -> CausalLM:
+    """The CausalLM of an fla checkpoint directory (fla's *ForCausalLM.save_pretrained; model
+    types in FLA_MODELS), its parameters renamed from fla's (model.layers.i.attn.* ->
+    blocks.i.mixer.*, ...) and loaded strictly. `dtype` converts the parameters (default: as
+    stored)."""
+    import json
+    import pathlib
+
+    from safetensors.torch import load_file
+
+    root = pathlib.Path(path)
+    config = json.loads((root / "config.json").read_text())
+    kind = config.get("model_type")
+    if kind not in FLA_MODELS:
+        raise ValueError(f"from_fla: model_type {kind!r} is not supported; supported: "
+                         f"{', '.join(sorted(FLA_MODELS))}")
+    for key, default in _FLA_DEFAULTS.items():
+        if config.get(key, default) != default:
+            raise ValueError(f"from_fla: {key}={config[key]!r} is not supported (only "
+                             f"{default!r})")
+    index = root / "model.safetensors.index.json"
+    files = (sorted(set(json.loads(index.read_text())["weight_map"].values()))
+             if index.exists() else ["model.safetensors"])
+    weights = {}
+    for name in files:
+        weights.update(load_file(str(root / name)))
+    state = {_linattn_key(k): w if dtype is None else w.to(dtype) for k, w in weights.items()}
+    mixer, keys = FLA_MODELS[kind]
+    tied = config.get("tie_word_embeddings", False)
+    model = CausalLM(LMConfig(
+        vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+        num_layers=config["num_hidden_layers"], mixer=mixer,
+        mixer_kwargs={"norm_eps": config["norm_eps"],
+                      **{k: config[k] for k in keys if k in config}},
+        intermediate_size=state["blocks.0.mlp.gate_proj.weight"].shape[0],
+        norm_eps=config["norm_eps"], tie_word_embeddings=tied))
+    if tied:
+        state.setdefault("lm_head.weight", state["embed.weight"])
+    model.load_state_dict(state)
+    return model.to(dtype) if dtype is not None else model
+
+
+def _linattn_key(key: str) -> str:
+    for old, new in _FLA_RENAMES:
+        key = key.replace(old, new)
+    return key

@@ -86,6 +86,10 @@ def swish_bwd(x, dy):
     return (dy.float() * s * (1 + x.float() * (1 - s))).to(x.dtype)
 
 
+def swiglu_fwd(x, y, output_contiguous=False):
+    return (F.silu(x.float()) * y.float()).to(x.dtype)
+
+
 def _naive(path: str, name: str):
     return getattr(fla_source.load_file(path), name)
 
@@ -139,7 +143,8 @@ _REPLACEMENTS = {
     "fla.modules.norm.layernorm": {"rms_norm": rms_norm},
     "fla.modules.norm.fused_norm_gate": {"rms_norm_gated": rms_norm_gated},
     "fla.modules.norm.layernorm_gated": {"rmsnorm_fn": rmsnorm_fn},
-    "fla.modules.activations.ops": {"swish_fwd": swish_fwd, "swish_bwd": swish_bwd},
+    "fla.modules.activations.ops": {"swish_fwd": swish_fwd, "swish_bwd": swish_bwd,
+                                    "swiglu_fwd": swiglu_fwd},
     "fla.ops.delta_rule": {"chunk_delta_rule": delta_rule,
                            "fused_recurrent_delta_rule": delta_rule},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
