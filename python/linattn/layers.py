@@ -197,10 +197,15 @@ class _Mixer(nn.Module):
         self.use_gate = use_gate
         if use_gate:
             self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps, activation=gate_activation)
+            norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps, activation=gate_activation)
         else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+            norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        setattr(self, self._norm_name(use_gate), norm)
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    def _norm_name(self, gated: bool) -> str:
+        """fla's attribute of the output norm (gated or not)."""
+        return "o_norm"
 
     def _make_convs(self, use_short_conv: bool, conv_size: int, conv_bias: bool,
                     dims: dict[str, int]):
@@ -296,8 +301,8 @@ class GatedDeltaNet(_Mixer):
 def _output_norm(layer, x, o):
     """The output norm, gated by silu(g_proj(x)) per head when the layer has an output gate."""
     if layer.use_gate:
-        return layer.o_norm(o, _heads(layer.g_proj(x), o.shape[-1]))
-    return layer.o_norm(o)
+        return getattr(layer, layer._norm_name(True))(o, _heads(layer.g_proj(x), o.shape[-1]))
+    return getattr(layer, layer._norm_name(False))(o)
 
 
 class DeltaNet(_Mixer):
@@ -365,6 +370,9 @@ class GatedLinearAttention(_Mixer):
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
         self._make_output(hidden_size, value_dim, use_output_gate, norm_eps)
+
+    def _norm_name(self, gated: bool) -> str:
+        return "g_norm_swish_gate" if gated else "g_norm"  # fla's GLA names
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         gk = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer

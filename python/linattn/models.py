@@ -137,14 +137,18 @@ class CausalLM(nn.Module):
 # module's Block (pre-norm mixer, pre-norm SwiGLU MLP), so loading renames parameters only.
 
 # fla model_type -> (linattn mixer, the fla config keys that are the mixer's keyword arguments
-# under the same name). The mixer's norm_eps is the config's, as fla passes it.
+# under the same name, the config values linattn's mixer requires (fla's defaults)). The
+# mixer's norm_eps is the config's, as fla passes it.
 FLA_MODELS = {
     "gated_deltanet": ("gated_deltanet", ("expand_v", "head_dim", "num_heads", "num_v_heads",
                                           "use_gate", "use_short_conv", "allow_neg_eigval",
-                                          "conv_size", "output_gate_activation")),
+                                          "conv_size", "output_gate_activation"), {}),
     "delta_net": ("deltanet", ("expand_k", "expand_v", "num_heads", "use_beta", "use_gate",
                                "use_short_conv", "conv_size", "allow_neg_eigval",
-                               "qk_activation", "qk_norm")),
+                               "qk_activation", "qk_norm"), {}),
+    "gla": ("gla", ("expand_k", "expand_v", "num_heads", "use_short_conv", "conv_size",
+                    "use_output_gate", "clamp_min"),
+            {"num_kv_heads": None, "feature_map": None, "elementwise_affine": True}),
 }
 # fla config keys whose non-default values linattn's blocks do not implement.
 _FLA_DEFAULTS = {"attn": None, "attnres_block_size": None, "hidden_act": "swish"}
@@ -168,7 +172,8 @@ def from_fla(path, dtype: torch.dtype | None = None) -> CausalLM:
     if kind not in FLA_MODELS:
         raise ValueError(f"from_fla: model_type {kind!r} is not supported; supported: "
                          f"{', '.join(sorted(FLA_MODELS))}")
-    for key, default in _FLA_DEFAULTS.items():
+    mixer, keys, required = FLA_MODELS[kind]
+    for key, default in {**_FLA_DEFAULTS, **required}.items():
         if config.get(key, default) != default:
             raise ValueError(f"from_fla: {key}={config[key]!r} is not supported (only "
                              f"{default!r})")
@@ -179,7 +184,6 @@ def from_fla(path, dtype: torch.dtype | None = None) -> CausalLM:
     for name in files:
         weights.update(load_file(str(root / name)))
     state = {_linattn_key(k): w if dtype is None else w.to(dtype) for k, w in weights.items()}
-    mixer, keys = FLA_MODELS[kind]
     tied = config.get("tie_word_embeddings", False)
     model = CausalLM(LMConfig(
         vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],

@@ -137,6 +137,19 @@ def delta_rule(q, k, v, beta=None, scale=None, initial_state=None, output_final_
     return o.transpose(1, 2).to(v.dtype), s
 
 
+def gla(q, k, v, g=None, gk=None, scale=None, initial_state=None, output_final_state=False,
+        cu_seqlens=None, **_):
+    """fla's chunk/fused_recurrent_gla from its naive recurrence (its scale is K^-0.5)."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of GLA takes no cu_seqlens")
+    if scale is not None:
+        q = q * (scale * q.shape[-1] ** 0.5)
+    recurrence = _naive("fla/ops/gla/naive.py", "naive_recurrent_gla")
+    o, s = recurrence(q, k, v, gk if gk is not None else g, initial_state=initial_state,
+                      output_final_state=output_final_state)
+    return o.to(v.dtype), s
+
+
 _REPLACEMENTS = {
     "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
                                       "causal_conv1d_update": causal_conv1d_update},
@@ -147,6 +160,7 @@ _REPLACEMENTS = {
                                     "swiglu_fwd": swiglu_fwd},
     "fla.ops.delta_rule": {"chunk_delta_rule": delta_rule,
                            "fused_recurrent_delta_rule": delta_rule},
+    "fla.ops.gla": {"chunk_gla": gla, "fused_recurrent_gla": gla},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
                                  "fused_recurrent_gated_delta_rule": gated_delta_rule},
 }

@@ -79,6 +79,7 @@ FLA_MODEL_CONFIGS = {
     "gated_deltanet": ("GatedDeltaNetConfig", "GatedDeltaNetForCausalLM",
                        dict(head_dim=16, num_heads=2, expand_v=1.5)),
     "delta_net": ("DeltaNetConfig", "DeltaNetForCausalLM", dict(num_heads=3, use_gate=True)),
+    "gla": ("GLAConfig", "GLAForCausalLM", dict(num_heads=2, use_short_conv=True)),
 }
 
 
@@ -121,3 +122,12 @@ def test_from_fla_refuses_what_it_cannot_build(tmp_path):
                                                       "attn": {"layers": [1]}}))
     with pytest.raises(ValueError, match="attn=.* is not supported"):
         models.from_fla(tmp_path)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(use_short_conv=True, clamp_min=-0.5),
+                                     dict(use_output_gate=False)],
+                         ids=["default", "conv-clamp", "no-gate"])
+def test_gla_loads_fla_layer(fla_cpu, options):
+    kwargs = dict(hidden_size=48, num_heads=2, **options)
+    _compare_layer(fla_cpu.layers.GatedLinearAttention(**kwargs),
+                   layers.GatedLinearAttention(**kwargs))
