@@ -570,8 +570,8 @@ class GatedDeltaProduct(_Mixer):
 
     def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256,
                  num_heads: int = 6, num_householder: int = 2, use_output_gate: bool = True,
-                 use_short_conv: bool = True, allow_neg_eigval: bool = False,
-                 use_forget_gate: bool = False, conv_size: int = 4, conv_bias: bool = False,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = True,
+                 use_forget_gate: bool = True, conv_size: int = 4, conv_bias: bool = False,
                  norm_eps: float = 1e-5, layer_idx: int | None = None):
         super().__init__()
         self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)

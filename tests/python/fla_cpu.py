@@ -105,6 +105,8 @@ def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_fi
         raise NotImplementedError("the CPU stand-in of the gated delta rule takes no cu_seqlens")
     if use_gate_in_kernel:
         g = naive_gdn_gate(g, A_log, dt_bias)
+    g = v.new_zeros(v.shape[:3]) if g is None else g  # fla's g=None: no decay
+    beta = v.new_ones(v.shape[:3]) if beta is None else beta
     if use_beta_sigmoid_in_kernel:
         beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
     if use_qk_l2norm_in_kernel:
@@ -150,6 +152,20 @@ def gla(q, k, v, g=None, gk=None, scale=None, initial_state=None, output_final_s
     return o.to(v.dtype), s
 
 
+def gated_delta_product(q, k, v, g, beta, num_householder, scale=None, initial_state=None,
+                        output_final_state=False, use_qk_l2norm_in_kernel=False,
+                        cu_seqlens=None, **_):
+    """fla's chunk_gated_delta_product from its naive recurrence."""
+    if use_qk_l2norm_in_kernel:
+        q, k = l2norm(q), l2norm(k)
+    recurrence = _naive("fla/ops/gated_delta_product/naive.py",
+                        "naive_recurrent_gated_delta_product")
+    o, s = recurrence(q, k, v, g, beta, q.shape[-1] ** -0.5 if scale is None else scale,
+                      cu_seqlens=cu_seqlens, initial_state=initial_state,
+                      output_final_state=output_final_state, num_householder=num_householder)
+    return o.to(v.dtype), s
+
+
 _REPLACEMENTS = {
     "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
                                       "causal_conv1d_update": causal_conv1d_update},
@@ -160,6 +176,7 @@ _REPLACEMENTS = {
                                     "swiglu_fwd": swiglu_fwd},
     "fla.ops.delta_rule": {"chunk_delta_rule": delta_rule,
                            "fused_recurrent_delta_rule": delta_rule},
+    "fla.ops.gated_delta_product": {"chunk_gated_delta_product": gated_delta_product},
     "fla.ops.gla": {"chunk_gla": gla, "fused_recurrent_gla": gla},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
                                  "fused_recurrent_gated_delta_rule": gated_delta_rule},

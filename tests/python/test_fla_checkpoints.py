@@ -80,6 +80,8 @@ FLA_MODEL_CONFIGS = {
                        dict(head_dim=16, num_heads=2, expand_v=1.5)),
     "delta_net": ("DeltaNetConfig", "DeltaNetForCausalLM", dict(num_heads=3, use_gate=True)),
     "gla": ("GLAConfig", "GLAForCausalLM", dict(num_heads=2, use_short_conv=True)),
+    "gated_deltaproduct": ("GatedDeltaProductConfig", "GatedDeltaProductForCausalLM",
+                           dict(head_dim=16, num_heads=2, num_householder=2)),
 }
 
 
@@ -131,3 +133,11 @@ def test_gla_loads_fla_layer(fla_cpu, options):
     kwargs = dict(hidden_size=48, num_heads=2, **options)
     _compare_layer(fla_cpu.layers.GatedLinearAttention(**kwargs),
                    layers.GatedLinearAttention(**kwargs))
+
+
+@pytest.mark.parametrize("options", [dict(), dict(use_forget_gate=False, num_householder=3),
+                                     dict(allow_neg_eigval=False, use_output_gate=False)],
+                         ids=["default", "no-forget-gate-nh3", "no-neg-eigval-no-gate"])
+def test_gated_deltaproduct_loads_fla_layer(fla_cpu, options):
+    kwargs = dict(hidden_size=48, head_dim=16, num_heads=2, **options)
+    _compare_layer(fla_cpu.layers.GatedDeltaProduct(**kwargs), layers.GatedDeltaProduct(**kwargs))
