@@ -612,6 +612,64 @@ class GatedDeltaProduct(_Mixer):
         return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
 
 
+class KimiDeltaAttention(_Mixer):
+    """Kimi Delta Attention (KDA, Kimi Linear 2025), fla's KimiDeltaAttention: the gated delta
+    rule with a per-key-channel decay. q, k, v projections with short convolutions (SiLU),
+    L2-normalised q/k, a low-rank gate f_proj (hidden -> head_v_dim -> HV * K) turned into the
+    log decay -exp(A_log) softplus(f + dt_bias) (or lower_bound sigmoid(exp(A_log) (f +
+    dt_bias)) with a lower_bound), beta = sigmoid(b_proj(x)) (x2 with allow_neg_eigval), output
+    RMSNorm gated by sigmoid(g_proj(x)) (low rank, with bias), o_proj. num_v_heads > num_heads
+    gives grouped value heads. safe_gate (fla's kernel choice for bounded gates) only changes
+    A_log's initialisation to zeros, as fla."""
+
+    conv_inputs = ("q", "k", "v")
+    plain_activation = staticmethod(F.silu)
+
+    def __init__(self, hidden_size: int = 2048, expand_v: float = 1, head_dim: int = 128,
+                 num_heads: int = 16, num_v_heads: int | None = None,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = False,
+                 safe_gate: bool = False, lower_bound: float | None = None, conv_size: int = 4,
+                 conv_bias: bool = False, layer_idx: int | None = None, norm_eps: float = 1e-5):
+        super().__init__()
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.num_heads = num_heads
+        self.num_v_heads = num_v_heads or num_heads
+        if self.num_v_heads % num_heads:
+            raise ValueError(f"KimiDeltaAttention: num_v_heads={self.num_v_heads} must be a "
+                             f"multiple of num_heads={num_heads}")
+        self.allow_neg_eigval, self.lower_bound = allow_neg_eigval, lower_bound
+        self.layer_idx = layer_idx
+        key_dim, value_dim = num_heads * head_dim, self.num_v_heads * self.head_v_dim
+        gate_dim = self.num_v_heads * head_dim
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": key_dim, "k": key_dim, "v": value_dim})
+        self.f_proj = nn.Sequential(nn.Linear(hidden_size, self.head_v_dim, bias=False),
+                                    nn.Linear(self.head_v_dim, gate_dim, bias=False))
+        self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.A_log = nn.Parameter(torch.zeros(self.num_v_heads) if safe_gate else
+                                  torch.empty(self.num_v_heads).uniform_(1, 16).log())
+        self.dt_bias = nn.Parameter(_inverse_softplus_dt(gate_dim))
+        self.use_gate = True
+        self.g_proj = nn.Sequential(nn.Linear(hidden_size, self.head_v_dim, bias=False),
+                                    nn.Linear(self.head_v_dim, value_dim, bias=True))
+        self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps, activation="sigmoid")
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        # fla's in-kernel gate transforms, as linattn.ops applies them for chunk_kda
+        gk, beta = ops._gate_options(
+            "KimiDeltaAttention", _heads(self.f_proj(x), self.head_k_dim), self.b_proj(x),
+            use_gate_in_kernel=True, A_log=self.A_log, dt_bias=self.dt_bias,
+            use_beta_sigmoid_in_kernel=True, allow_neg_eigval=self.allow_neg_eigval,
+            lower_bound=self.lower_bound)
+        o, state = ops.mixer("kda", _heads(h["q"], self.head_k_dim),
+                             _heads(h["k"], self.head_k_dim), _heads(h["v"], self.head_v_dim),
+                             gk=gk, beta=beta, form=form, initial_state=initial_state,
+                             output_final_state=output_final_state, use_qk_l2norm_in_kernel=True)
+        return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+
 class _LoRA(nn.Module):
     """RWKV-7's low-rank maps: up(act(down(x))) (+ bias). The decay and learning-rate maps
     start at their bias (zero up-projection), as in RWKV-7's initialisation."""
@@ -797,6 +855,7 @@ MIXERS = {
     "linear_attn": LinearAttention,
     "mamba2": Mamba2,
     "gated_deltaproduct": GatedDeltaProduct,
+    "kda": KimiDeltaAttention,
     "rwkv7": RWKV7,
     "attention": Attention,
     "lla": LocalLinearAttention,

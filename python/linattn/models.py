@@ -150,6 +150,8 @@ FLA_MODELS = {
                                                   "use_output_gate", "use_forget_gate",
                                                   "use_short_conv", "conv_size",
                                                   "allow_neg_eigval", "num_householder"), {}),
+    "kda": ("kda", ("expand_v", "head_dim", "num_heads", "num_v_heads", "use_short_conv",
+                    "allow_neg_eigval", "safe_gate", "lower_bound", "conv_size"), {}),
     "gla": ("gla", ("expand_k", "expand_v", "num_heads", "use_short_conv", "conv_size",
                     "use_output_gate", "clamp_min"),
             {"num_kv_heads": None, "feature_map": None, "elementwise_affine": True}),

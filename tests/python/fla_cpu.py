@@ -166,6 +166,33 @@ def gated_delta_product(q, k, v, g, beta, num_householder, scale=None, initial_s
     return o.to(v.dtype), s
 
 
+def kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None, initial_state=None,
+        output_final_state=False, use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False,
+        use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False, lower_bound=None,
+        state_v_first=False, cu_seqlens=None, **kwargs):
+    """fla's chunk/fused_recurrent_kda from its naive gates and recurrence."""
+    from fla.ops.kda.gate import naive_kda_gate, naive_kda_lowerbound_gate
+
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of KDA takes no cu_seqlens")
+    A_log, dt_bias = kwargs.get("A_log", A_log), kwargs.get("dt_bias", dt_bias)
+    if use_gate_in_kernel:
+        g = (naive_kda_gate(g, A_log, dt_bias) if lower_bound is None else
+             naive_kda_lowerbound_gate(g, A_log, dt_bias, lower_bound))
+    if use_beta_sigmoid_in_kernel:
+        beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
+    if use_qk_l2norm_in_kernel:
+        q, k = l2norm(q), l2norm(k)
+    if state_v_first and initial_state is not None:
+        initial_state = initial_state.transpose(-1, -2)
+    recurrence = _naive("fla/ops/kda/naive.py", "naive_recurrent_kda")
+    o, s = recurrence(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                      output_final_state=output_final_state)
+    if state_v_first and s is not None:
+        s = s.transpose(-1, -2)
+    return o.to(v.dtype), s
+
+
 _REPLACEMENTS = {
     "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
                                       "causal_conv1d_update": causal_conv1d_update},
@@ -177,6 +204,7 @@ _REPLACEMENTS = {
     "fla.ops.delta_rule": {"chunk_delta_rule": delta_rule,
                            "fused_recurrent_delta_rule": delta_rule},
     "fla.ops.gated_delta_product": {"chunk_gated_delta_product": gated_delta_product},
+    "fla.ops.kda": {"chunk_kda": kda, "fused_recurrent_kda": kda},
     "fla.ops.gla": {"chunk_gla": gla, "fused_recurrent_gla": gla},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
                                  "fused_recurrent_gated_delta_rule": gated_delta_rule},

@@ -80,6 +80,7 @@ FLA_MODEL_CONFIGS = {
                        dict(head_dim=16, num_heads=2, expand_v=1.5)),
     "delta_net": ("DeltaNetConfig", "DeltaNetForCausalLM", dict(num_heads=3, use_gate=True)),
     "gla": ("GLAConfig", "GLAForCausalLM", dict(num_heads=2, use_short_conv=True)),
+    "kda": ("KDAConfig", "KDAForCausalLM", dict(head_dim=16, num_heads=2)),
     "gated_deltaproduct": ("GatedDeltaProductConfig", "GatedDeltaProductForCausalLM",
                            dict(head_dim=16, num_heads=2, num_householder=2)),
 }
@@ -141,3 +142,13 @@ def test_gla_loads_fla_layer(fla_cpu, options):
 def test_gated_deltaproduct_loads_fla_layer(fla_cpu, options):
     kwargs = dict(hidden_size=48, head_dim=16, num_heads=2, **options)
     _compare_layer(fla_cpu.layers.GatedDeltaProduct(**kwargs), layers.GatedDeltaProduct(**kwargs))
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(num_v_heads=4, allow_neg_eigval=True, conv_bias=True),
+    dict(safe_gate=True, lower_bound=-5.0), dict(use_short_conv=False, expand_v=2)],
+    ids=["default", "gva-neg-eigval", "safe-gate", "no-conv"])
+def test_kda_loads_fla_layer(fla_cpu, options):
+    kwargs = dict(hidden_size=48, head_dim=16, num_heads=2, **options)
+    _compare_layer(fla_cpu.layers.KimiDeltaAttention(**kwargs),
+                   layers.KimiDeltaAttention(**kwargs))

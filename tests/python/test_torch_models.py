@@ -11,6 +11,7 @@ from linattn import layers, models  # noqa: E402
 # Small configurations of every layer, with and without short convolutions.
 LAYER_CONFIGS = {
     "gated_deltanet": dict(head_dim=16, num_heads=2, num_v_heads=4, expand_v=1.5),
+    "kda": dict(head_dim=16, num_heads=2, num_v_heads=4, lower_bound=-5.0),
     "deltanet": dict(num_heads=4, use_gate=True, use_short_conv=False),
     "gla": dict(num_heads=4, expand_k=0.5, clamp_min=-5.0, use_short_conv=True, conv_bias=True),
     "hgrn2": dict(expand_ratio=16, use_short_conv=True),
