@@ -152,6 +152,8 @@ FLA_MODELS = {
                                                   "allow_neg_eigval", "num_householder"), {}),
     "kda": ("kda", ("expand_v", "head_dim", "num_heads", "num_v_heads", "use_short_conv",
                     "allow_neg_eigval", "safe_gate", "lower_bound", "conv_size"), {}),
+    "hgrn2": ("hgrn2", ("num_heads", "expand_ratio", "use_short_conv", "conv_size",
+                        "elementwise_affine"), {"use_lower_bound": False}),
     "gla": ("gla", ("expand_k", "expand_v", "num_heads", "use_short_conv", "conv_size",
                     "use_output_gate", "clamp_min"),
             {"num_kv_heads": None, "feature_map": None, "elementwise_affine": True}),

@@ -59,6 +59,14 @@ def rms_norm(x, weight, bias, residual=None, eps=1e-5, prenorm=False, residual_i
                         upcast=True)
 
 
+def rms_norm_linear(x, norm_weight, norm_bias, linear_weight, linear_bias, residual=None,
+                    eps=1e-5, prenorm=False, residual_in_fp32=False):
+    """fla's fused RMSNorm + linear."""
+    if residual is not None or prenorm:
+        raise NotImplementedError("the CPU stand-in of rms_norm_linear takes no residual")
+    return F.linear(rms_norm(x, norm_weight, norm_bias, eps=eps), linear_weight, linear_bias)
+
+
 def rms_norm_gated(x, g, weight, bias, activation="swish", residual=None, prenorm=False,
                    residual_in_fp32=False, eps=1e-5, **_):
     """fla's FusedRMSNormGated: rmsnorm(x) * weight, then times act(g)."""
@@ -196,7 +204,7 @@ def kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None, initial_state=No
 _REPLACEMENTS = {
     "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
                                       "causal_conv1d_update": causal_conv1d_update},
-    "fla.modules.norm.layernorm": {"rms_norm": rms_norm},
+    "fla.modules.norm.layernorm": {"rms_norm": rms_norm, "rms_norm_linear": rms_norm_linear},
     "fla.modules.norm.fused_norm_gate": {"rms_norm_gated": rms_norm_gated},
     "fla.modules.norm.layernorm_gated": {"rmsnorm_fn": rmsnorm_fn},
     "fla.modules.activations.ops": {"swish_fwd": swish_fwd, "swish_bwd": swish_bwd,

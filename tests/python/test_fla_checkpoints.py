@@ -80,6 +80,7 @@ FLA_MODEL_CONFIGS = {
                        dict(head_dim=16, num_heads=2, expand_v=1.5)),
     "delta_net": ("DeltaNetConfig", "DeltaNetForCausalLM", dict(num_heads=3, use_gate=True)),
     "gla": ("GLAConfig", "GLAForCausalLM", dict(num_heads=2, use_short_conv=True)),
+    "hgrn2": ("HGRN2Config", "HGRN2ForCausalLM", dict(expand_ratio=16, use_lower_bound=False)),
     "kda": ("KDAConfig", "KDAForCausalLM", dict(head_dim=16, num_heads=2)),
     "gated_deltaproduct": ("GatedDeltaProductConfig", "GatedDeltaProductForCausalLM",
                            dict(head_dim=16, num_heads=2, num_householder=2)),
@@ -152,3 +153,10 @@ def test_kda_loads_fla_layer(fla_cpu, options):
     kwargs = dict(hidden_size=48, head_dim=16, num_heads=2, **options)
     _compare_layer(fla_cpu.layers.KimiDeltaAttention(**kwargs),
                    layers.KimiDeltaAttention(**kwargs))
+
+
+@pytest.mark.parametrize("options", [dict(expand_ratio=16), dict(expand_ratio=8, use_short_conv=True)],
+                         ids=["expand-ratio", "heads-conv"])
+def test_hgrn2_loads_fla_layer(fla_cpu, options):
+    kwargs = dict(hidden_size=48, **options)
+    _compare_layer(fla_cpu.layers.HGRN2Attention(**kwargs), layers.HGRN2(**kwargs))
