@@ -97,8 +97,8 @@ class ShortConvolution(nn.Module):
 
 
 class HedgehogFeatureMap(nn.Module):
-    """Hedgehog (Zhang et al. 2024): a learnable linear map (identity at init), then
-    [softmax(x), softmax(-x)] over the head dimension (feature dimension 2 * head_dim)."""
+    """Hedgehog (Zhang et al. 2024) as fla computes it: a learnable linear map (identity at
+    init), then one softmax over [2x, -2x] (feature dimension 2 * head_dim)."""
 
     def __init__(self, head_dim: int):
         super().__init__()
@@ -107,35 +107,61 @@ class HedgehogFeatureMap(nn.Module):
         nn.init.zeros_(self.layer.bias)
 
     def forward(self, x):
-        x = self.layer(x)
-        return torch.cat([x.softmax(-1), (-x).softmax(-1)], dim=-1)
+        y = 2 * self.layer(x)
+        return torch.cat([y, -y], dim=-1).softmax(-1)
 
 
 class T2RFeatureMap(nn.Module):
-    """T2R (Kasai et al. 2021): relu(W x + b)."""
+    """T2R (Kasai et al. 2021): relu(W x) (fla's default: no bias)."""
 
-    def __init__(self, head_dim: int):
+    def __init__(self, head_dim: int, bias: bool = False):
         super().__init__()
-        self.layer = nn.Linear(head_dim, head_dim)
+        self.layer = nn.Linear(head_dim, head_dim, bias=bias)
 
     def forward(self, x):
         return F.relu(self.layer(x))
 
 
+class HadamardFeatureMap(nn.Module):
+    """fla's 'elementwise_product' map: (W1 x + b1) * (W2 x + b2)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.layer1 = nn.Linear(head_dim, head_dim)
+        self.layer2 = nn.Linear(head_dim, head_dim)
+
+    def forward(self, x):
+        return self.layer1(x) * self.layer2(x)
+
+
+class DPFPFeatureMap(nn.Module):
+    """DPFP (Schlag et al. 2021), parameter-free: r = [relu(x), relu(-x)], then the products of
+    r with its rolls by 1..nu (feature dimension 2 * nu * head_dim)."""
+
+    def __init__(self, head_dim: int, nu: int = 4):
+        super().__init__()
+        self.nu = nu
+
+    def forward(self, x):
+        r = torch.cat([x.relu(), (-x).relu()], dim=-1)
+        return torch.cat([r * r.roll(shifts=j, dims=-1) for j in range(1, self.nu + 1)], dim=-1)
+
+
 def _feature_map(name: str | None, head_dim: int) -> tuple[nn.Module, int]:
-    """A feature map by name and its output dimension."""
+    """A feature map by fla's name and its output dimension."""
     simple = {
         None: nn.Identity, "identity": nn.Identity, "relu": nn.ReLU,
         "elu": lambda: _Lambda(lambda x: F.elu(x) + 1),  # positive: elu(x) + 1
     }
     if name in simple:
         return simple[name](), head_dim
-    if name == "hedgehog":
-        return HedgehogFeatureMap(head_dim), 2 * head_dim
-    if name == "t2r":
-        return T2RFeatureMap(head_dim), head_dim
+    maps = {"hedgehog": (HedgehogFeatureMap, 2), "t2r": (T2RFeatureMap, 1),
+            "elementwise_product": (HadamardFeatureMap, 1), "dpfp": (DPFPFeatureMap, 8)}
+    if name in maps:
+        cls, width = maps[name]
+        return cls(head_dim), width * head_dim
     raise ValueError(f"LinearAttention: feature_map must be one of identity, elu, relu, t2r, "
-                     f"hedgehog, got {name!r}")
+                     f"hedgehog, elementwise_product, dpfp, got {name!r}")
 
 
 class _Lambda(nn.Module):
@@ -428,13 +454,14 @@ class HGRN2(_Mixer):
 
 
 class LinearAttention(_Mixer):
-    """Linear attention (Katharopoulos et al. 2020) with a feature map on q and k (identity,
-    elu (+1), relu, t2r, hedgehog), fla's LinearAttention: q, k, v projections, optional
+    """Linear attention (Katharopoulos et al. 2020) with a feature map on q and k (fla's:
+    elementwise_product (default), identity, elu (+1), relu, t2r, hedgehog, dpfp), fla's
+    LinearAttention: q, k, v projections, optional
     normalisation of q/k features to sum 1 (norm_q, norm_k) and of the output by the
     accumulated key sum (do_feature_map_norm), RMSNorm over the output, o_proj."""
 
     def __init__(self, hidden_size: int = 1024, expand_k: float = 1.0, expand_v: float = 1.0,
-                 num_heads: int = 8, feature_map: str | None = "hedgehog",
+                 num_heads: int = 8, feature_map: str | None = "elementwise_product",
                  tie_feature_map_qk: bool = False, output_norm: str = "rmsnorm",
                  norm_q: bool = False, norm_k: bool = False, do_feature_map_norm: bool = False,
                  elementwise_affine: bool = True, norm_eps: float = 1e-5,
@@ -448,11 +475,11 @@ class LinearAttention(_Mixer):
         self.feature_map_q, _ = _feature_map(feature_map, self.head_k_dim)
         self.feature_map_k = (self.feature_map_q if tie_feature_map_qk
                               else _feature_map(feature_map, self.head_k_dim)[0])
-        if output_norm == "rmsnorm":
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps,
-                                  elementwise_affine=elementwise_affine)
+        if output_norm == "rmsnorm":  # fla's name: norm
+            self.norm = RMSNorm(self.head_v_dim, eps=norm_eps,
+                                elementwise_affine=elementwise_affine)
         elif output_norm == "identity":
-            self.o_norm = nn.Identity()
+            self.norm = nn.Identity()
         else:
             raise ValueError(f"LinearAttention: output_norm must be 'rmsnorm' or 'identity', "
                              f"got {output_norm!r}")
@@ -472,7 +499,7 @@ class LinearAttention(_Mixer):
         o, state = ops.mixer("linear_attn", q, k, _heads(h["v"], self.head_v_dim),
                              normalize=self.do_feature_map_norm, initial_state=initial_state,
                              output_final_state=output_final_state, form=form)
-        return self.o_proj(self.o_norm(o).flatten(-2)), state
+        return self.o_proj(self.norm(o).flatten(-2)), state
 
 
 class Mamba2(_Mixer):

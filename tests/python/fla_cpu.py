@@ -201,6 +201,16 @@ def kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None, initial_state=No
     return o.to(v.dtype), s
 
 
+def linear_attn(q, k, v, scale=None, initial_state=None, output_final_state=False,
+                normalize=False, cu_seqlens=None, **_):
+    """fla's chunk/fused_recurrent_linear_attn from its naive recurrence."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of linear attention takes no cu_seqlens")
+    recurrence = _naive("fla/ops/linear_attn/naive.py", "naive_recurrent_linear_attn")
+    return recurrence(q, k, v, scale=scale, initial_state=initial_state,
+                      output_final_state=output_final_state, normalize=normalize)
+
+
 _REPLACEMENTS = {
     "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
                                       "causal_conv1d_update": causal_conv1d_update},
@@ -213,6 +223,9 @@ _REPLACEMENTS = {
                            "fused_recurrent_delta_rule": delta_rule},
     "fla.ops.gated_delta_product": {"chunk_gated_delta_product": gated_delta_product},
     "fla.ops.kda": {"chunk_kda": kda, "fused_recurrent_kda": kda},
+    "fla.ops.linear_attn": {"chunk_linear_attn": linear_attn,
+                            "fused_recurrent_linear_attn": linear_attn,
+                            "fused_chunk_linear_attn": linear_attn},
     "fla.ops.gla": {"chunk_gla": gla, "fused_recurrent_gla": gla},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
                                  "fused_recurrent_gated_delta_rule": gated_delta_rule},

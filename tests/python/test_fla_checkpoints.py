@@ -160,3 +160,13 @@ def test_kda_loads_fla_layer(fla_cpu, options):
 def test_hgrn2_loads_fla_layer(fla_cpu, options):
     kwargs = dict(hidden_size=48, **options)
     _compare_layer(fla_cpu.layers.HGRN2Attention(**kwargs), layers.HGRN2(**kwargs))
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(feature_map="hedgehog", norm_q=True, norm_k=True),
+    dict(feature_map="t2r", do_feature_map_norm=True), dict(feature_map="dpfp"),
+    dict(feature_map="elu", tie_feature_map_qk=True, output_norm="identity")],
+    ids=["elementwise-product", "hedgehog-norm-qk", "t2r-normalize", "dpfp", "elu"])
+def test_linear_attention_loads_fla_layer(fla_cpu, options):
+    kwargs = dict(hidden_size=48, num_heads=2, **options)
+    _compare_layer(fla_cpu.layers.LinearAttention(**kwargs), layers.LinearAttention(**kwargs))
