@@ -486,19 +486,18 @@ class LinearAttention(_Mixer):
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
-        if self.do_feature_map_norm and initial_state is not None:
-            raise ValueError("LinearAttention: do_feature_map_norm=True cannot continue from a "
-                             "state (fla's normaliser sums the keys of the current call only); "
-                             "decode with do_feature_map_norm=False")
         q = self.feature_map_q(_heads(h["q"], self.head_k_dim))
         k = self.feature_map_k(_heads(h["k"], self.head_k_dim))
         if self.norm_q:
             q = q / (q.sum(-1, keepdim=True) + 1e-4)
         if self.norm_k:
             k = k / (k.sum(-1, keepdim=True) + 1e-4)
-        o, state = ops.mixer("linear_attn", q, k, _heads(h["v"], self.head_v_dim),
-                             normalize=self.do_feature_map_norm, initial_state=initial_state,
-                             output_final_state=output_final_state, form=form)
+        # with do_feature_map_norm the state is fla's pair (kv, z), z the normaliser's key sum
+        o, state = ops._linear_attn("LinearAttention", form, q, k,
+                                    _heads(h["v"], self.head_v_dim), None, initial_state,
+                                    output_final_state, False, self.do_feature_map_norm, None)
+        if self.do_feature_map_norm and not output_final_state:
+            state = None
         return self.o_proj(self.norm(o).flatten(-2)), state
 
 

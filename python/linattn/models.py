@@ -137,8 +137,8 @@ class CausalLM(nn.Module):
 # module's Block (pre-norm mixer, pre-norm SwiGLU MLP), so loading renames parameters only.
 
 # fla model_type -> (linattn mixer, the fla config keys that are the mixer's keyword arguments
-# under the same name, the config values linattn's mixer requires (fla's defaults)). The
-# mixer's norm_eps is the config's, as fla passes it.
+# (under the same name, or (config key, argument)), the config values linattn's mixer requires
+# (fla's defaults)). The mixer's norm_eps is the config's, as fla passes it.
 FLA_MODELS = {
     "gated_deltanet": ("gated_deltanet", ("expand_v", "head_dim", "num_heads", "num_v_heads",
                                           "use_gate", "use_short_conv", "allow_neg_eigval",
@@ -154,6 +154,10 @@ FLA_MODELS = {
                     "allow_neg_eigval", "safe_gate", "lower_bound", "conv_size"), {}),
     "hgrn2": ("hgrn2", ("num_heads", "expand_ratio", "use_short_conv", "conv_size",
                         "elementwise_affine"), {"use_lower_bound": False}),
+    "linear_attn": ("linear_attn", ("expand_k", "expand_v", "num_heads", "feature_map",
+                                    "tie_feature_map_qk", "norm_q", "norm_k",
+                                    ("norm_feature_map", "do_feature_map_norm"),
+                                    "elementwise_affine"), {"num_kv_heads": None}),
     "gla": ("gla", ("expand_k", "expand_v", "num_heads", "use_short_conv", "conv_size",
                     "use_output_gate", "clamp_min"),
             {"num_kv_heads": None, "feature_map": None, "elementwise_affine": True}),
@@ -196,14 +200,18 @@ def from_fla(path, dtype: torch.dtype | None = None) -> CausalLM:
     model = CausalLM(LMConfig(
         vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
         num_layers=config["num_hidden_layers"], mixer=mixer,
-        mixer_kwargs={"norm_eps": config["norm_eps"],
-                      **{k: config[k] for k in keys if k in config}},
+        mixer_kwargs={"norm_eps": config["norm_eps"], **_mixer_kwargs(config, keys)},
         intermediate_size=state["blocks.0.mlp.gate_proj.weight"].shape[0],
         norm_eps=config["norm_eps"], tie_word_embeddings=tied))
     if tied:
         state.setdefault("lm_head.weight", state["embed.weight"])
     model.load_state_dict(state)
     return model.to(dtype) if dtype is not None else model
+
+
+def _mixer_kwargs(config: dict, keys) -> dict:
+    pairs = (k if isinstance(k, tuple) else (k, k) for k in keys)
+    return {arg: config[key] for key, arg in pairs if key in config}
 
 
 def _linattn_key(key: str) -> str:

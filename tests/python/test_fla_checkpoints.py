@@ -81,6 +81,8 @@ FLA_MODEL_CONFIGS = {
     "delta_net": ("DeltaNetConfig", "DeltaNetForCausalLM", dict(num_heads=3, use_gate=True)),
     "gla": ("GLAConfig", "GLAForCausalLM", dict(num_heads=2, use_short_conv=True)),
     "hgrn2": ("HGRN2Config", "HGRN2ForCausalLM", dict(expand_ratio=16, use_lower_bound=False)),
+    "linear_attn": ("LinearAttentionConfig", "LinearAttentionForCausalLM",
+                    dict(num_heads=2, feature_map="hedgehog", norm_feature_map=True)),
     "kda": ("KDAConfig", "KDAForCausalLM", dict(head_dim=16, num_heads=2)),
     "gated_deltaproduct": ("GatedDeltaProductConfig", "GatedDeltaProductForCausalLM",
                            dict(head_dim=16, num_heads=2, num_householder=2)),
