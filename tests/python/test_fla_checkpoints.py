@@ -83,6 +83,8 @@ FLA_MODEL_CONFIGS = {
     "hgrn2": ("HGRN2Config", "HGRN2ForCausalLM", dict(expand_ratio=16, use_lower_bound=False)),
     "linear_attn": ("LinearAttentionConfig", "LinearAttentionForCausalLM",
                     dict(num_heads=2, feature_map="hedgehog", norm_feature_map=True)),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM",
+               dict(head_dim=16, num_heads=6, state_size=8, n_groups=1)),
     "kda": ("KDAConfig", "KDAForCausalLM", dict(head_dim=16, num_heads=2)),
     "gated_deltaproduct": ("GatedDeltaProductConfig", "GatedDeltaProductForCausalLM",
                            dict(head_dim=16, num_heads=2, num_householder=2)),
