@@ -166,6 +166,49 @@ fla's GPU-only arguments are accepted and have no effect on the CPU:
 |---|---|---|
 """
 
+# fla layer class -> linattn.layers class that loads its state_dict as it is and gives its
+# output (tests/python/test_fla_checkpoints.py), with the fla options linattn does not take.
+FLA_LAYERS = {
+    "GatedDeltaNet": ("GatedDeltaNet", ""),
+    "DeltaNet": ("DeltaNet", "`qk_activation` other than `silu`, `qk_norm='sum'`"),
+    "GatedLinearAttention": ("GatedLinearAttention",
+                             "`num_kv_heads`, `feature_map`, `gate_fn` other than swish"),
+    "HGRN2Attention": ("HGRN2", "the model's per-layer `lower_bound`"),
+    "LinearAttention": ("LinearAttention", "`num_kv_heads`"),
+    "GatedDeltaProduct": ("GatedDeltaProduct", "`num_v_heads`"),
+    "KimiDeltaAttention": ("KimiDeltaAttention", ""),
+    "Mamba2": ("Mamba2", "`D_has_hdim`, `rmsnorm=False`, `norm_before_gate=True`"),
+}
+
+LAYERS_TEXT = """
+## Layers and checkpoints
+
+`linattn.layers` classes load the `state_dict` of fla's layer of the same model as it is
+(same parameter names and shapes) and give fla's output on the same input (fla run on the CPU
+with its Triton-only functions replaced by fla's own pure-torch references;
+`tests/python/test_fla_checkpoints.py`):
+
+| fla layer | linattn layer | fla options not taken |
+|---|---|---|
+{layers}
+
+fla's `RWKV7Attention` does not load: linattn's `RWKV7` has no value residual across layers
+(`v_first`, `v_lora`) and keeps its token-shift mixes and LoRAs under other names.
+fla's Mamba2 on the CPU (its `torch_forward`) gives head h the B/C group `h % n_groups`,
+while Mamba-2's kernels (and linattn) give it `h // (heads / n_groups)`; the two agree for
+`n_groups=1`, which is what the test compares.
+
+`linattn.models.from_fla(path)` builds a `CausalLM` from a checkpoint directory written by
+fla's `<Model>ForCausalLM.save_pretrained` (`config.json` + safetensors, sharded or not) and
+loads it strictly; `generate` then runs on it. Model types: {models}. Configurations that
+linattn's blocks do not build (hybrid `attn` layers, `attnres_block_size`, another
+`hidden_act`, and the per-model options in `linattn.models.FLA_MODELS`) raise `ValueError`.
+
+Layers keep linattn's interface, not fla's cache objects: `forward(hidden_states, state=None,
+output_state=False, form="chunk")` returns `(o, LayerState or None)` and `step(x, state)`
+decodes one token. `LocalLinearAttention` (mixer name `"lla"`) has no fla counterpart.
+"""
+
 FOOTER = """
 `linattn.ops.fused_recurrent_gated_delta_product` (DeltaProduct token by token, with
 `chunk_gated_delta_product`'s arguments), `linattn.ops.noncausal_linear_attn(q, k, v,
@@ -176,18 +219,6 @@ have no fla counterpart.
 fla's own pure-torch references (its `naive` modules, loaded by path so that no Triton kernel
 is imported) are a second oracle in `tests/python/test_fla_compat.py`, on fla's test recipes
 (log-sigmoid gates with a normaliser, l2-normalised keys, odd lengths, varlen).
-
-Layers (`linattn.layers`) follow fla's layer classes of the same model where one exists
-(`GatedDeltaNet`, `DeltaNet`, `GatedLinearAttention`, `HGRN2` for fla's `HGRN2Attention`,
-`LinearAttention`, `GatedDeltaProduct`, `RWKV7` for fla's `RWKV7Attention` without its value
-residual across layers (`v_first`); `Mamba2` follows Mamba-2's SSD layer), with their main
-constructor arguments and fla's defaults (RWKV7 and Mamba2 take a subset), but not fla's cache
-objects: `forward(hidden_states, state=None, output_state=False, form="chunk")` returns
-`(o, LayerState or None)` and `step(x, state)` decodes one token. `LinearAttention` defaults
-to the Hedgehog feature map (fla: `elementwise_product`, not implemented); fla's `DeltaNet`
-options other than `qk_activation="silu"`, `qk_norm="l2"` are not implemented.
-`LocalLinearAttention` (mixer name `"lla"`) has no fla counterpart. The short convolution
-(`ShortConvolution`, fla's `use_short_conv`) runs `linattn.ops.causal_conv1d`.
 """
 
 
@@ -213,7 +244,13 @@ def render() -> str:
         kw = f" fla's `**kwargs` reads: {', '.join(f'`{k}`' for k in keys)}." if keys else ""
         rows.append(f"| `{module}.{name}({_signature_text(fla)})` | {ours} | "
                     f"{NOTES[name]}{kw} |")
-    return HEADER.format(version=version, hints=hints) + "\n".join(rows) + "\n" + FOOTER
+    from linattn import models
+
+    layer_rows = "\n".join(f"| `fla.layers.{fla}` | `linattn.layers.{ours}` | {missing or '-'} |"
+                           for fla, (ours, missing) in FLA_LAYERS.items())
+    model_types = ", ".join(f"`{m}`" for m in models.FLA_MODELS)
+    return (HEADER.format(version=version, hints=hints) + "\n".join(rows) + "\n" + FOOTER
+            + LAYERS_TEXT.format(layers=layer_rows, models=model_types))
 
 
 if __name__ == "__main__":

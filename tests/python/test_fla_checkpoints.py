@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 from fla_cpu import fla_cpu  # noqa: E402,F401  (the fixture)
 
+import fla_compat  # noqa: E402
 from linattn import layers  # noqa: E402
 
 
@@ -174,3 +175,19 @@ def test_hgrn2_loads_fla_layer(fla_cpu, options):
 def test_linear_attention_loads_fla_layer(fla_cpu, options):
     kwargs = dict(hidden_size=48, num_heads=2, **options)
     _compare_layer(fla_cpu.layers.LinearAttention(**kwargs), layers.LinearAttention(**kwargs))
+
+
+@pytest.mark.parametrize("fla_name", sorted(fla_compat.FLA_LAYERS))
+def test_layer_parameters_are_fla_s(fla_cpu, fla_name):
+    """The layers docs/fla-compat.md lists: the same parameter names and shapes as fla's layer
+    at fla's defaults (scaled down)."""
+    ours_name = fla_compat.FLA_LAYERS[fla_name][0]
+    small = dict(hidden_size=64)
+    small.update({"GatedDeltaNet": dict(head_dim=16, num_heads=2),
+                  "GatedDeltaProduct": dict(head_dim=16, num_heads=2),
+                  "KimiDeltaAttention": dict(head_dim=16, num_heads=2),
+                  "Mamba2": dict(head_dim=16, state_size=16),
+                  "HGRN2Attention": dict(expand_ratio=16)}.get(fla_name, {}))
+    theirs = getattr(fla_cpu.layers, fla_name)(**small).state_dict()
+    ours = getattr(layers, ours_name)(**small).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
