@@ -246,7 +246,7 @@ def _linear_attn(fn, form, q, k, v, scale, initial_state, output_final_state, re
 
     def mix(q, k, v):
         if z0 is not None:  # continue the key sum: one leading key z0 (value 0) per sequence
-            q, k, v, drop = _lead_with_key_sum(q, k, v, z0, cu_seqlens)
+            q, k, v, drop = _lead_with_key_sum(fn, q, k, v, z0, cu_seqlens)
             cu = None if cu_seqlens is None else cu_seqlens + torch.arange(
                 len(cu_seqlens), dtype=cu_seqlens.dtype)
         else:
@@ -262,12 +262,12 @@ def _linear_attn(fn, form, q, k, v, scale, initial_state, output_final_state, re
     return o, (s, _key_sum(k, z0, cu_seqlens))
 
 
-def _lead_with_key_sum(q, k, v, z0, cu_seqlens):
+def _lead_with_key_sum(fn, q, k, v, z0, cu_seqlens):
     """q, k, v with one extra leading token per sequence whose key is z0 [N, 1, H, K] (value
     and query 0): the normaliser's key sum then starts at z0 and the kv state is unchanged.
     Returns the longer q, k, v and the index of the original tokens among the rows."""
     if z0.dim() != 4 or z0.shape[1] != 1:
-        raise ValueError(f"chunk_linear_attn: the z state must have shape [N, 1, H, K], got "
+        raise ValueError(f"{fn}: the z state must have shape [N, 1, H, K], got "
                          f"{list(z0.shape)}")
     B, T = q.shape[:2]
     if cu_seqlens is None:

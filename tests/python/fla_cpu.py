@@ -115,20 +115,33 @@ def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_fi
         g = naive_gdn_gate(g, A_log, dt_bias)
     g = v.new_zeros(v.shape[:3]) if g is None else g  # fla's g=None: no decay
     beta = v.new_ones(v.shape[:3]) if beta is None else beta
-    if use_beta_sigmoid_in_kernel:
-        beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
-    if use_qk_l2norm_in_kernel:
-        q, k = l2norm(q), l2norm(k)
+    q, k, beta = _in_kernel_qk_beta(q, k, beta, use_qk_l2norm_in_kernel,
+                                    use_beta_sigmoid_in_kernel, allow_neg_eigval)
     group = v.shape[2] // q.shape[2]  # grouped value heads: each q/k head serves `group`
     q, k = (x.repeat_interleave(group, dim=2) for x in (q, k))
+    recurrence = _naive("fla/ops/gated_delta_rule/naive.py", "naive_recurrent_gated_delta_rule")
+    return _state_layout(lambda s0: recurrence(q, k, v, beta, g, scale=scale, initial_state=s0,
+                                               output_final_state=output_final_state),
+                         initial_state, state_v_first, v.dtype)
+
+
+def _in_kernel_qk_beta(q, k, beta, l2norm_qk, beta_sigmoid, allow_neg_eigval):
+    """fla's in-kernel l2 norm of q, k and sigmoid of beta (x2 with allow_neg_eigval)."""
+    if beta_sigmoid:
+        beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
+    if l2norm_qk:
+        q, k = l2norm(q), l2norm(k)
+    return q, k, beta
+
+
+def _state_layout(run, initial_state, state_v_first, dtype):
+    """A naive recurrence (states [N, H, K, V]) behind fla's state_v_first ([N, H, V, K])."""
     if state_v_first and initial_state is not None:
         initial_state = initial_state.transpose(-1, -2)
-    recurrence = _naive("fla/ops/gated_delta_rule/naive.py", "naive_recurrent_gated_delta_rule")
-    o, s = recurrence(q, k, v, beta, g, scale=scale, initial_state=initial_state,
-                      output_final_state=output_final_state)
+    o, s = run(initial_state)
     if state_v_first and s is not None:
         s = s.transpose(-1, -2)
-    return o.to(v.dtype), s
+    return o.to(dtype), s
 
 
 def delta_rule(q, k, v, beta=None, scale=None, initial_state=None, output_final_state=False,
@@ -187,18 +200,12 @@ def kda(q, k, v, g, beta, A_log=None, dt_bias=None, scale=None, initial_state=No
     if use_gate_in_kernel:
         g = (naive_kda_gate(g, A_log, dt_bias) if lower_bound is None else
              naive_kda_lowerbound_gate(g, A_log, dt_bias, lower_bound))
-    if use_beta_sigmoid_in_kernel:
-        beta = beta.float().sigmoid() * (2.0 if allow_neg_eigval else 1.0)
-    if use_qk_l2norm_in_kernel:
-        q, k = l2norm(q), l2norm(k)
-    if state_v_first and initial_state is not None:
-        initial_state = initial_state.transpose(-1, -2)
+    q, k, beta = _in_kernel_qk_beta(q, k, beta, use_qk_l2norm_in_kernel,
+                                    use_beta_sigmoid_in_kernel, allow_neg_eigval)
     recurrence = _naive("fla/ops/kda/naive.py", "naive_recurrent_kda")
-    o, s = recurrence(q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                      output_final_state=output_final_state)
-    if state_v_first and s is not None:
-        s = s.transpose(-1, -2)
-    return o.to(v.dtype), s
+    return _state_layout(lambda s0: recurrence(q, k, v, g, beta, scale=scale, initial_state=s0,
+                                               output_final_state=output_final_state),
+                         initial_state, state_v_first, v.dtype)
 
 
 def linear_attn(q, k, v, scale=None, initial_state=None, output_final_state=False,

@@ -171,22 +171,16 @@ def test_kda_gradients_vs_fla_naive():
 
 
 @pytest.mark.parametrize("recipe", RECIPES[:2], ids=lambda r: f"T{r.T}-norm{r.normalizer}")
-@pytest.mark.parametrize("fn", ["chunk_gla", "fused_recurrent_gla"])
-def test_gla_vs_fla_naive(fn, recipe):
-    ref = naive("fla/ops/gla/naive.py").naive_recurrent_gla
+@pytest.mark.parametrize("fn,naive_path,per_channel", [
+    ("chunk_gla", "gla:naive_recurrent_gla", True),
+    ("fused_recurrent_gla", "gla:naive_recurrent_gla", True),
+    ("chunk_simple_gla", "simple_gla:naive_recurrent_simple_gla", False),
+    ("fused_recurrent_simple_gla", "simple_gla:naive_recurrent_simple_gla", False)])
+def test_gla_family_vs_fla_naive(fn, naive_path, per_channel, recipe):
+    family, name = naive_path.split(":")
+    ref = getattr(naive(f"fla/ops/{family}/naive.py"), name)
     q, k, v = recipe.qkv()
-    g, h0 = recipe.decay(recipe.K), recipe.state()
-    o, s = getattr(ops, fn)(q, k, v, g, initial_state=h0, output_final_state=True)
-    o_ref, s_ref = ref(q, k, v, g, initial_state=h0, output_final_state=True)
-    assert rel_err(o, o_ref) <= NAIVE_TOL and rel_err(s, s_ref) <= NAIVE_TOL
-
-
-@pytest.mark.parametrize("fn", ["chunk_simple_gla", "fused_recurrent_simple_gla"])
-def test_simple_gla_vs_fla_naive(fn):
-    ref = naive("fla/ops/simple_gla/naive.py").naive_recurrent_simple_gla
-    r = Recipe(T=77, normalizer=0.5)
-    q, k, v = r.qkv()
-    g, h0 = r.decay(), r.state()
+    g, h0 = recipe.decay(*((recipe.K,) if per_channel else ())), recipe.state()
     o, s = getattr(ops, fn)(q, k, v, g, initial_state=h0, output_final_state=True)
     o_ref, s_ref = ref(q, k, v, g, initial_state=h0, output_final_state=True)
     assert rel_err(o, o_ref) <= NAIVE_TOL and rel_err(s, s_ref) <= NAIVE_TOL
