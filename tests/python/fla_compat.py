@@ -115,8 +115,10 @@ NOTES = {
     "chunk_rwkv7": "The DPLR rule with `q = r`, `gk = w`; scale 1 by default, as fla.",
     "fused_recurrent_rwkv7": "fla's defaults here differ from `chunk_rwkv7`'s: `scale=None` "
     "(K^-0.5) and `output_final_state=True`; linattn follows them.",
-    "parallel_attn": "`g` (forgetting gate) and `sink_bias` raise `ValueError`. Keyword-only "
-    "`form` is linattn's (`'chunk'` or `'reference'`).",
+    "parallel_attn": "`sink_bias` `[H]` (torch tensors) works, forward and backward (the "
+    "sink folded into the C++ forward's `lse`; its gradients need float32/bfloat16: the fp64 "
+    "reference backward has no sink and raises). `g` (forgetting gate) raises `ValueError`. "
+    "Keyword-only `form` is linattn's (`'chunk'` or `'reference'`).",
     "causal_conv1d": "`weight` is required (`None` raises; fla's kernels read its width too); "
     "`backend` may be any of fla's (`'triton'`, `'cuda'`, `'mix'`: all run linattn's C++); "
     "`seq_idx` (the `mix` backend's) raises. Exists as `linattn.ops.causal_conv1d` (autograd) "

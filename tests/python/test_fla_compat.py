@@ -409,11 +409,40 @@ def test_state_v_first_and_gpu_hints():
         ops.chunk_gated_delta_rule(q, k, v, gh, beta, chunk_sise=64)
 
 
+@pytest.mark.parametrize("window_size", [None, 7])
+def test_parallel_attn_sink_bias_vs_fla_naive(window_size):
+    """fla's attention sink against fla's naive attention: outputs and the gradients of q, k,
+    v (GQA: 4 query heads on 2 key/value heads) and sink_bias through torch autograd."""
+    ref = naive("fla/ops/attn/naive.py").naive_parallel_attn
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 29, 4, 16, generator=gen)
+    k, v = torch.randn(2, 29, 2, 16, generator=gen), torch.randn(2, 29, 2, 12, generator=gen)
+    sink = torch.randn(4, generator=gen)
+    do = torch.randn(2, 29, 4, 12, generator=gen)
+    inputs = [x.clone().requires_grad_() for x in (q, k, v, sink)]
+    o = linattn.attention.parallel_attn(*inputs[:3], window_size=window_size,
+                                        sink_bias=inputs[3])
+    grads = torch.autograd.grad(o, inputs, do)
+    theirs = [x.clone().requires_grad_() for x in (q, k, v, sink)]
+    o_ref = ref(*theirs[:3], window_size=window_size, sink_bias=theirs[3])
+    o_ref = o_ref[0] if isinstance(o_ref, tuple) else o_ref
+    grads_ref = torch.autograd.grad(o_ref, theirs, do)
+    assert rel_err(o, o_ref) <= 1e-5
+    for name, a, b in zip(("dq", "dk", "dv", "dsink"), grads, grads_ref):
+        assert rel_err(a, b) <= 1e-5, name
+    with torch.no_grad():  # the forward without autograd takes the same path
+        assert torch.equal(linattn.attention.parallel_attn(
+            q, k, v, window_size=window_size, sink_bias=sink), o.detach())
+    with pytest.raises(ValueError, match="sink_bias need the chunk form"):
+        linattn.attention.parallel_attn(*(x.double() for x in inputs[:3]),
+                                        sink_bias=inputs[3].double())
+    with pytest.raises(ValueError, match=r"sink_bias must have shape \[H\]"):
+        linattn.attention.parallel_attn(q, k, v, sink_bias=sink[:2])
+
+
 def test_unsupported_arguments_name_themselves():
     r = Recipe(T=8)
     q, k, v = r.qkv()
-    with pytest.raises(ValueError, match="sink_bias"):
-        linattn.attention.parallel_attn(q, k, v, sink_bias=torch.zeros(r.H))
     with pytest.raises(ValueError, match="weight .* is required"):
         ops.causal_conv1d(q.flatten(2))
     with pytest.raises(ValueError, match="backend must be one of"):
