@@ -745,6 +745,26 @@ class RWKV7(_Mixer):
         self.g_norm = nn.GroupNorm(self.num_heads, hidden_size, eps=head_dim * norm_eps)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
 
+    _FLA_MIXES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # fla's rows of x_mix
+
+    @classmethod
+    def state_dict_from_fla(cls, state_dict: dict) -> dict:
+        """The one-call conversion of the state_dict of fla's RWKV7Attention of a model's first
+        layer (layer_idx 0) to this layer's names: fla's token-shift mixes x_r ... x_g
+        [1, 1, D] are the rows of x_mix, its LoRAs' lora.0 / lora.2 are down / up. Later
+        layers' v_lora (fla's value residual v_first) is not implemented: ValueError."""
+        if any(k.startswith("v_lora.") for k in state_dict):
+            raise ValueError("RWKV7.state_dict_from_fla: v_lora (fla's value residual across "
+                             "layers, v_first) is not implemented; only a first layer's "
+                             "(layer_idx 0) state_dict converts")
+        out = {k: v for k, v in state_dict.items() if k not in cls._FLA_MIXES}
+        out["x_mix"] = torch.cat([state_dict[k].reshape(1, -1) for k in cls._FLA_MIXES])
+        for name in ("w_lora", "a_lora", "g_lora"):
+            for fla_part, ours in (("lora.0.", "down."), ("lora.2.", "up.")):
+                for key in [k for k in out if k.startswith(f"{name}.{fla_part}")]:
+                    out[key.replace(fla_part, ours)] = out.pop(key)
+        return out
+
     def forward(self, hidden_states, state: LayerState | None = None,
                 output_state: bool = False, form: str = "chunk"):
         x = hidden_states

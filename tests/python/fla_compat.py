@@ -194,8 +194,11 @@ with its Triton-only functions replaced by fla's own pure-torch references;
 |---|---|---|
 {layers}
 
-fla's `RWKV7Attention` does not load: linattn's `RWKV7` has no value residual across layers
-(`v_first`, `v_lora`) and keeps its token-shift mixes and LoRAs under other names.
+fla's `RWKV7Attention` of a model's first layer loads through a one-call conversion,
+`layer.load_state_dict(linattn.layers.RWKV7.state_dict_from_fla(fla_state_dict))` (linattn
+keeps the token-shift mixes as the rows of one `x_mix` and names the LoRAs' halves `down` /
+`up`), and gives fla's output. Later layers do not load: their value residual across layers
+(`v_first`, `v_lora`) is not implemented, and there is no RWKV-7 model loader.
 fla's Mamba2 on the CPU (its `torch_forward`) gives head h the B/C group `h % n_groups`,
 while Mamba-2's kernels (and linattn) give it `h // (heads / n_groups)`; the two agree for
 `n_groups=1`, which is what the test compares.

@@ -218,6 +218,47 @@ def linear_attn(q, k, v, scale=None, initial_state=None, output_final_state=Fals
                       output_final_state=output_final_state, normalize=normalize)
 
 
+def dplr_delta_rule(q, k, v, a, b, gk, scale=None, initial_state=None, output_final_state=False,
+                    cu_seqlens=None, **_):
+    """fla's chunk_dplr_delta_rule / chunk_rwkv7 (q = r, gk = w) from its naive recurrence."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of the DPLR rule takes no cu_seqlens")
+    if scale is not None:  # the naive recurrence scales by K^-0.5 itself
+        q = q * (scale * q.shape[-1] ** 0.5)
+    recurrence = _naive("fla/ops/generalized_delta_rule/dplr/naive.py", "dplr_recurrence")
+    o, s = recurrence(*(x.transpose(1, 2) for x in (q, k, v, a, b, gk)),
+                      initial_state=initial_state, output_final_state=output_final_state)
+    return o.transpose(1, 2).to(v.dtype), s
+
+
+def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, **kwargs):
+    return dplr_delta_rule(r, k, v, a, b, w, scale=scale, **kwargs)
+
+
+def fused_mul_recurrent_rwkv7(r, w, k, v, kk, a, scale=1.0, **kwargs):
+    return dplr_delta_rule(r, k, v, -kk, kk * a, w, scale=scale, **kwargs)
+
+
+def token_shift(x, cu_seqlens=None, cache=None, output_cache=False, chunk_indices=None):
+    """fla's token shift: delta = x_{t-1} - x_t (the cache [N, D] is the token before)."""
+    if cu_seqlens is not None:
+        raise NotImplementedError("the CPU stand-in of token_shift takes no cu_seqlens")
+    before = x.new_zeros(x.shape[0], 1, x.shape[2]) if cache is None else cache[:, None]
+    delta = torch.cat([before, x[:, :-1]], 1) - x
+    return (delta, x[:, -1]) if output_cache else delta
+
+
+def _rwkv7_refs():
+    """fla's own torch references of its fused RWKV-7 helpers."""
+    from fla.ops.rwkv7.fused_addcmul import torch_addcmul_rwkv7
+    from fla.ops.rwkv7.fused_k_update import k_update_ref
+    from fla.ops.rwkv7.gate_output_correction import gate_output_correction_ref
+
+    return {"fused_addcmul_rwkv7": torch_addcmul_rwkv7,
+            "fused_k_rwkv7": lambda k, a, ka, **_: k_update_ref(k, a, ka),
+            "gate_output_correction": gate_output_correction_ref}
+
+
 _REPLACEMENTS = {
     "fla.modules.causal_conv1d.ops": {"causal_conv1d": causal_conv1d,
                                       "causal_conv1d_update": causal_conv1d_update},
@@ -233,6 +274,9 @@ _REPLACEMENTS = {
     "fla.ops.linear_attn": {"chunk_linear_attn": linear_attn,
                             "fused_recurrent_linear_attn": linear_attn,
                             "fused_chunk_linear_attn": linear_attn},
+    "fla.ops.rwkv7": {"chunk_rwkv7": chunk_rwkv7,
+                      "fused_mul_recurrent_rwkv7": fused_mul_recurrent_rwkv7},
+    "fla.modules.token_shift": {"token_shift": token_shift},
     "fla.ops.gla": {"chunk_gla": gla, "fused_recurrent_gla": gla},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
                                  "fused_recurrent_gated_delta_rule": gated_delta_rule},
@@ -251,7 +295,10 @@ def fla_cpu(monkeypatch):
     import fla.layers  # noqa: F401  (imports every layer module)
     import fla.models  # noqa: F401
 
-    for module_name, swaps in _REPLACEMENTS.items():
+    rwkv7 = {f"fla.ops.rwkv7.{m}": {n: f} for n, f in _rwkv7_refs().items()
+             for m in [{"fused_addcmul_rwkv7": "fused_addcmul", "fused_k_rwkv7": "fused_k_update",
+                        "gate_output_correction": "gate_output_correction"}[n]]}
+    for module_name, swaps in {**_REPLACEMENTS, **rwkv7}.items():
         module = importlib.import_module(module_name)
         for name, replacement in swaps.items():
             original = getattr(module, name)

@@ -191,3 +191,23 @@ def test_layer_parameters_are_fla_s(fla_cpu, fla_name):
     theirs = getattr(fla_cpu.layers, fla_name)(**small).state_dict()
     ours = getattr(layers, ours_name)(**small).state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+def test_rwkv7_first_layer_converts_from_fla(fla_cpu):
+    """RWKV7 loads fla's RWKV7Attention of a first layer through state_dict_from_fla (fla's
+    value residual of later layers is not implemented: refused)."""
+    ranks = dict(decay_low_rank_dim=8, a_low_rank_dim=8, gate_low_rank_dim=16)
+    theirs = fla_cpu.layers.RWKV7Attention(hidden_size=48, head_dim=16, layer_idx=0,
+                                           num_hidden_layers=2, v_low_rank_dim=8, **ranks)
+    _randomise(theirs)
+    theirs.eval()
+    ours = layers.RWKV7(hidden_size=48, head_dim=16, **ranks)
+    ours.load_state_dict(layers.RWKV7.state_dict_from_fla(theirs.state_dict()))
+    x = torch.randn(2, 37, 48, generator=torch.Generator().manual_seed(1))
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            assert rel_err(ours(x)[0], theirs(x)[0]) <= TOL, f"grad={grad}"
+    later = fla_cpu.layers.RWKV7Attention(hidden_size=48, head_dim=16, layer_idx=1,
+                                          num_hidden_layers=2, v_low_rank_dim=8, **ranks)
+    with pytest.raises(ValueError, match="v_lora"):
+        layers.RWKV7.state_dict_from_fla(later.state_dict())
