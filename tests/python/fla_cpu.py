@@ -248,15 +248,22 @@ def token_shift(x, cu_seqlens=None, cache=None, output_cache=False, chunk_indice
     return (delta, x[:, -1]) if output_cache else delta
 
 
-def _rwkv7_refs():
-    """fla's own torch references of its fused RWKV-7 helpers."""
-    from fla.ops.rwkv7.fused_addcmul import torch_addcmul_rwkv7
-    from fla.ops.rwkv7.fused_k_update import k_update_ref
+def addcmul_rwkv7(*args, **kwargs):
+    from fla.ops.rwkv7.fused_addcmul import torch_addcmul_rwkv7  # fla's own reference
+
+    return torch_addcmul_rwkv7(*args, **kwargs)
+
+
+def k_update_rwkv7(k, a, ka, **_):
+    from fla.ops.rwkv7.fused_k_update import k_update_ref  # fla's own reference
+
+    return k_update_ref(k, a, ka)
+
+
+def gate_output_correction(*args, **kwargs):
     from fla.ops.rwkv7.gate_output_correction import gate_output_correction_ref
 
-    return {"fused_addcmul_rwkv7": torch_addcmul_rwkv7,
-            "fused_k_rwkv7": lambda k, a, ka, **_: k_update_ref(k, a, ka),
-            "gate_output_correction": gate_output_correction_ref}
+    return gate_output_correction_ref(*args, **kwargs)
 
 
 _REPLACEMENTS = {
@@ -277,6 +284,9 @@ _REPLACEMENTS = {
     "fla.ops.rwkv7": {"chunk_rwkv7": chunk_rwkv7,
                       "fused_mul_recurrent_rwkv7": fused_mul_recurrent_rwkv7},
     "fla.modules.token_shift": {"token_shift": token_shift},
+    "fla.ops.rwkv7.fused_addcmul": {"fused_addcmul_rwkv7": addcmul_rwkv7},
+    "fla.ops.rwkv7.fused_k_update": {"fused_k_rwkv7": k_update_rwkv7},
+    "fla.ops.rwkv7.gate_output_correction": {"gate_output_correction": gate_output_correction},
     "fla.ops.gla": {"chunk_gla": gla, "fused_recurrent_gla": gla},
     "fla.ops.gated_delta_rule": {"chunk_gated_delta_rule": gated_delta_rule,
                                  "fused_recurrent_gated_delta_rule": gated_delta_rule},
@@ -295,10 +305,7 @@ def fla_cpu(monkeypatch):
     import fla.layers  # noqa: F401  (imports every layer module)
     import fla.models  # noqa: F401
 
-    rwkv7 = {f"fla.ops.rwkv7.{m}": {n: f} for n, f in _rwkv7_refs().items()
-             for m in [{"fused_addcmul_rwkv7": "fused_addcmul", "fused_k_rwkv7": "fused_k_update",
-                        "gate_output_correction": "gate_output_correction"}[n]]}
-    for module_name, swaps in {**_REPLACEMENTS, **rwkv7}.items():
+    for module_name, swaps in _REPLACEMENTS.items():
         module = importlib.import_module(module_name)
         for name, replacement in swaps.items():
             original = getattr(module, name)

@@ -333,7 +333,7 @@ def test_reverse(fn, gates, varlen):
 
 
 def test_reverse_gradients_flow():
-    r = Recipe(T=11)
+    r = Recipe(B=1, T=6, H=1, K=4, V=3)
     q, k, v = (x.double().requires_grad_() for x in r.qkv())
     g = r.decay().double().requires_grad_()
     assert torch.autograd.gradcheck(
