@@ -1,7 +1,7 @@
 """Softmax attention on the CPU with fla's names: the baseline of every benchmark and the
 full-attention layer of hybrid models (C++: src/ops/attention/, algorithms.md §4.11).
 
-- ``parallel_attn(q, k, v, scale=None, window_size=None, cu_seqlens=None)``: fla's
+- ``parallel_attn(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None, ...)``: fla's
   ``fla.ops.attn.parallel_attn`` (same argument names and order, causal, returns ``o``).
   q [B, T, H, K], k [B, T, Hkv, K], v [B, T, Hkv, V] with H % Hkv == 0 (GQA); ``window_size`` W
   makes token i read keys [i - W + 1, i]; ``cu_seqlens`` (B = 1) packs sequences. Torch tensors
@@ -64,6 +64,17 @@ def parallel_attn_backward(q, k, v, do, scale=None, window_size=None, cu_seqlens
     return grads
 
 
+def _sink(o, lse, sink_bias):
+    """fla's attention sink: a per-head logit s_h that joins every row's softmax denominator
+    and adds no value: lse' = log(e^lse + e^s), o' = o e^(lse - lse'). Torch elementwise glue
+    on [B, T, H] (the attention itself stays in C++); returns (o', lse')."""
+    import torch
+
+    wide = torch.promote_types(lse.dtype, torch.float32)
+    lse_sink = torch.logaddexp(lse.to(wide), sink_bias.to(wide))
+    return (o * (lse.to(wide) - lse_sink).exp()[..., None].to(o.dtype)), lse_sink.to(lse.dtype)
+
+
 def _autograd_function():
     """torch.autograd.Function over the C++ forward and backward (built on first use, so that
     numpy-only installs never import torch)."""
@@ -71,19 +82,28 @@ def _autograd_function():
 
     class ParallelAttnFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, scale, window_size, cu_seqlens, form):
+        def forward(ctx, q, k, v, sink_bias, scale, window_size, cu_seqlens, form):
             o, lse = _forward(q, k, v, scale, window_size, cu_seqlens, form)
-            ctx.save_for_backward(q, k, v, o, lse)
+            if sink_bias is not None:
+                o, lse = _sink(o, lse, sink_bias)
+            ctx.save_for_backward(q, k, v, o, lse, sink_bias)
             ctx.options = (scale, window_size, cu_seqlens, form)
             return o
 
         @staticmethod
         def backward(ctx, do):
-            q, k, v, o, lse = ctx.saved_tensors
+            q, k, v, o, lse, sink_bias = ctx.saved_tensors
             scale, window_size, cu_seqlens, form = ctx.options
+            # The tiled backward from the sink's o and lse is exact: dS = P (dO V^T - D) with
+            # P = e^(S - lse') and D = rowsum(dO o'), the sink only lowering P.
             g = parallel_attn_backward(q, k, v, do.contiguous(), scale, window_size, cu_seqlens,
                                        o=o, lse=lse, form=form)
-            return g["dq"], g["dk"], g["dv"], None, None, None, None
+            dsink = None
+            if sink_bias is not None and ctx.needs_input_grad[3]:
+                weight = (sink_bias.float() - lse.float()).exp()  # the sink's probability
+                dsink = -(weight * (do.float() * o.float()).sum(-1)).sum((0, 1))
+                dsink = dsink.to(sink_bias.dtype)
+            return g["dq"], g["dk"], g["dv"], dsink, None, None, None, None
 
     return ParallelAttnFunction
 
@@ -91,22 +111,41 @@ def _autograd_function():
 _AUTOGRAD = []
 
 
-def parallel_attn(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None, *,
-                  form: str = "chunk"):
+def parallel_attn(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None,
+                  chunk_indices=None, *, sink_bias=None, form: str = "chunk"):
     """Causal softmax attention, o [B, T, H, V]: o_i = sum_{j in window(i)} softmax_j(scale q_i.k_j) v_j.
 
-    ``g`` (fla's optional forgetting-gate log decay) is not supported: passing one raises."""
+    ``sink_bias`` [H] (fla's attention sink, torch only) adds e^(sink_bias[h]) to every
+    softmax denominator of head h. ``g`` (fla's optional forgetting-gate log decay) is not
+    supported: passing one raises. ``chunk_indices`` (fla's precomputed varlen tiles for its
+    GPU kernel) has no effect."""
     if g is not None:
         raise ValueError("parallel_attn: g (the forgetting-transformer gate) is not supported by "
                          "linattn; pass g=None")
-    if any(is_torch(x) and x.requires_grad for x in (q, k, v)):
+    tensors = (q, k, v) if sink_bias is None else (q, k, v, sink_bias)
+    if sink_bias is not None:
+        _check_sink(q, sink_bias)
+    if any(is_torch(x) and x.requires_grad for x in tensors):
         import torch
 
         if torch.is_grad_enabled():
+            if sink_bias is not None and (form == "reference" or q.dtype == torch.float64):
+                raise ValueError("parallel_attn: gradients with sink_bias need the chunk form "
+                                 "(float32 or bfloat16 inputs); the fp64 reference backward "
+                                 "has no sink")
             if not _AUTOGRAD:
                 _AUTOGRAD.append(_autograd_function())
-            return _AUTOGRAD[0].apply(q, k, v, scale, window_size, cu_seqlens, form)
-    return _forward(q, k, v, scale, window_size, cu_seqlens, form)[0]
+            return _AUTOGRAD[0].apply(q, k, v, sink_bias, scale, window_size, cu_seqlens, form)
+    o, lse = _forward(q, k, v, scale, window_size, cu_seqlens, form)
+    return o if sink_bias is None else _sink(o, lse, sink_bias)[0]
+
+
+def _check_sink(q, sink_bias) -> None:
+    if not (is_torch(sink_bias) and is_torch(q)):
+        raise TypeError("parallel_attn: sink_bias needs torch tensors (q and sink_bias)")
+    if tuple(sink_bias.shape) != (q.shape[2],):
+        raise ValueError(f"parallel_attn: sink_bias must have shape [H] = [{q.shape[2]}], got "
+                         f"{list(sink_bias.shape)}")
 
 
 def attn_with_kvcache(q, k_cache, v_cache, cache_seqlens, scale=None, window_size=None, *,

@@ -25,15 +25,44 @@ def _inputs(x, weight, bias, residual, initial_state, activation, cu_seqlens) ->
     return {**{n: as_input(a) for n, a in arrays.items()}, "activation": activation}
 
 
-def causal_conv1d(x, weight, bias=None, residual=None, initial_state=None,
-                  output_final_state=False, activation=None, cu_seqlens=None, *, form="chunk"):
+_BACKENDS = ("triton", "cuda", "mix")  # fla's GPU implementations: all are linattn's C++ here
+
+
+def check_fla_arguments(weight, backend, cp_context, kwargs) -> None:
+    """fla's causal_conv1d arguments that linattn's one CPU implementation cannot honour or
+    does not need: weight is required (fla's kernels read its width too), backend picks one of
+    fla's GPU implementations (no effect here), cu_seqlens_cpu / chunk_indices are GPU hints
+    (the callers drop them), cp_context (context parallelism) and the 'mix' backend's seq_idx
+    are refused."""
+    if weight is None:
+        raise ValueError("causal_conv1d: weight [D, W] is required (its width W is the "
+                         "window), got None")
+    if backend not in _BACKENDS:
+        raise ValueError(f"causal_conv1d: backend must be one of {', '.join(_BACKENDS)} (all run "
+                         f"linattn's C++ on the CPU), got {backend!r}")
+    if cp_context is not None:
+        raise ValueError("causal_conv1d: cp_context (context parallelism) is not supported: "
+                         "pass None")
+    if kwargs.pop("seq_idx", None) is not None:
+        raise ValueError("causal_conv1d: seq_idx is not supported: give the sequences as "
+                         "cu_seqlens")
+    if kwargs:
+        raise TypeError(f"causal_conv1d: unexpected keyword argument(s) "
+                        f"{', '.join(sorted(kwargs))}")
+
+
+def causal_conv1d(x, weight=None, bias=None, residual=None, initial_state=None,
+                  output_final_state=False, activation=None, backend="triton", cu_seqlens=None,
+                  cu_seqlens_cpu=None, chunk_indices=None, cp_context=None, *, form="chunk",
+                  **kwargs):
     """y = act(bias + Σ_j weight[:, j] x[t-(W-1)+j]) + residual per channel, causal, with the
     W-1 inputs before each sequence taken from initial_state (zeros without one).
 
     Returns (y, final_state): y like x; final_state [N, D, W] in x's dtype, or None unless
     output_final_state. form: 'chunk' (the fast form, default) or 'reference' (fp64 oracle).
-    fla's ``backend`` argument does not exist (one backend).
+    fla's backend, cu_seqlens_cpu and chunk_indices have no effect (one CPU implementation).
     """
+    check_fla_arguments(weight, backend, cp_context, kwargs)
     inputs = _inputs(x, weight, bias, residual, initial_state, activation, cu_seqlens)
     y_shape, state_shape = _core.causal_conv1d_output_shapes(
         **inputs, output_final_state=output_final_state)

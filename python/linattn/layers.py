@@ -38,22 +38,37 @@ class LayerState(NamedTuple):
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight over the last dimension."""
+    """x / rms(x) * weight over the last dimension, or over each group of `group_size`
+    consecutive channels of it (Mamba-2's grouped norm; the weight spans all channels)."""
 
-    def __init__(self, hidden_size: int, eps: float = 1e-5, elementwise_affine: bool = True):
+    def __init__(self, hidden_size: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 group_size: int | None = None):
         super().__init__()
-        self.eps = eps
+        self.eps, self.group_size = eps, group_size
         self.weight = nn.Parameter(torch.ones(hidden_size)) if elementwise_affine else None
 
     def forward(self, x):
-        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        if self.group_size is None:
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        y = F.rms_norm(x.unflatten(-1, (-1, self.group_size)), (self.group_size,), None,
+                       self.eps).flatten(-2)
+        return y if self.weight is None else y * self.weight
 
 
 class GatedRMSNorm(RMSNorm):
-    """fla's FusedRMSNormGated: rmsnorm(x) * weight * silu(gate) (norm before the gate)."""
+    """fla's FusedRMSNormGated: rmsnorm(x) * weight * act(gate) (norm before the gate), act
+    'swish'/'silu' (fla's default) or 'sigmoid'."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, activation: str = "swish"):
+        super().__init__(hidden_size, eps)
+        gates = {"swish": F.silu, "silu": F.silu, "sigmoid": torch.sigmoid}
+        if activation not in gates:
+            raise ValueError(f"GatedRMSNorm: activation must be 'swish', 'silu' or 'sigmoid', "
+                             f"got {activation!r}")
+        self.activation = gates[activation]
 
     def forward(self, x, gate):
-        return super().forward(x) * F.silu(gate)
+        return super().forward(x) * self.activation(gate)
 
 
 class ShortConvolution(nn.Module):
@@ -82,8 +97,8 @@ class ShortConvolution(nn.Module):
 
 
 class HedgehogFeatureMap(nn.Module):
-    """Hedgehog (Zhang et al. 2024): a learnable linear map (identity at init), then
-    [softmax(x), softmax(-x)] over the head dimension (feature dimension 2 * head_dim)."""
+    """Hedgehog (Zhang et al. 2024) as fla computes it: a learnable linear map (identity at
+    init), then one softmax over [2x, -2x] (feature dimension 2 * head_dim)."""
 
     def __init__(self, head_dim: int):
         super().__init__()
@@ -92,35 +107,61 @@ class HedgehogFeatureMap(nn.Module):
         nn.init.zeros_(self.layer.bias)
 
     def forward(self, x):
-        x = self.layer(x)
-        return torch.cat([x.softmax(-1), (-x).softmax(-1)], dim=-1)
+        y = 2 * self.layer(x)
+        return torch.cat([y, -y], dim=-1).softmax(-1)
 
 
 class T2RFeatureMap(nn.Module):
-    """T2R (Kasai et al. 2021): relu(W x + b)."""
+    """T2R (Kasai et al. 2021): relu(W x) (fla's default: no bias)."""
 
-    def __init__(self, head_dim: int):
+    def __init__(self, head_dim: int, bias: bool = False):
         super().__init__()
-        self.layer = nn.Linear(head_dim, head_dim)
+        self.layer = nn.Linear(head_dim, head_dim, bias=bias)
 
     def forward(self, x):
         return F.relu(self.layer(x))
 
 
+class HadamardFeatureMap(nn.Module):
+    """fla's 'elementwise_product' map: (W1 x + b1) * (W2 x + b2)."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        self.layer1 = nn.Linear(head_dim, head_dim)
+        self.layer2 = nn.Linear(head_dim, head_dim)
+
+    def forward(self, x):
+        return self.layer1(x) * self.layer2(x)
+
+
+class DPFPFeatureMap(nn.Module):
+    """DPFP (Schlag et al. 2021), parameter-free: r = [relu(x), relu(-x)], then the products of
+    r with its rolls by 1..nu (feature dimension 2 * nu * head_dim)."""
+
+    def __init__(self, head_dim: int, nu: int = 4):
+        super().__init__()
+        self.nu = nu
+
+    def forward(self, x):
+        r = torch.cat([x.relu(), (-x).relu()], dim=-1)
+        return torch.cat([r * r.roll(shifts=j, dims=-1) for j in range(1, self.nu + 1)], dim=-1)
+
+
 def _feature_map(name: str | None, head_dim: int) -> tuple[nn.Module, int]:
-    """A feature map by name and its output dimension."""
+    """A feature map by fla's name and its output dimension."""
     simple = {
         None: nn.Identity, "identity": nn.Identity, "relu": nn.ReLU,
         "elu": lambda: _Lambda(lambda x: F.elu(x) + 1),  # positive: elu(x) + 1
     }
     if name in simple:
         return simple[name](), head_dim
-    if name == "hedgehog":
-        return HedgehogFeatureMap(head_dim), 2 * head_dim
-    if name == "t2r":
-        return T2RFeatureMap(head_dim), head_dim
+    maps = {"hedgehog": (HedgehogFeatureMap, 2), "t2r": (T2RFeatureMap, 1),
+            "elementwise_product": (HadamardFeatureMap, 1), "dpfp": (DPFPFeatureMap, 8)}
+    if name in maps:
+        cls, width = maps[name]
+        return cls(head_dim), width * head_dim
     raise ValueError(f"LinearAttention: feature_map must be one of identity, elu, relu, t2r, "
-                     f"hedgehog, got {name!r}")
+                     f"hedgehog, elementwise_product, dpfp, got {name!r}")
 
 
 class _Lambda(nn.Module):
@@ -175,23 +216,36 @@ class _Mixer(nn.Module):
     def _project(self, x):
         return {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
 
-    def _make_output(self, hidden_size: int, value_dim: int, use_gate: bool, norm_eps: float):
-        """The output norm over each head's head_v_dim channels (gated by silu(g_proj(x)) with
+    def _make_output(self, hidden_size: int, value_dim: int, use_gate: bool, norm_eps: float,
+                     gate_activation: str = "swish"):
+        """The output norm over each head's head_v_dim channels (gated by act(g_proj(x)) with
         use_gate) and o_proj; _output_norm applies them."""
         self.use_gate = use_gate
         if use_gate:
             self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps)
+            norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps, activation=gate_activation)
         else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+            norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        setattr(self, self._norm_name(use_gate), norm)
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    def _norm_name(self, gated: bool) -> str:
+        """fla's attribute of the output norm (gated or not)."""
+        return "o_norm"
 
     def _make_convs(self, use_short_conv: bool, conv_size: int, conv_bias: bool,
                     dims: dict[str, int]):
+        """One ShortConvolution per conv input, registered under fla's attribute name
+        (``q_conv1d``, ...: _conv_name) so that fla's state_dict keys load as they are."""
         self.use_short_conv = use_short_conv
-        self.convs = nn.ModuleDict({
-            name: ShortConvolution(dims[name], conv_size, conv_bias, self.conv_activation)
-            for name in self.conv_inputs} if use_short_conv else {})
+        if use_short_conv:
+            for name in self.conv_inputs:
+                setattr(self, self._conv_name(name),
+                        ShortConvolution(dims[name], conv_size, conv_bias, self.conv_activation))
+
+    def _conv_name(self, name: str) -> str:
+        """fla's attribute of the short convolution of projection `name`."""
+        return f"{name}_conv1d"
 
     def forward(self, hidden_states, state: LayerState | None = None,
                 output_state: bool = False, form: str = "chunk"):
@@ -200,7 +254,8 @@ class _Mixer(nn.Module):
         for i, name in enumerate(self.conv_inputs):
             if self.use_short_conv:
                 cache = None if state is None or state.conv is None else state.conv[i]
-                h[name], cache = self.convs[name](h[name], cache, output_state, form)
+                conv = getattr(self, self._conv_name(name))
+                h[name], cache = conv(h[name], cache, output_state, form)
                 caches.append(cache)
             elif self.plain_activation is not None:
                 h[name] = self.plain_activation(h[name])
@@ -224,7 +279,7 @@ class GatedDeltaNet(_Mixer):
     """Gated DeltaNet (Yang et al. 2024), fla's GatedDeltaNet: q, k, v projections with short
     convolutions (SiLU), L2-normalised q/k, decay g = -exp(A_log) softplus(a_proj(x) + dt_bias),
     beta = sigmoid(b_proj(x)) (x2 with allow_neg_eigval), output RMSNorm gated by
-    silu(g_proj(x)), o_proj. num_v_heads > num_heads gives grouped value heads."""
+    act(g_proj(x)) (output_gate_activation: silu or sigmoid), o_proj. num_v_heads > num_heads gives grouped value heads."""
 
     conv_inputs = ("q", "k", "v")
     plain_activation = staticmethod(F.silu)
@@ -232,7 +287,8 @@ class GatedDeltaNet(_Mixer):
     def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256,
                  num_heads: int = 6, num_v_heads: int | None = None, use_gate: bool = True,
                  use_short_conv: bool = True, allow_neg_eigval: bool = False, conv_size: int = 4,
-                 conv_bias: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None):
+                 conv_bias: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None,
+                 output_gate_activation: str = "swish"):
         super().__init__()
         self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
         self.num_heads = num_heads
@@ -249,7 +305,7 @@ class GatedDeltaNet(_Mixer):
         self.dt_bias = nn.Parameter(_inverse_softplus_dt(self.num_v_heads))
         self._make_convs(use_short_conv, conv_size, conv_bias,
                          {"q": key_dim, "k": key_dim, "v": value_dim})
-        self._make_output(hidden_size, value_dim, use_gate, norm_eps)
+        self._make_output(hidden_size, value_dim, use_gate, norm_eps, output_gate_activation)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
         g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
@@ -271,8 +327,8 @@ class GatedDeltaNet(_Mixer):
 def _output_norm(layer, x, o):
     """The output norm, gated by silu(g_proj(x)) per head when the layer has an output gate."""
     if layer.use_gate:
-        return layer.o_norm(o, _heads(layer.g_proj(x), o.shape[-1]))
-    return layer.o_norm(o)
+        return getattr(layer, layer._norm_name(True))(o, _heads(layer.g_proj(x), o.shape[-1]))
+    return getattr(layer, layer._norm_name(False))(o)
 
 
 class DeltaNet(_Mixer):
@@ -341,6 +397,9 @@ class GatedLinearAttention(_Mixer):
                          {"q": key_dim, "k": key_dim, "v": value_dim})
         self._make_output(hidden_size, value_dim, use_output_gate, norm_eps)
 
+    def _norm_name(self, gated: bool) -> str:
+        return "g_norm_swish_gate" if gated else "g_norm"  # fla's GLA names
+
     def _mix(self, x, h, initial_state, output_final_state, form):
         gk = F.logsigmoid(self.gk_proj(x)) / self.gate_logit_normalizer
         if self.clamp_min is not None:
@@ -395,13 +454,14 @@ class HGRN2(_Mixer):
 
 
 class LinearAttention(_Mixer):
-    """Linear attention (Katharopoulos et al. 2020) with a feature map on q and k (identity,
-    elu (+1), relu, t2r, hedgehog), fla's LinearAttention: q, k, v projections, optional
+    """Linear attention (Katharopoulos et al. 2020) with a feature map on q and k (fla's:
+    elementwise_product (default), identity, elu (+1), relu, t2r, hedgehog, dpfp), fla's
+    LinearAttention: q, k, v projections, optional
     normalisation of q/k features to sum 1 (norm_q, norm_k) and of the output by the
     accumulated key sum (do_feature_map_norm), RMSNorm over the output, o_proj."""
 
     def __init__(self, hidden_size: int = 1024, expand_k: float = 1.0, expand_v: float = 1.0,
-                 num_heads: int = 8, feature_map: str | None = "hedgehog",
+                 num_heads: int = 8, feature_map: str | None = "elementwise_product",
                  tie_feature_map_qk: bool = False, output_norm: str = "rmsnorm",
                  norm_q: bool = False, norm_k: bool = False, do_feature_map_norm: bool = False,
                  elementwise_affine: bool = True, norm_eps: float = 1e-5,
@@ -415,31 +475,30 @@ class LinearAttention(_Mixer):
         self.feature_map_q, _ = _feature_map(feature_map, self.head_k_dim)
         self.feature_map_k = (self.feature_map_q if tie_feature_map_qk
                               else _feature_map(feature_map, self.head_k_dim)[0])
-        if output_norm == "rmsnorm":
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps,
-                                  elementwise_affine=elementwise_affine)
+        if output_norm == "rmsnorm":  # fla's name: norm
+            self.norm = RMSNorm(self.head_v_dim, eps=norm_eps,
+                                elementwise_affine=elementwise_affine)
         elif output_norm == "identity":
-            self.o_norm = nn.Identity()
+            self.norm = nn.Identity()
         else:
             raise ValueError(f"LinearAttention: output_norm must be 'rmsnorm' or 'identity', "
                              f"got {output_norm!r}")
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
 
     def _mix(self, x, h, initial_state, output_final_state, form):
-        if self.do_feature_map_norm and initial_state is not None:
-            raise ValueError("LinearAttention: do_feature_map_norm=True cannot continue from a "
-                             "state (fla's normaliser sums the keys of the current call only); "
-                             "decode with do_feature_map_norm=False")
         q = self.feature_map_q(_heads(h["q"], self.head_k_dim))
         k = self.feature_map_k(_heads(h["k"], self.head_k_dim))
         if self.norm_q:
             q = q / (q.sum(-1, keepdim=True) + 1e-4)
         if self.norm_k:
             k = k / (k.sum(-1, keepdim=True) + 1e-4)
-        o, state = ops.mixer("linear_attn", q, k, _heads(h["v"], self.head_v_dim),
-                             normalize=self.do_feature_map_norm, initial_state=initial_state,
-                             output_final_state=output_final_state, form=form)
-        return self.o_proj(self.o_norm(o).flatten(-2)), state
+        # with do_feature_map_norm the state is fla's pair (kv, z), z the normaliser's key sum
+        o, state = ops._linear_attn("LinearAttention", form, q, k,
+                                    _heads(h["v"], self.head_v_dim), None, initial_state,
+                                    output_final_state, False, self.do_feature_map_norm, None)
+        if self.do_feature_map_norm and not output_final_state:
+            state = None
+        return self.o_proj(self.norm(o).flatten(-2)), state
 
 
 class Mamba2(_Mixer):
@@ -483,8 +542,12 @@ class Mamba2(_Mixer):
                                                          time_step_max, time_step_floor))
         self.A_log = nn.Parameter(torch.empty(self.num_heads).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(self.num_heads))
-        self.norm = RMSNorm(self.intermediate_size // n_groups, eps=norm_eps)
+        self.norm = RMSNorm(self.intermediate_size, eps=norm_eps,
+                            group_size=self.intermediate_size // n_groups)
         self.out_proj = nn.Linear(self.intermediate_size, hidden_size, bias=use_bias)
+
+    def _conv_name(self, name: str) -> str:
+        return "conv1d"  # fla's (and Mamba-2's) name of the xBC convolution
 
     def _project(self, x):
         z, xBC, dt = self.in_proj(x).split(
@@ -506,7 +569,7 @@ class Mamba2(_Mixer):
         if self.allow_neg_eigval and state is not None:
             state = state * sign[:, -1, :, None, None].to(state.dtype)
         y = (o + xs * self.D[:, None].to(xs.dtype)).flatten(-2) * F.silu(h["z"])
-        y = self.norm(y.unflatten(-1, (self.n_groups, -1))).flatten(-2)
+        y = self.norm(y)
         return self.out_proj(y), state
 
     def _signed_decay(self, C, B, g):
@@ -533,8 +596,8 @@ class GatedDeltaProduct(_Mixer):
 
     def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256,
                  num_heads: int = 6, num_householder: int = 2, use_output_gate: bool = True,
-                 use_short_conv: bool = True, allow_neg_eigval: bool = False,
-                 use_forget_gate: bool = False, conv_size: int = 4, conv_bias: bool = False,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = True,
+                 use_forget_gate: bool = True, conv_size: int = 4, conv_bias: bool = False,
                  norm_eps: float = 1e-5, layer_idx: int | None = None):
         super().__init__()
         self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
@@ -572,6 +635,64 @@ class GatedDeltaProduct(_Mixer):
                              num_householder=self.num_householder, initial_state=initial_state,
                              output_final_state=output_final_state, form=form,
                              use_qk_l2norm_in_kernel=True)
+        return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
+
+
+class KimiDeltaAttention(_Mixer):
+    """Kimi Delta Attention (KDA, Kimi Linear 2025), fla's KimiDeltaAttention: the gated delta
+    rule with a per-key-channel decay. q, k, v projections with short convolutions (SiLU),
+    L2-normalised q/k, a low-rank gate f_proj (hidden -> head_v_dim -> HV * K) turned into the
+    log decay -exp(A_log) softplus(f + dt_bias) (or lower_bound sigmoid(exp(A_log) (f +
+    dt_bias)) with a lower_bound), beta = sigmoid(b_proj(x)) (x2 with allow_neg_eigval), output
+    RMSNorm gated by sigmoid(g_proj(x)) (low rank, with bias), o_proj. num_v_heads > num_heads
+    gives grouped value heads. safe_gate (fla's kernel choice for bounded gates) only changes
+    A_log's initialisation to zeros, as fla."""
+
+    conv_inputs = ("q", "k", "v")
+    plain_activation = staticmethod(F.silu)
+
+    def __init__(self, hidden_size: int = 2048, expand_v: float = 1, head_dim: int = 128,
+                 num_heads: int = 16, num_v_heads: int | None = None,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = False,
+                 safe_gate: bool = False, lower_bound: float | None = None, conv_size: int = 4,
+                 conv_bias: bool = False, layer_idx: int | None = None, norm_eps: float = 1e-5):
+        super().__init__()
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.num_heads = num_heads
+        self.num_v_heads = num_v_heads or num_heads
+        if self.num_v_heads % num_heads:
+            raise ValueError(f"KimiDeltaAttention: num_v_heads={self.num_v_heads} must be a "
+                             f"multiple of num_heads={num_heads}")
+        self.allow_neg_eigval, self.lower_bound = allow_neg_eigval, lower_bound
+        self.layer_idx = layer_idx
+        key_dim, value_dim = num_heads * head_dim, self.num_v_heads * self.head_v_dim
+        gate_dim = self.num_v_heads * head_dim
+        self._make_qkv(hidden_size, key_dim, key_dim, value_dim)
+        self._make_convs(use_short_conv, conv_size, conv_bias,
+                         {"q": key_dim, "k": key_dim, "v": value_dim})
+        self.f_proj = nn.Sequential(nn.Linear(hidden_size, self.head_v_dim, bias=False),
+                                    nn.Linear(self.head_v_dim, gate_dim, bias=False))
+        self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.A_log = nn.Parameter(torch.zeros(self.num_v_heads) if safe_gate else
+                                  torch.empty(self.num_v_heads).uniform_(1, 16).log())
+        self.dt_bias = nn.Parameter(_inverse_softplus_dt(gate_dim))
+        self.use_gate = True
+        self.g_proj = nn.Sequential(nn.Linear(hidden_size, self.head_v_dim, bias=False),
+                                    nn.Linear(self.head_v_dim, value_dim, bias=True))
+        self.o_norm = GatedRMSNorm(self.head_v_dim, eps=norm_eps, activation="sigmoid")
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    def _mix(self, x, h, initial_state, output_final_state, form):
+        # fla's in-kernel gate transforms, as linattn.ops applies them for chunk_kda
+        gk, beta = ops._gate_options(
+            "KimiDeltaAttention", _heads(self.f_proj(x), self.head_k_dim), self.b_proj(x),
+            use_gate_in_kernel=True, A_log=self.A_log, dt_bias=self.dt_bias,
+            use_beta_sigmoid_in_kernel=True, allow_neg_eigval=self.allow_neg_eigval,
+            lower_bound=self.lower_bound)
+        o, state = ops.mixer("kda", _heads(h["q"], self.head_k_dim),
+                             _heads(h["k"], self.head_k_dim), _heads(h["v"], self.head_v_dim),
+                             gk=gk, beta=beta, form=form, initial_state=initial_state,
+                             output_final_state=output_final_state, use_qk_l2norm_in_kernel=True)
         return self.o_proj(_output_norm(self, x, o).flatten(-2)), state
 
 
@@ -623,6 +744,26 @@ class RWKV7(_Mixer):
         self.r_k = nn.Parameter(torch.zeros(self.num_heads, head_dim))
         self.g_norm = nn.GroupNorm(self.num_heads, hidden_size, eps=head_dim * norm_eps)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    _FLA_MIXES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")  # fla's rows of x_mix
+
+    @classmethod
+    def state_dict_from_fla(cls, state_dict: dict) -> dict:
+        """The one-call conversion of the state_dict of fla's RWKV7Attention of a model's first
+        layer (layer_idx 0) to this layer's names: fla's token-shift mixes x_r ... x_g
+        [1, 1, D] are the rows of x_mix, its LoRAs' lora.0 / lora.2 are down / up. Later
+        layers' v_lora (fla's value residual v_first) is not implemented: ValueError."""
+        if any(k.startswith("v_lora.") for k in state_dict):
+            raise ValueError("RWKV7.state_dict_from_fla: v_lora (fla's value residual across "
+                             "layers, v_first) is not implemented; only a first layer's "
+                             "(layer_idx 0) state_dict converts")
+        out = {k: v for k, v in state_dict.items() if k not in cls._FLA_MIXES}
+        out["x_mix"] = torch.cat([state_dict[k].reshape(1, -1) for k in cls._FLA_MIXES])
+        for name in ("w_lora", "a_lora", "g_lora"):
+            for fla_part, ours in (("lora.0.", "down."), ("lora.2.", "up.")):
+                for key in [k for k in out if k.startswith(f"{name}.{fla_part}")]:
+                    out[key.replace(fla_part, ours)] = out.pop(key)
+        return out
 
     def forward(self, hidden_states, state: LayerState | None = None,
                 output_state: bool = False, form: str = "chunk"):
@@ -760,6 +901,7 @@ MIXERS = {
     "linear_attn": LinearAttention,
     "mamba2": Mamba2,
     "gated_deltaproduct": GatedDeltaProduct,
+    "kda": KimiDeltaAttention,
     "rwkv7": RWKV7,
     "attention": Attention,
     "lla": LocalLinearAttention,

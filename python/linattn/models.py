@@ -10,6 +10,7 @@ its logits equal a full forward pass over the generated sequence (tested).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,7 @@ class LMConfig:
     # `layers`, a dict from mixer name to its keyword arguments
     layers: tuple[str, ...] | None = None     # one mixer name per block (hybrid stacks)
     intermediate_size: int | None = None      # SwiGLU width; default 8/3 hidden, rounded to 32
+    use_mlp: bool = True                      # False: mixer-only blocks (Mamba-2's)
     norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
 
@@ -58,7 +60,7 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    """x + mixer(norm(x)), then x + mlp(norm(x))."""
+    """x + mixer(norm(x)), then x + mlp(norm(x)) (unless config.use_mlp is False)."""
 
     def __init__(self, config: LMConfig, mixer: str, layer_idx: int):
         super().__init__()
@@ -68,13 +70,13 @@ class Block(nn.Module):
         own = config.mixer_kwargs.get(mixer, {}) if config.layers else config.mixer_kwargs
         kwargs = {"hidden_size": hidden, "layer_idx": layer_idx, **own}
         self.mixer = MIXERS[mixer](**kwargs)
-        self.mlp_norm = RMSNorm(hidden, eps=config.norm_eps)
-        self.mlp = SwiGLU(hidden, width)
+        self.mlp_norm = RMSNorm(hidden, eps=config.norm_eps) if config.use_mlp else None
+        self.mlp = SwiGLU(hidden, width) if config.use_mlp else None
 
     def forward(self, x, state=None, output_state: bool = False, form: str = "chunk"):
         o, state = self.mixer(self.mixer_norm(x), state, output_state, form)
         x = x + o
-        return x + self.mlp(self.mlp_norm(x)), state
+        return (x if self.mlp is None else x + self.mlp(self.mlp_norm(x))), state
 
 
 class CausalLM(nn.Module):
@@ -129,3 +131,104 @@ class CausalLM(nn.Module):
                 logits, states = self.step(token, states)
                 step_logits.append(logits)
         return torch.cat(tokens, dim=1), torch.stack(step_logits, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# fla checkpoints: a directory written by fla's <Model>ForCausalLM.save_pretrained (config.json
+# and model.safetensors, or shards with model.safetensors.index.json). fla's blocks are this
+# module's Block (pre-norm mixer, pre-norm SwiGLU MLP), so loading renames parameters only.
+
+# fla model_type -> (linattn mixer, the fla config keys that are the mixer's keyword arguments
+# (under the same name, or (config key, argument)), the config values linattn's mixer requires
+# (fla's defaults)). The mixer's norm_eps is the config's, as fla passes it.
+FLA_MODELS = {
+    "gated_deltanet": ("gated_deltanet", ("expand_v", "head_dim", "num_heads", "num_v_heads",
+                                          "use_gate", "use_short_conv", "allow_neg_eigval",
+                                          "conv_size", "output_gate_activation"), {}),
+    "delta_net": ("deltanet", ("expand_k", "expand_v", "num_heads", "use_beta", "use_gate",
+                               "use_short_conv", "conv_size", "allow_neg_eigval",
+                               "qk_activation", "qk_norm"), {}),
+    "gated_deltaproduct": ("gated_deltaproduct", ("expand_v", "head_dim", "num_heads",
+                                                  "use_output_gate", "use_forget_gate",
+                                                  "use_short_conv", "conv_size",
+                                                  "allow_neg_eigval", "num_householder"), {}),
+    "kda": ("kda", ("expand_v", "head_dim", "num_heads", "num_v_heads", "use_short_conv",
+                    "allow_neg_eigval", "safe_gate", "lower_bound", "conv_size"), {}),
+    "hgrn2": ("hgrn2", ("num_heads", "expand_ratio", "use_short_conv", "conv_size",
+                        "elementwise_affine"), {"use_lower_bound": False}),
+    "mamba2": ("mamba2", ("head_dim", "state_size", "expand", "n_groups", "conv_kernel",
+                          "use_conv_bias", "use_bias"),
+               {"hidden_act": "silu", "D_has_hdim": False, "rmsnorm": True,
+                "norm_before_gate": False}),
+    "linear_attn": ("linear_attn", ("expand_k", "expand_v", "num_heads", "feature_map",
+                                    "tie_feature_map_qk", "norm_q", "norm_k",
+                                    ("norm_feature_map", "do_feature_map_norm"),
+                                    "elementwise_affine"), {"num_kv_heads": None}),
+    "gla": ("gla", ("expand_k", "expand_v", "num_heads", "use_short_conv", "conv_size",
+                    "use_output_gate", "clamp_min"),
+            {"num_kv_heads": None, "feature_map": None, "elementwise_affine": True}),
+}
+# fla config keys whose non-default values linattn's blocks do not implement.
+_FLA_DEFAULTS = {"attn": None, "attnres_block_size": None, "hidden_act": "swish"}
+# fla's parameter names -> linattn's (regular expressions on the whole key, in order).
+_FLA_RENAMES = ((r"^model\.embeddings\.", "embed."), (r"^model\.norm\.", "norm."),
+                (r"^model\.layers\.(\d+)\.attn_norm\.", r"blocks.\1.mixer_norm."),
+                (r"^model\.layers\.(\d+)\.attn\.", r"blocks.\1.mixer."),
+                (r"^model\.layers\.", "blocks."),
+                # Mamba-2's backbone: mixer-only blocks
+                (r"^backbone\.embeddings\.", "embed."), (r"^backbone\.norm_f\.", "norm."),
+                (r"^backbone\.layers\.(\d+)\.norm\.", r"blocks.\1.mixer_norm."),
+                (r"^backbone\.layers\.", "blocks."))
+
+
+def from_fla(path, dtype: torch.dtype | None = None) -> CausalLM:
+    """The CausalLM of an fla checkpoint directory (fla's *ForCausalLM.save_pretrained; model
+    types in FLA_MODELS), its parameters renamed from fla's (model.layers.i.attn.* ->
+    blocks.i.mixer.*, ...) and loaded strictly. `dtype` converts the parameters (default: as
+    stored)."""
+    import json
+    import pathlib
+
+    from safetensors.torch import load_file
+
+    root = pathlib.Path(path)
+    config = json.loads((root / "config.json").read_text())
+    kind = config.get("model_type")
+    if kind not in FLA_MODELS:
+        raise ValueError(f"from_fla: model_type {kind!r} is not supported; supported: "
+                         f"{', '.join(sorted(FLA_MODELS))}")
+    mixer, keys, required = FLA_MODELS[kind]
+    for key, default in {**_FLA_DEFAULTS, **required}.items():
+        if config.get(key, default) != default:
+            raise ValueError(f"from_fla: {key}={config[key]!r} is not supported (only "
+                             f"{default!r})")
+    index = root / "model.safetensors.index.json"
+    files = (sorted(set(json.loads(index.read_text())["weight_map"].values()))
+             if index.exists() else ["model.safetensors"])
+    weights = {}
+    for name in files:
+        weights.update(load_file(str(root / name)))
+    state = {_linattn_key(k): w if dtype is None else w.to(dtype) for k, w in weights.items()}
+    tied = config.get("tie_word_embeddings", False)
+    mlp = state.get("blocks.0.mlp.gate_proj.weight")
+    model = CausalLM(LMConfig(
+        vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
+        num_layers=config["num_hidden_layers"], mixer=mixer,
+        mixer_kwargs={"norm_eps": config["norm_eps"], **_mixer_kwargs(config, keys)},
+        intermediate_size=mlp.shape[0] if mlp is not None else None, use_mlp=mlp is not None,
+        norm_eps=config["norm_eps"], tie_word_embeddings=tied))
+    if tied:
+        state.setdefault("lm_head.weight", state["embed.weight"])
+    model.load_state_dict(state)
+    return model.to(dtype) if dtype is not None else model
+
+
+def _mixer_kwargs(config: dict, keys) -> dict:
+    pairs = (k if isinstance(k, tuple) else (k, k) for k in keys)
+    return {arg: config[key] for key, arg in pairs if key in config}
+
+
+def _linattn_key(key: str) -> str:
+    for pattern, replacement in _FLA_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key

@@ -11,10 +11,12 @@ from linattn import layers, models  # noqa: E402
 # Small configurations of every layer, with and without short convolutions.
 LAYER_CONFIGS = {
     "gated_deltanet": dict(head_dim=16, num_heads=2, num_v_heads=4, expand_v=1.5),
+    "kda": dict(head_dim=16, num_heads=2, num_v_heads=4, lower_bound=-5.0),
     "deltanet": dict(num_heads=4, use_gate=True, use_short_conv=False),
     "gla": dict(num_heads=4, expand_k=0.5, clamp_min=-5.0, use_short_conv=True, conv_bias=True),
     "hgrn2": dict(expand_ratio=16, use_short_conv=True),
     "linear_attn": dict(num_heads=4, feature_map="hedgehog", norm_q=True, norm_k=True),
+    "linear_attn_normalised": dict(num_heads=4, feature_map="elu", do_feature_map_norm=True),
     "mamba2": dict(state_size=16, head_dim=16, n_groups=2),
     "mamba2_neg": dict(state_size=16, head_dim=16, n_groups=2, allow_neg_eigval=True),
     "gated_deltaproduct": dict(head_dim=16, num_heads=2, num_householder=2,
@@ -28,7 +30,7 @@ HIDDEN = 64
 
 
 def make_layer(name):
-    mixer = name.removesuffix("_neg").removesuffix("_learned")
+    mixer = name.removesuffix("_neg").removesuffix("_learned").removesuffix("_normalised")
     return layers.MIXERS[mixer](hidden_size=HIDDEN, **LAYER_CONFIGS[name])
 
 
@@ -85,7 +87,7 @@ def test_mamba2_negative_decay_is_the_signed_recurrence():
     _, state = m(x, output_state=True)
     with torch.no_grad():
         h = m._project(x)
-        h["xBC"], _ = m.convs["xBC"](h["xBC"], None, False, "chunk")
+        h["xBC"], _ = m.conv1d(h["xBC"], None, False, "chunk")
         xs, B, C = h["xBC"].split([m.intermediate_size, 2 * 8, 2 * 8], -1)
         dt = torch.nn.functional.softplus(h["dt"].float() + m.dt_bias).double()
         a = 2 * torch.exp(-m.A_log.exp() * dt) - 1
@@ -96,15 +98,6 @@ def test_mamba2_negative_decay_is_the_signed_recurrence():
             S = a[:, t, :, None, None] * S + B[:, t, :, :, None] * (dt[:, t, :, None] * xs[:, t])[:, :, None, :]
     assert (a < 0).any() and (a > 0).any()
     assert rel_err(state.recurrent, S) <= 1e-6  # dt is computed in fp32 by the layer
-
-
-def test_normalised_linear_attention_refuses_a_state():
-    layer = layers.LinearAttention(hidden_size=HIDDEN, num_heads=4, do_feature_map_norm=True)
-    o, _ = layer(torch.randn(1, 5, HIDDEN))  # a whole sequence is fine
-    assert o.shape == (1, 5, HIDDEN)
-    _, state = layer(torch.randn(1, 5, HIDDEN), output_state=True)
-    with pytest.raises(ValueError, match="cannot continue from a state"):
-        layer.step(torch.randn(1, HIDDEN), state)
 
 
 def test_lla_layer_with_a_huge_ridge_is_the_attention_layer():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 
@@ -223,93 +221,6 @@ def test_contiguous_inputs_are_not_copied(make_inputs, monkeypatch):
 
 # -- fla compatibility ---------------------------------------------------------------------------
 
-# fla's signatures (flash-linear-attention, fla/ops/<op>/{chunk,fused_recurrent}.py): parameter
-# names in order with their defaults (inspect.Parameter.empty: required). "**" is fla's
-# keyword catch-all; "*" marks linattn's keyword-only extras.
-E = inspect.Parameter.empty
-FLA_SIGNATURES = {
-    "chunk_linear_attn": [("q", E), ("k", E), ("v", E), ("scale", None), ("initial_state", None),
-                          ("output_final_state", False), ("normalize", True)],
-    "fused_recurrent_linear_attn": [("q", E), ("k", E), ("v", E), ("scale", None),
-                                    ("initial_state", None), ("output_final_state", False),
-                                    ("normalize", False)],
-    "chunk_simple_gla": [("q", E), ("k", E), ("v", E), ("g", None), ("g_gamma", None),
-                         ("scale", None), ("initial_state", None), ("output_final_state", False),
-                         ("state_v_first", False), ("cu_seqlens", None)],
-    "fused_recurrent_simple_gla": [("q", E), ("k", E), ("v", E), ("g", None), ("g_gamma", None),
-                                   ("scale", None), ("initial_state", None),
-                                   ("output_final_state", False), ("reverse", False),
-                                   ("state_v_first", False), ("cu_seqlens", None)],
-    "chunk_retention": [("q", E), ("k", E), ("v", E), ("scale", None), ("initial_state", None),
-                        ("output_final_state", False), ("cu_seqlens", None)],
-    "fused_recurrent_retention": [("q", E), ("k", E), ("v", E), ("scale", None),
-                                  ("initial_state", None), ("output_final_state", False),
-                                  ("reverse", False), ("cu_seqlens", None)],
-    "chunk_gla": [("q", E), ("k", E), ("v", E), ("g", E), ("scale", None),
-                  ("initial_state", None), ("output_final_state", False), ("cu_seqlens", None)],
-    "fused_recurrent_gla": [("q", E), ("k", E), ("v", E), ("gk", None), ("gv", None),
-                            ("scale", None), ("initial_state", None),
-                            ("output_final_state", False), ("reverse", False),
-                            ("state_v_first", False), ("cu_seqlens", None)],
-    "chunk_delta_rule": [("q", E), ("k", E), ("v", E), ("beta", E), ("scale", None),
-                         ("initial_state", None), ("output_final_state", False),
-                         ("use_qk_l2norm_in_kernel", False), ("cu_seqlens", None)],
-    "fused_recurrent_delta_rule": [("q", E), ("k", E), ("v", E), ("beta", None), ("scale", None),
-                                   ("initial_state", None), ("output_final_state", False),
-                                   ("use_qk_l2norm_in_kernel", False), ("cu_seqlens", None)],
-    "chunk_gated_delta_rule": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E),
-                               ("scale", None), ("initial_state", None),
-                               ("output_final_state", False), ("use_qk_l2norm_in_kernel", False),
-                               ("cu_seqlens", None)],
-    "fused_recurrent_gated_delta_rule": [("q", E), ("k", E), ("v", E), ("g", None), ("gk", None),
-                                         ("gv", None), ("beta", None), ("scale", None),
-                                         ("initial_state", None), ("output_final_state", False),
-                                         ("use_qk_l2norm_in_kernel", False),
-                                         ("cu_seqlens", None)],
-    "chunk_gated_delta_product": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E),
-                                  ("num_householder", E), ("scale", None),
-                                  ("initial_state", None), ("output_final_state", False),
-                                  ("cu_seqlens", None), ("use_qk_l2norm_in_kernel", False)],
-    "chunk_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("scale", None),
-                  ("initial_state", None), ("output_final_state", False),
-                  ("use_qk_l2norm_in_kernel", False), ("use_gate_in_kernel", False),
-                  ("use_beta_sigmoid_in_kernel", False), ("allow_neg_eigval", False),
-                  ("safe_gate", False), ("lower_bound", None), ("disable_recompute", False),
-                  ("return_intermediate_states", False), ("state_v_first", False),
-                  ("cu_seqlens", None), ("cu_seqlens_cpu", None), ("cp_context", None),
-                  ("use_graph", False), ("max_num_seqs", None)],
-    "fused_recurrent_kda": [("q", E), ("k", E), ("v", E), ("g", E), ("beta", E), ("A_log", None),
-                            ("dt_bias", None), ("scale", None), ("initial_state", None),
-                            ("output_final_state", False), ("use_qk_l2norm_in_kernel", False),
-                            ("use_gate_in_kernel", False), ("use_beta_sigmoid_in_kernel", False),
-                            ("allow_neg_eigval", False), ("lower_bound", None),
-                            ("state_v_first", False), ("cu_seqlens", None)],
-    "chunk_dplr_delta_rule": [("q", E), ("k", E), ("v", E), ("a", E), ("b", E), ("gk", E),
-                              ("scale", None), ("initial_state", None),
-                              ("output_final_state", False), ("cu_seqlens", None)],
-    "fused_recurrent_dplr_delta_rule": [("q", E), ("k", E), ("v", E), ("a", E), ("b", E),
-                                        ("gk", E), ("scale", None), ("initial_state", None),
-                                        ("output_final_state", False), ("reverse", False),
-                                        ("cu_seqlens", None)],
-    "chunk_rwkv7": [("r", E), ("w", E), ("k", E), ("v", E), ("a", E), ("b", E), ("scale", 1.0),
-                    ("initial_state", None), ("output_final_state", False), ("cu_seqlens", None)],
-    "fused_recurrent_rwkv7": [("r", E), ("w", E), ("k", E), ("v", E), ("a", E), ("b", E),
-                              ("scale", 1.0), ("initial_state", None),
-                              ("output_final_state", False), ("cu_seqlens", None)],
-}
-
-
-@pytest.mark.parametrize("name", sorted(FLA_SIGNATURES))
-def test_fla_signature(name):
-    fn = getattr(ops, name)
-    assert getattr(linattn, name) is fn
-    params = list(inspect.signature(fn).parameters.values())
-    positional = [(p.name, p.default) for p in params
-                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-    assert positional == FLA_SIGNATURES[name]
-    assert params[-1].kind is inspect.Parameter.VAR_KEYWORD
-
-
 # Each fla function called by keyword with fla's argument names, against the oracle of its op.
 FLA_CALLS = {
     # name: (op, {fla argument: input name}, extra fla keywords)
@@ -343,8 +254,7 @@ def test_fla_call_by_keyword(name, make_inputs, rel_err):
     kwargs = {"q": x["q"], "k": x["k"], "v": x["v"], "scale": 0.3,
               "initial_state": x["initial_state"], "output_final_state": True,
               **{fla: x[ours] for fla, ours in gates.items()}, **extra}
-    if "cu_seqlens" in dict(FLA_SIGNATURES[name]):
-        kwargs["cu_seqlens"] = None
+    kwargs["cu_seqlens"] = None
     o, s = getattr(ops, name)(**kwargs)
     x64 = {n: t.double() for n, t in x.items()}
     expected = getattr(reference, op)(**x64, scale=0.3, output_final_state=True, **extra)
@@ -352,15 +262,17 @@ def test_fla_call_by_keyword(name, make_inputs, rel_err):
     assert s.dtype == torch.float32 and o.dtype == x["v"].dtype
 
 
-@pytest.mark.parametrize("name", ["chunk_rwkv7", "fused_recurrent_rwkv7"])
-def test_fla_rwkv7_by_keyword(name, make_inputs, rel_err):
-    """RWKV-7's names: r is the query, w the per-channel log decay; scale defaults to 1."""
+@pytest.mark.parametrize("name,scale", [("chunk_rwkv7", 1.0),
+                                        ("fused_recurrent_rwkv7", 8 ** -0.5)])
+def test_fla_rwkv7_by_keyword(name, scale, make_inputs, rel_err):
+    """RWKV-7's names: r is the query, w the per-channel log decay; fla's default scale is 1
+    for chunk_rwkv7 and K^-0.5 for fused_recurrent_rwkv7."""
     x = torch_inputs(make_inputs, "dplr_delta_rule", dtype=torch.float32, requires_grad=False,
                      T=20)
     o, s = getattr(ops, name)(r=x["q"], w=x["gk"], k=x["k"], v=x["v"], a=x["a"], b=x["b"],
                               initial_state=x["initial_state"], output_final_state=True)
     x64 = {n: t.double() for n, t in x.items()}
-    expected = reference.dplr_delta_rule(**x64, scale=1.0, output_final_state=True)
+    expected = reference.dplr_delta_rule(**x64, scale=scale, output_final_state=True)
     assert rel_err(o, expected[0]) <= 1e-5 and rel_err(s, expected[1]) <= 1e-5
 
 
@@ -424,10 +336,8 @@ def test_bad_input_errors(make_inputs):
         ops.chunk_gated_delta_rule(q.numpy(), k, v, g, beta)
     with pytest.raises(ValueError, match="head_first=True is not supported"):
         ops.chunk_gated_delta_rule(q, k, v, g, beta, head_first=True)
-    with pytest.raises(TypeError, match="unexpected keyword argument.*chunk_size"):
-        ops.chunk_gated_delta_rule(q, k, v, g, beta, chunk_size=64)
-    with pytest.raises(ValueError, match="reverse is not supported"):
-        ops.fused_recurrent_simple_gla(q, k, v, g, reverse=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument.*chunk_sise"):
+        ops.chunk_gated_delta_rule(q, k, v, g, beta, chunk_sise=64)
     with pytest.raises(ValueError, match="gv is not supported"):
         ops.fused_recurrent_gla(q, k, v, gk=g[..., None].expand(-1, -1, -1, 8), gv=v)
     with pytest.raises(RuntimeError, match="floating point"):  # torch itself refuses
