@@ -1,15 +1,17 @@
-// Fused recurrent form of dplr_delta_rule (algorithms.md §4.8a): decode, and the prefill of
-// RWKV-7-sized heads. Per token per value head on the K x V fp32 state:
+// Fused recurrent form of dplr_delta_rule (algorithms.md §4.8a): decode, and the forward of the
+// chunk form too at RWKV-7's head sizes (chunk.hpp's forward_runs_recurrent). Per token per value
+// head on the K x V fp32 state:
 //     sa = S^T a                                     (the state before the token's decay)
 //     S  = diag(e^{gk}) S + b sa^T + k v^T,   o = scale S^T q
 // Every value column of S evolves on its own (sa, v and o are per column), so the state is
 // walked in blocks of columns that stay in L1 across a tile of tokens, and one pass per token
 // over a block both writes the new rows and accumulates o and the next token's sa = S^T a_{t+1}
-// from them: the state is read and written once per token (5 multiply-adds per element), and
-// only a sequence's first token needs a separate read for its sa. Rows of the tile's tokens are
-// loaded once (decays exponentiated, q scaled) and shared by the column blocks.
-// Work items are (sequence, value head), split further into column ranges when there are
-// fewer items than threads; columns do not interact, so results do not depend on the split.
+// from them: the state is read and written once per token (5 multiply-adds per element); only a
+// sequence's first token reads its block once more for its sa (a decode step reads the old
+// state, writes the new one, no copy). A tile's rows are loaded for a range of heads at once
+// (one span per token in fla's layout, decays exponentiated, q scaled) and shared by the heads'
+// column blocks. Work units are (sequence, range of value heads, range of columns); columns and
+// heads do not interact, so results do not depend on the split or the thread count.
 #include <algorithm>
 #include <cmath>
 #include <vector>
