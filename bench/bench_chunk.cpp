@@ -4,13 +4,14 @@
 // 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), plus 3(c+1)K (c = 16)
 // for kda's per-channel gated score matrices (§4.8d), and §4.8d's 10CK + 8CV + C^2/3 + 8KV for
 // dplr_delta_rule (RWKV-7), also at its head size K = V = 64 and in the recurrent form (9KV per
-// token).
+// token, also what the chunk form runs at key sizes up to 256).
 #include <benchmark/benchmark.h>
 
 #include <string>
 
 #include "check/harness.hpp"
 #include "linattn/ops.hpp"
+#include "ops/dplr/chunk.hpp"
 
 namespace {
 
@@ -35,8 +36,9 @@ double forward_flops(const Case& c, Form form = Form::chunk) {
   double per_token = (op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
                                                 : 2 * C * (K + V) + 4 * K * V) +
                       (op_spec(c.op).takes_beta && op_spec(c.op).takes_gk ? 3 * (16 + 1) * K : 0);
-  if (op_spec(c.op).takes_ab)
-    per_token = form == Form::chunk ? 10 * C * K + 8 * C * V + C * C / 3 + 8 * K * V : 9 * K * V;
+  if (op_spec(c.op).takes_ab)  // (the chunk form runs the token loop up to kRecurrentMaxKey)
+    per_token = form == Form::chunk && c.K > dplr::kRecurrentMaxKey ? 10 * C * K + 8 * C * V + C * C / 3 + 8 * K * V
+                                                                    : 9 * K * V;
   return double(c.B * c.T * c.H) * per_token;
 }
 

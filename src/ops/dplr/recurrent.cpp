@@ -112,13 +112,12 @@ HWY_INLINE void Columns(int64_t K, const TokenRows& t, int64_t c, const BlockSta
   for (int64_t j = 0; j < t.n; ++j) {
     const float *w = t.w + j * t.ld, *b = t.b + j * t.ld, *k = t.k + j * t.ld, *q = t.q + j * t.ld;
     const float* a_next = t.a + (j + 1) * t.ld;
-    Vf v[NV], o[NV], next[NV];
+    Vf v[NV], o[NV], next[NV], odd[NV];  // next: the even rows' part of the next sa
     for (int i = 0; i < NV; ++i) {
       v[i] = hn::LoadU(d, t.v + j * t.ld_v + c + i * N);
-      o[i] = hn::Zero(d);
-      next[i] = hn::Zero(d);
+      o[i] = next[i] = odd[i] = hn::Zero(d);
     }
-    for (int64_t r = 0; r < K; ++r) {
+    auto row = [&](int64_t r, Vf (&sum)[NV]) {
       const Vf wr = hn::Set(d, w[r]), br = hn::Set(d, b[r]), kr = hn::Set(d, k[r]);
       const Vf qr = hn::Set(d, q[r]), ar = hn::Set(d, a_next[r]);
       // from and S may be the same rows: each element is read before it is written.
@@ -129,9 +128,18 @@ HWY_INLINE void Columns(int64_t K, const TokenRows& t, int64_t c, const BlockSta
         const Vf s = hn::MulAdd(wr, hn::LoadU(d, s_row + i * N), write);
         hn::StoreU(s, d, d_row + i * N);
         o[i] = hn::MulAdd(qr, s, o[i]);
-        next[i] = hn::MulAdd(ar, s, next[i]);
+        sum[i] = hn::MulAdd(ar, s, sum[i]);
       }
+    };
+    // The next sa as the first token's: even and odd rows apart, then added (the same bits
+    // whether a sequence comes in one call or token by token).
+    int64_t r = 0;
+    for (; r + 1 < K; r += 2) {
+      row(r, next);
+      row(r + 1, odd);
     }
+    if (r < K) row(r, next);
+    for (int i = 0; i < NV; ++i) next[i] = hn::Add(next[i], odd[i]);
     for (int i = 0; i < NV; ++i) {
       hn::StoreU(o[i], d, t.o + j * t.ld_o + c + i * N);
       sa[i] = next[i];
@@ -161,15 +169,16 @@ void ScalarColumn(int64_t K, const TokenRows& t, int64_t c, const BlockState& st
     const float *w = t.w + j * t.ld, *b = t.b + j * t.ld, *k = t.k + j * t.ld, *q = t.q + j * t.ld;
     const float* a_next = t.a + (j + 1) * t.ld;
     const float v = t.v[j * t.ld_v + c];
-    float o = 0.0f, next = 0.0f;
+    float o = 0.0f, next = 0.0f, odd = 0.0f;
     for (int64_t r = 0; r < K; ++r) {
       const float s = std::fma(w[r], from[r * ld_from], std::fma(b[r], sa, k[r] * v));
       st.S[r * st.ld_s] = s;
       o = std::fma(q[r], s, o);
-      next = std::fma(a_next[r], s, next);
+      float& sum = r % 2 ? odd : next;
+      sum = std::fma(a_next[r], s, sum);
     }
     t.o[j * t.ld_o + c] = o;
-    sa = next;
+    sa = next + odd;
     from = st.S;
     ld_from = st.ld_s;
   }
