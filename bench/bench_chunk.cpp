@@ -63,6 +63,22 @@ void BM_DplrForward(benchmark::State& state) {
                state.range(1) ? Form::recurrent : Form::chunk);
 }
 
+// One decode step of dplr_delta_rule (B=1, T=1, H=16, K=V=range(0), fp32) with its state: into a
+// separate final state (range(1) = 0: the old state read, the new one written) or in place (1).
+// ggml's rwkv_wkv7 does the former; docs/performance.md has the two side by side.
+void BM_DplrDecode(benchmark::State& state) {
+  Case c = target_case(Op::dplr_delta_rule, 1, state.range(0));
+  c.initial_state = c.output_final_state = true;
+  const Inputs in = make_inputs(c, DType::f32);
+  OpArgs args = in.args(c);
+  const OutputShapes shapes = output_shapes(c.op, args);
+  const Buffer o(DType::f32, shapes.o), separate(DType::f32, shapes.final_state);
+  const TensorView final_state = state.range(1) ? args.initial_state : separate.view();
+  for (auto _ : state) forward(c.op, Form::recurrent, args, {o.view(), final_state});
+  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(c, Form::recurrent), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(state.range(1) ? "in place" : "separate state") + " K=V=" + std::to_string(c.K));
+}
+
 void time_backward(benchmark::State& state, const Case& c) {
   const Inputs in = make_inputs(c, DType::f32);
   const Outputs out = run_forward(c, in, Form::chunk);
@@ -109,6 +125,7 @@ BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simpl
 BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
 BENCHMARK(BM_DplrForward)->Args({128, 0})->Args({64, 0})->Args({128, 1})->Args({64, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DplrDecode)->ArgsProduct({{128, 64}, {0, 1}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 #define FEW_ITEMS                                                                                       \
   ->ArgsProduct({{static_cast<int>(Op::gated_delta_rule), static_cast<int>(Op::kda),                    \
                   static_cast<int>(Op::dplr_delta_rule)}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime()
