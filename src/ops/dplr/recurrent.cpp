@@ -84,7 +84,7 @@ using D = hn::ScalableTag<float>;
 using Vf = hn::Vec<D>;
 
 // NV vectors of columns from column c of the tile's v and o rows: v, sa, o and the next sa in
-// registers (4 NV of them) while the K rows stream by.
+// registers (5 NV of them: the next sa in two halves) while the K rows stream by.
 template <int NV>
 HWY_INLINE void Columns(int64_t K, const TokenRows& t, int64_t c, const BlockState& st) {
   const D d;
@@ -198,7 +198,7 @@ HWY_INLINE void Blocks(int64_t K, const TokenRows& t, int64_t c, int64_t end, co
   }
 }
 
-// 4 NV vectors live plus 5 broadcasts: NV = 4 on 512-bit targets (32 registers), 2 below.
+// 5 NV vectors live plus 5 broadcasts: NV = 4 on 512-bit targets (32 registers), 2 below.
 constexpr int kWide = HWY_MAX_BYTES >= 64 ? 4 : 2;
 
 int64_t BlockWidth() { return kWide * static_cast<int64_t>(hn::Lanes(D())); }
