@@ -4,13 +4,14 @@
 // 2C(K+V) + 4KV (gated family), 6CK + 4CV + C^2/3 + 6KV (delta rules), plus 3(c+1)K (c = 16)
 // for kda's per-channel gated score matrices (§4.8d), and §4.8d's 10CK + 8CV + C^2/3 + 8KV for
 // dplr_delta_rule (RWKV-7), also at its head size K = V = 64 and in the recurrent form (9KV per
-// token).
+// token, also what the chunk form runs at key sizes up to 256).
 #include <benchmark/benchmark.h>
 
 #include <string>
 
 #include "check/harness.hpp"
 #include "linattn/ops.hpp"
+#include "ops/dplr/chunk.hpp"
 
 namespace {
 
@@ -35,8 +36,9 @@ double forward_flops(const Case& c, Form form = Form::chunk) {
   double per_token = (op_spec(c.op).takes_beta ? 6 * C * K + 4 * C * V + C * C / 3 + 6 * K * V
                                                 : 2 * C * (K + V) + 4 * K * V) +
                       (op_spec(c.op).takes_beta && op_spec(c.op).takes_gk ? 3 * (16 + 1) * K : 0);
-  if (op_spec(c.op).takes_ab)
-    per_token = form == Form::chunk ? 10 * C * K + 8 * C * V + C * C / 3 + 8 * K * V : 9 * K * V;
+  if (op_spec(c.op).takes_ab)  // (the chunk form runs the token loop up to kRecurrentMaxKey)
+    per_token = form == Form::chunk && c.K > dplr::kRecurrentMaxKey ? 10 * C * K + 8 * C * V + C * C / 3 + 8 * K * V
+                                                                    : 9 * K * V;
   return double(c.B * c.T * c.H) * per_token;
 }
 
@@ -59,6 +61,22 @@ void BM_ChunkForward(benchmark::State& state) {
 void BM_DplrForward(benchmark::State& state) {
   time_forward(state, target_case(Op::dplr_delta_rule, 4096, state.range(0)), DType::f32,
                state.range(1) ? Form::recurrent : Form::chunk);
+}
+
+// One decode step of dplr_delta_rule (B=1, T=1, H=16, K=V=range(0), fp32) with its state: into a
+// separate final state (range(1) = 0: the old state read, the new one written) or in place (1).
+// ggml's rwkv_wkv7 does the former; docs/performance.md has the two side by side.
+void BM_DplrDecode(benchmark::State& state) {
+  Case c = target_case(Op::dplr_delta_rule, 1, state.range(0));
+  c.initial_state = c.output_final_state = true;
+  const Inputs in = make_inputs(c, DType::f32);
+  OpArgs args = in.args(c);
+  const OutputShapes shapes = output_shapes(c.op, args);
+  const Buffer o(DType::f32, shapes.o), separate(DType::f32, shapes.final_state);
+  const TensorView final_state = state.range(1) ? args.initial_state : separate.view();
+  for (auto _ : state) forward(c.op, Form::recurrent, args, {o.view(), final_state});
+  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(c, Form::recurrent), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(state.range(1) ? "in place" : "separate state") + " K=V=" + std::to_string(c.K));
 }
 
 void time_backward(benchmark::State& state, const Case& c) {
@@ -107,6 +125,7 @@ BENCHMARK(BM_ChunkForward) GATED_OPS DELTA_OPS->Args({static_cast<int>(Op::simpl
 BENCHMARK(BM_ChunkBackward) GATED_OPS DELTA_OPS;
 BENCHMARK(BM_DplrForward)->Args({128, 0})->Args({64, 0})->Args({128, 1})->Args({64, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DplrDecode)->ArgsProduct({{128, 64}, {0, 1}})->Unit(benchmark::kMicrosecond)->UseRealTime();
 #define FEW_ITEMS                                                                                       \
   ->ArgsProduct({{static_cast<int>(Op::gated_delta_rule), static_cast<int>(Op::kda),                    \
                   static_cast<int>(Op::dplr_delta_rule)}, {1, 2}})->Unit(benchmark::kMillisecond)->UseRealTime()

@@ -5,10 +5,15 @@
 // rule. (Determinism across thread counts: reference_test.cpp's test covers every op.)
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <string>
 
 #include "check/harness.hpp"
 #include "linattn/ops.hpp"
+#include "ops/common/problem.hpp"
+#include "ops/dplr/chunk.hpp"
 
 namespace linattn::check {
 namespace {
@@ -57,6 +62,24 @@ std::vector<Case> cases() {
     c.seed = 304 + static_cast<int>(gates);
     out.push_back(c);
   }
+  // Key sizes above kRecurrentMaxKey keep the chunk form's own forward (chunk.hpp): factored
+  // chunks, pair-by-pair ones, and both in one sequence.
+  for (Gates gates : {Gates::typical, Gates::decay_near_0, Gates::decay_wide}) {
+    c.K = dplr::kRecurrentMaxKey + 8;
+    c.V = 24;
+    c.T = 130;
+    c.gates = gates;
+    c.seed = 320 + static_cast<int>(gates);
+    out.push_back(c);
+  }
+  // One head, more value columns than one block of the recurrent form: columns split over
+  // threads, narrower blocks for the rest.
+  c.B = c.H = c.HV = 1;
+  c.K = 64;
+  c.V = 144;
+  c.gates = Gates::typical;
+  c.seed = 330;
+  out.push_back(c);
   return out;
 }
 
@@ -64,6 +87,45 @@ TEST(DplrChunk, Registered) {
   EXPECT_TRUE(has_form(kOp, Form::chunk, false));
   EXPECT_TRUE(has_form(kOp, Form::chunk, true));
   EXPECT_TRUE(has_form(kOp, Form::recurrent, false));
+}
+
+// The chunk form's forward is the recurrent form's token loop up to kRecurrentMaxKey, its own
+// chunked algorithm above; cases() has both.
+TEST(DplrChunk, ForwardFormByKeySize) {
+  Case c = builtin_cases(kOp).front();
+  c.V = 16;
+  for (int64_t K : {5, 64, 128, 256, 257, 300}) {
+    c.K = K;
+    const Inputs in = make_inputs(c, DType::f32);
+    EXPECT_EQ(dplr::forward_runs_recurrent(make_problem(kOp, in.args(c))), K <= 256) << K;
+  }
+  const std::vector<Case> all = cases();
+  EXPECT_TRUE(std::any_of(all.begin(), all.end(), [](const Case& x) { return x.K <= dplr::kRecurrentMaxKey; }));
+  EXPECT_TRUE(std::any_of(all.begin(), all.end(), [](const Case& x) { return x.K > dplr::kRecurrentMaxKey; }));
+}
+
+// The recurrent form splits heads, then value columns, over threads: the same bits either way.
+TEST(DplrRecurrent, SameBitsForEverySplit) {
+  Case c = builtin_cases(kOp).front();
+  c.B = 1;
+  c.K = 64;
+  c.V = 144;
+  c.T = 130;
+  c.seed = 331;
+  for (int64_t heads : {1, 3}) {
+    c.H = c.HV = heads;
+    const Inputs in = make_inputs(c, DType::f32);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const Outputs want = run_forward(c, in, Form::recurrent);
+    for (int threads : {2, 3, 8}) {
+      omp_set_num_threads(threads);
+      const Outputs got = run_forward(c, in, Form::recurrent);
+      EXPECT_TRUE(bitwise_equal(got.o, want.o)) << threads << " threads, " << c.describe();
+      EXPECT_TRUE(bitwise_equal(got.final_state, want.final_state)) << threads << " threads, " << c.describe();
+    }
+    omp_set_num_threads(saved);
+  }
 }
 
 // Tolerances by dtype (conventions.md): fp32 storage and accumulation 1e-5, bf16 storage 1e-2.

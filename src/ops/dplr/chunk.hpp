@@ -82,6 +82,14 @@ Side right_b(const Chunk& c);
 void pair_backward(const Chunk& c, int64_t K, const float* dM, float scale, Side x, Side y,
                    float* dx, float* dy, double* dE, double* dG);
 
+// Whether the chunk form's forward hands the call to the recurrent form (recurrent.cpp). At these
+// key sizes the chunk form does about as many multiply-adds per token as the token loop (4KV for
+// the state plus its chunk-local matrices, against the loop's 5KV), while the loop runs from L1
+// with no window of chunks to keep: it measured 1.9-2.8x faster at K = V = 64, 128, 192 and 256
+// (docs/performance.md, RWKV-7 vs ggml). Larger keys (not measured) keep the chunked forward.
+inline constexpr int64_t kRecurrentMaxKey = 256;
+bool forward_runs_recurrent(const Problem& p);
+
 // Scratch slot of this family (core/scratch.hpp): the first after gla::prepare_chunk's, which
 // dplr calls too; the GEMMs own the last two.
 inline constexpr int kSlotChunk = gla::kSlotDecayMatrix + 1;

@@ -7,6 +7,7 @@
 // (ops/common/chunk_windows.hpp): each window's chunks are prepared (in parallel when items are
 // fewer than threads), then the state runs through them in blocks of value columns (in parallel
 // likewise), writing O. Both ways give the same bits for every thread count.
+// At RWKV-7's head sizes the forward is the recurrent form's (forward_runs_recurrent, chunk.hpp).
 #include <algorithm>
 #include <vector>
 
@@ -46,7 +47,10 @@ void advance_columns(const Step& st, int64_t K, int64_t V, int64_t e0, int64_t c
 
 }  // namespace dplr
 
+bool dplr::forward_runs_recurrent(const Problem& p) { return p.K <= kRecurrentMaxKey; }
+
 void dplr_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) {
+  if (dplr::forward_runs_recurrent(p)) return dplr_recurrent_forward(p, a, out);
   const int64_t items = p.N() * p.HV, K = p.K, V = p.V;
   const ChunkWindows windows = chunk_windows(items, V);
   for_each_work_item(items, [&](int64_t item) {

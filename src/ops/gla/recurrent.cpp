@@ -14,7 +14,6 @@
 #include "core/scratch.hpp"
 #include "ops/common/forms.hpp"
 #include "ops/common/rows.hpp"
-#include "ops/gla/recurrent.hpp"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/gla/recurrent.cpp"
@@ -30,22 +29,19 @@ namespace hn = hwy::HWY_NAMESPACE;
 using D = hn::ScalableTag<float>;
 using Vf = hn::Vec<D>;
 
-// NV vectors of columns, all K rows: v (and sa) and the o accumulators stay in registers while
-// the rows stream by (8 + 8 + 3 of 32 registers on 512-bit targets, 4 + 4 + 3 of 16 on 256-bit;
-// the rank-1 term of dplr_delta_rule adds NV + 1). kLowRank adds b_r sa to row r.
-template <int NV, bool kLowRank>
+// NV vectors of columns, all K rows: v and the o accumulators stay in registers while the rows
+// stream by (8 + 8 + 3 of 32 registers on 512-bit targets, 4 + 4 + 3 of 16 on 256-bit).
+template <int NV>
 HWY_INLINE void Columns(int64_t K, const float* HWY_RESTRICT src, int64_t ld_src, float* dst,
                         int64_t ld_dst, const float* HWY_RESTRICT a, const float* HWY_RESTRICT k,
                         const float* HWY_RESTRICT v, const float* HWY_RESTRICT q,
-                        float* HWY_RESTRICT o, const float* HWY_RESTRICT b,
-                        const float* HWY_RESTRICT sa) {
+                        float* HWY_RESTRICT o) {
   const D d;
   const size_t N = hn::Lanes(d);
-  Vf vv[NV], acc[NV], sv[NV];
+  Vf vv[NV], acc[NV];
   for (int i = 0; i < NV; ++i) {
     vv[i] = hn::LoadU(d, v + i * N);
     acc[i] = hn::Zero(d);
-    if constexpr (kLowRank) sv[i] = hn::LoadU(d, sa + i * N);
   }
   for (int64_t r = 0; r < K; ++r) {
     const Vf ar = hn::Set(d, a[r]), kr = hn::Set(d, k[r]), qr = hn::Set(d, q[r]);
@@ -53,9 +49,7 @@ HWY_INLINE void Columns(int64_t K, const float* HWY_RESTRICT src, int64_t ld_src
     const float* s_row = src + r * ld_src;
     float* d_row = dst + r * ld_dst;
     for (int i = 0; i < NV; ++i) {
-      Vf write = hn::Mul(kr, vv[i]);
-      if constexpr (kLowRank) write = hn::MulAdd(hn::Set(d, b[r]), sv[i], write);
-      const Vf s = hn::MulAdd(ar, hn::LoadU(d, s_row + i * N), write);
+      const Vf s = hn::MulAdd(ar, hn::LoadU(d, s_row + i * N), hn::Mul(kr, vv[i]));
       hn::StoreU(s, d, d_row + i * N);
       acc[i] = hn::MulAdd(qr, s, acc[i]);
     }
@@ -65,30 +59,26 @@ HWY_INLINE void Columns(int64_t K, const float* HWY_RESTRICT src, int64_t ld_src
 
 // Full blocks of NV vectors from column c on, then the narrower widths for what is left (so
 // V = 64 on a 512-bit target is one 4-vector block, not four passes over the rows).
-template <int NV, bool kLowRank>
+template <int NV>
 HWY_INLINE size_t FullBlocks(size_t c, size_t cols, int64_t K, const float* src, int64_t ld_src,
                              float* dst, int64_t ld_dst, const float* a, const float* k,
-                             const float* v, const float* q, float* o, const float* b,
-                             const float* sa) {
+                             const float* v, const float* q, float* o) {
   const size_t width = NV * hn::Lanes(D());
   for (; c + width <= cols; c += width)
-    Columns<NV, kLowRank>(K, src + c, ld_src, dst + c, ld_dst, a, k, v + c, q, o + c, b,
-                          kLowRank ? sa + c : nullptr);
-  if constexpr (NV > 1)
-    c = FullBlocks<NV / 2, kLowRank>(c, cols, K, src, ld_src, dst, ld_dst, a, k, v, q, o, b, sa);
+    Columns<NV>(K, src + c, ld_src, dst + c, ld_dst, a, k, v + c, q, o + c);
+  if constexpr (NV > 1) c = FullBlocks<NV / 2>(c, cols, K, src, ld_src, dst, ld_dst, a, k, v, q, o);
   return c;
 }
 
-// One token of one head: dst = diag(a) src + k v^T (+ b sa^T when b is given), o = dst^T q
-// (q already scaled).
+// One token of one head, one pass over the K x V fp32 state (algorithms.md §3.1):
+// dst = diag(a) src + k v^T, o = dst^T q with q already scaled. src and dst (leading dimensions
+// ld_src, ld_dst) may be the same rows.
 void FusedStep(int64_t K, int64_t V, const float* src, int64_t ld_src, float* dst,
                int64_t ld_dst, const float* a, const float* k, const float* v, const float* q,
-               float* o, const float* b, const float* sa) {
+               float* o) {
   constexpr int kWide = HWY_MAX_BYTES >= 64 ? 8 : 4;
   const size_t cols = static_cast<size_t>(V);
-  const size_t c0 =
-      b ? FullBlocks<kWide, true>(0, cols, K, src, ld_src, dst, ld_dst, a, k, v, q, o, b, sa)
-        : FullBlocks<kWide, false>(0, cols, K, src, ld_src, dst, ld_dst, a, k, v, q, o, b, sa);
+  const size_t c0 = FullBlocks<kWide>(0, cols, K, src, ld_src, dst, ld_dst, a, k, v, q, o);
   // The last V % lanes columns in scalar code: masked loads/stores would touch memory past the
   // row on SSE4 and older (Highway 1.0.3 emulates them by a full load and a read-modify-write),
   // out of bounds at a buffer's end and racing with the rows of the neighbouring head.
@@ -96,7 +86,7 @@ void FusedStep(int64_t K, int64_t V, const float* src, int64_t ld_src, float* ds
   std::fill(o + c0, o + cols, 0.0f);
   for (int64_t r = 0; r < K; ++r)
     for (size_t c = c0; c < cols; ++c) {
-      const float s = a[r] * (src + r * ld_src)[c] + k[r] * v[c] + (b ? b[r] * sa[c] : 0.0f);
+      const float s = a[r] * (src + r * ld_src)[c] + k[r] * v[c];
       (dst + r * ld_dst)[c] = s;
       o[c] += q[r] * s;
     }
@@ -121,12 +111,6 @@ namespace linattn {
 
 HWY_EXPORT(FusedStep);
 HWY_EXPORT(ExpInPlace);
-
-void gla::fused_step(int64_t K, int64_t V, const float* src, int64_t ld_src, float* dst,
-                     int64_t ld_dst, const float* a, const float* k, const float* v,
-                     const float* q, float* o, const float* b, const float* sa) {
-  HWY_DYNAMIC_DISPATCH(FusedStep)(K, V, src, ld_src, dst, ld_dst, a, k, v, q, o, b, sa);
-}
 
 namespace {
 
@@ -174,7 +158,7 @@ void run_head(const Problem& p, const OpArgs& args, const OpOutputs& out, Gate g
       HWY_DYNAMIC_DISPATCH(ExpInPlace)(a, K);
     }
     float* dst = (final_rows && t == s.length - 1) ? final_rows : S;
-    gla::fused_step(K, V, src, ld_src, dst, V, a, k, v, q, o);
+    HWY_DYNAMIC_DISPATCH(FusedStep)(K, V, src, ld_src, dst, V, a, k, v, q, o);
     src = dst;
     ld_src = V;
     if (args.normalize) {  // o / (scale q.z + eps), z the running key sum (§4.1a)
