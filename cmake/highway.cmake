@@ -27,7 +27,7 @@ include(FetchContent)
 set(HWY_ENABLE_TESTS OFF CACHE BOOL "linattn: Highway's tests are not built")
 set(HWY_ENABLE_EXAMPLES OFF CACHE BOOL "linattn: Highway's examples are not built")
 set(HWY_ENABLE_CONTRIB OFF CACHE BOOL "linattn: Highway's contrib library is not built")
-set(BUILD_SHARED_LIBS OFF)
+set(HWY_FORCE_STATIC_LIBS ON CACHE BOOL "linattn: Highway is linked into linattn statically")
 # The commit of Highway's release tag; a full commit hash pins the content (git verifies it).
 FetchContent_Declare(hwy
   GIT_REPOSITORY https://github.com/google/highway.git
