@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import linattn
+import linattn.ops
 from conftest import OPS, STATELESS, random_inputs
 from linattn.reference import _backward, _forward
 
@@ -42,7 +43,7 @@ def reversed_view(x: np.ndarray, axis: int) -> np.ndarray:
     return np.flip(np.flip(x, axis).copy(), axis)
 
 
-V_DIM = 12
+V_DIM = 13  # not a multiple of 4: the transposing loads' column tails run
 TORCH_LAYOUTS = {"conv_output": conv_output, "head_major": head_major, "broadcast": broadcast}
 NUMPY_LAYOUTS = {"negative_d": 3, "negative_t": 1}
 CASES = [(layout, dtype) for layout in TORCH_LAYOUTS for dtype in ("float32", "bfloat16")] + [
@@ -105,3 +106,50 @@ def test_strided_layouts_give_the_contiguous_result(op, layout, dtype):
     assert g.keys() == g_ref.keys()
     for name in g_ref:
         assert_same(g[name], g_ref[name], f"chunk backward {name}")
+
+
+def grads_of(fn, inputs: dict, seed: int = 5):
+    """fn(**inputs)'s output and the gradients of every input of a random upstream gradient."""
+    leaves = {n: x.detach().requires_grad_() for n, x in inputs.items()}
+    out = fn(**leaves)
+    out = out[0] if isinstance(out, tuple) else out
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype))
+    return out.detach(), {n: x.grad for n, x in leaves.items()}
+
+
+OWN_API = {
+    "parallel_attn": lambda q, k, v: linattn.parallel_attn(q, k, v),
+    "parallel_attn (window)": lambda q, k, v: linattn.parallel_attn(q, k, v, window_size=40),
+    "lla_attention": lambda q, k, v: linattn.lla_attention(q, k, v),
+}
+
+
+@pytest.mark.parametrize("layout", ["conv_output", "head_major"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", OWN_API)
+def test_attention_families_on_strided_layouts(name, dtype, layout):
+    gen = torch.Generator().manual_seed(6)
+    T = 70 if name == "lla_attention" else 150
+    x = {n: torch.randn(2, T, 2, 16, generator=gen).to(dtype) for n in ("q", "k", "v")}
+    view = TORCH_LAYOUTS[layout]
+    o, g = grads_of(OWN_API[name], {n: view(t) for n, t in x.items()})
+    o_ref, g_ref = grads_of(OWN_API[name], x)
+    assert_same(o, o_ref, "o")
+    for n in x:
+        assert_same(g[n], g_ref[n], f"d{n}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_on_a_channel_first_view(dtype):
+    """x [B, T, D] as the transposed view of a [B, D, T] tensor (how a layer's projection output
+    often arrives), forward and backward."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 150, 70, generator=gen).to(dtype)
+    w = torch.randn(70, 4, generator=gen).to(dtype)
+    strided = x.transpose(1, 2).contiguous().transpose(1, 2)
+    conv = lambda x, weight: linattn.ops.causal_conv1d(x, weight, activation="silu")
+    y, g = grads_of(conv, {"x": strided, "weight": w})
+    y_ref, g_ref = grads_of(conv, {"x": x, "weight": w})
+    assert_same(y, y_ref, "y")
+    for n in g_ref:
+        assert_same(g[n], g_ref[n], f"d{n}")

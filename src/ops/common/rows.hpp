@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/dtype.hpp"
+#include "kernels/gemm.hpp"
 #include "linattn/tensor.hpp"
 
 namespace linattn {
@@ -56,6 +57,12 @@ inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows
   if (t.dtype == DType::f32 && blk.sd == 1) {
     for (int64_t r = 0; r < rows; ++r)
       std::memcpy(dst + r * ld, static_cast<const float*>(t.data) + blk.base + r * blk.sr, D * sizeof(float));
+  } else if (blk.sr == 1 && blk.sd > 0 && (t.dtype == DType::f32 || t.dtype == DType::bf16)) {
+    // A transposed view: the block is D contiguous columns of `rows` tokens.
+    if (t.dtype == DType::f32)
+      kernels::transpose(D, rows, static_cast<const float*>(t.data) + blk.base, blk.sd, dst, ld);
+    else
+      kernels::transpose_bf16(D, rows, static_cast<const uint16_t*>(t.data) + blk.base, blk.sd, dst, ld);
   } else if (t.dtype == DType::f32) {
     gather_block(static_cast<const float*>(t.data), blk, rows, D, dst, ld, [](float x) { return x; });
   } else if (t.dtype == DType::bf16) {
@@ -226,28 +233,12 @@ inline TensorView channel_block(const TensorView& t, int64_t d0, int64_t width) 
   return v;
 }
 
-// dst[r * ld + c] = t[b, row0 + r, d0 + c] of a rank-3 view for r < rows, c < width, reading
-// along whichever of the last two dimensions is unit-stride (token-major [B, T, D] rows, or
-// channel-first arrays passed as transposed views, e.g. mamba's [B, D, L]).
+// dst[r * ld + c] = t[b, row0 + r, d0 + c] of a rank-3 view for r < rows, c < width: token-major
+// [B, T, D] rows, or channel-first arrays passed as transposed views (e.g. mamba's [B, D, L]),
+// which load_rows reads as the contiguous columns they are.
 inline void load_tile(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t d0,
                       int64_t width, float* dst, int64_t ld) {
-  if (t.strides[2] == 1 || t.strides[1] != 1) {
-    load_rows(channel_block(t, d0, width), b, row0, rows, 0, dst, ld);
-    return;
-  }
-  for (int64_t c = 0; c < width; ++c) {
-    const int64_t base = b * t.strides[0] + row0 + (d0 + c) * t.strides[2];
-    if (t.dtype == DType::f32) {
-      const float* in = static_cast<const float*>(t.data) + base;
-      for (int64_t r = 0; r < rows; ++r) dst[r * ld + c] = in[r];
-    } else if (t.dtype == DType::bf16) {
-      const uint16_t* in = static_cast<const uint16_t*>(t.data) + base;
-      for (int64_t r = 0; r < rows; ++r) dst[r * ld + c] = bf16_to_f32(in[r]);
-    } else {
-      for (int64_t r = 0; r < rows; ++r)
-        dst[r * ld + c] = static_cast<float>(load_as_double(t.data, t.dtype, base + r));
-    }
-  }
+  load_rows(channel_block(t, d0, width), b, row0, rows, 0, dst, ld);
 }
 
 // The rank-3 view t[:, :, index, :] of a rank-4 view (a group's rows of [B, T, G, N]).
