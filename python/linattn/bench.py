@@ -555,7 +555,8 @@ def linattn_backward_fn(op: str, form: str, x: dict, d_o):
     """fn() computing every input gradient (dq, dk, dv, dg/dgk/dbeta) of `form` through the binding."""
     import torch
 
-    grads = {f"d{n}": torch.empty_like(t) for n, t in x.items() if torch.is_tensor(t)}
+    # Gradients are outputs: contiguous whatever the inputs' strides (the layouts section).
+    grads = {f"d{n}": torch.empty(t.shape, dtype=t.dtype) for n, t in x.items() if torch.is_tensor(t)}
     return lambda: _core.backward(op, form, x["q"], x["k"], x["v"], **_extra(x), d_o=d_o, **grads)
 
 
