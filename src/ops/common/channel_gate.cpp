@@ -108,9 +108,8 @@ void scores(const Factors& f, const float* x, const float* y, const float* x_til
     for (int64_t i = j0; i < j1; ++i)  // the diagonal block, pair by pair
       for (int64_t j = j0; j <= i; ++j) {
         pair_decay(f, i, j, tmp);
-        double acc = 0;
-        for (int64_t d = 0; d < K; ++d) acc += double(x[i * K + d]) * y[j * K + d] * tmp[d];
-        X[i * ldx + j] = static_cast<float>(scale * acc);
+        for (int64_t d = 0; d < K; ++d) tmp[d] *= y[j * K + d];
+        X[i * ldx + j] = scale * kernels::dot(x + i * K, tmp, K);
       }
     if (later == 0) continue;
     w.factors.fill(f, j0, j1);

@@ -35,8 +35,7 @@ void times_inverse(const Factors& f, const float* x, float* dst);
 // X[i * ldx + j] = scale Σ_d x_id y_jd exp(B_id - B_jd) for j <= i, 0 for i < j < rows. With
 // f.factored, x_tilde and y_tilde are x~ and y~ (x and y are then not read); otherwise x and y
 // are read and tmp holds K floats. Products::bf16 rounds x~ and y~ to bf16 for the factored
-// GEMM (the forward with bf16 inputs); the blocked form is fp32 (fp64 inside the diagonal
-// blocks) either way.
+// GEMM (the forward with bf16 inputs); the blocked form is fp32 either way.
 void scores(const Factors& f, const float* x, const float* y, const float* x_tilde,
             const float* y_tilde, float scale, float* X, int64_t ldx, float* tmp,
             kernels::Products products = kernels::Products::f32);
