@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "core/dtype.hpp"
 #include "kernels/gemm.hpp"
@@ -35,11 +36,18 @@ inline bool by_columns(const RowBlock& blk) {
 }
 
 // dst[r * ld + d] = convert(in[blk.base + r * sr + d * sd]) for r < rows, d < D, for any strides
-// (negative and zero too), walking the block along whichever of its strides is shorter.
+// (negative and zero too), walking the block along whichever of its strides is shorter; rows of
+// unit stride are copied as they are when no conversion is needed.
 template <typename In, typename Out, typename Convert>
 inline void gather_block(const In* in, const RowBlock& blk, int64_t rows, int64_t D, Out* dst,
                          int64_t ld, Convert convert) {
   in += blk.base;
+  if constexpr (std::is_same_v<In, Out>) {
+    if (blk.sd == 1) {
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * ld, in + r * blk.sr, D * sizeof(Out));
+      return;
+    }
+  }
   if (by_columns(blk)) {
     for (int64_t d = 0; d < D; ++d)
       for (int64_t r = 0; r < rows; ++r) dst[r * ld + d] = convert(in[r * blk.sr + d * blk.sd]);
@@ -49,29 +57,26 @@ inline void gather_block(const In* in, const RowBlock& blk, int64_t rows, int64_
   }
 }
 
+// A transposed view's block: D columns of `rows` contiguous tokens (sr = 1).
+inline bool transposed(const RowBlock& blk) { return blk.sr == 1 && blk.sd > 1; }
+
 // dst[r * ld + d] = t[b, row0 + r, head, d] for r < rows, d < D (D = t.shape[3]), any strides.
+// Widening bf16 is a 16-bit shift into the high half: loops the compiler vectorises.
 inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head,
                       float* dst, int64_t ld) {
   const int64_t D = t.shape[3];
   const RowBlock blk = row_block(t, b, row0, head);
-  if (t.dtype == DType::f32 && blk.sd == 1) {
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(dst + r * ld, static_cast<const float*>(t.data) + blk.base + r * blk.sr, D * sizeof(float));
-  } else if (blk.sr == 1 && blk.sd > 0 && (t.dtype == DType::f32 || t.dtype == DType::bf16)) {
-    // A transposed view: the block is D contiguous columns of `rows` tokens.
-    if (t.dtype == DType::f32)
-      kernels::transpose(D, rows, static_cast<const float*>(t.data) + blk.base, blk.sd, dst, ld);
-    else
-      kernels::transpose_bf16(D, rows, static_cast<const uint16_t*>(t.data) + blk.base, blk.sd, dst, ld);
-  } else if (t.dtype == DType::f32) {
-    gather_block(static_cast<const float*>(t.data), blk, rows, D, dst, ld, [](float x) { return x; });
+  if (t.dtype == DType::f32) {
+    const float* in = static_cast<const float*>(t.data);
+    if (transposed(blk)) kernels::transpose(D, rows, in + blk.base, blk.sd, dst, ld);
+    else gather_block(in, blk, rows, D, dst, ld, [](float x) { return x; });
   } else if (t.dtype == DType::bf16) {
-    // Widening is a 16-bit shift into the high half: loops the compiler vectorises.
-    gather_block(static_cast<const uint16_t*>(t.data), blk, rows, D, dst, ld, bf16_to_f32);
-  } else {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < D; ++d)
-        dst[r * ld + d] = static_cast<float>(load_as_double(t.data, t.dtype, blk.base + r * blk.sr + d * blk.sd));
+    const uint16_t* in = static_cast<const uint16_t*>(t.data);
+    if (transposed(blk)) kernels::transpose_bf16(D, rows, in + blk.base, blk.sd, dst, ld);
+    else gather_block(in, blk, rows, D, dst, ld, bf16_to_f32);
+  } else {  // float64 (the fast forms' rows are floating)
+    gather_block(static_cast<const double*>(t.data), blk, rows, D, dst, ld,
+                 [](double x) { return static_cast<float>(x); });
   }
 }
 
@@ -81,18 +86,13 @@ inline void load_rows_bf16(const TensorView& t, int64_t b, int64_t row0, int64_t
                            int64_t head, uint16_t* dst, int64_t ld) {
   const int64_t D = t.shape[3];
   const RowBlock blk = row_block(t, b, row0, head);
-  if (t.dtype == DType::bf16 && blk.sd == 1) {
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(dst + r * ld, static_cast<const uint16_t*>(t.data) + blk.base + r * blk.sr, D * sizeof(uint16_t));
-  } else if (t.dtype == DType::bf16) {
+  if (t.dtype == DType::bf16)
     gather_block(static_cast<const uint16_t*>(t.data), blk, rows, D, dst, ld, [](uint16_t x) { return x; });
-  } else if (t.dtype == DType::f32) {
+  else if (t.dtype == DType::f32)
     gather_block(static_cast<const float*>(t.data), blk, rows, D, dst, ld, f32_to_bf16);
-  } else {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t d = 0; d < D; ++d)
-        dst[r * ld + d] = f32_to_bf16(load_as_float(t.data, t.dtype, blk.base + r * blk.sr + d * blk.sd));
-  }
+  else
+    gather_block(static_cast<const double*>(t.data), blk, rows, D, dst, ld,
+                 [](double x) { return f32_to_bf16(static_cast<float>(x)); });
 }
 
 // Asks the cache for rows [row0, row0 + rows) of t[b, :, head, :] ahead of use. Rows of one head
@@ -178,15 +178,13 @@ inline void load_state(const TensorView& t, int64_t n, int64_t head, int64_t K, 
     return;
   }
   const RowBlock blk{n * t.strides[0] + head * t.strides[1], t.strides[2], t.strides[3]};
-  if (t.dtype == DType::f32) {
+  if (t.dtype == DType::f32)
     gather_block(static_cast<const float*>(t.data), blk, K, V, dst, V, [](float x) { return x; });
-  } else if (t.dtype == DType::bf16) {
+  else if (t.dtype == DType::bf16)
     gather_block(static_cast<const uint16_t*>(t.data), blk, K, V, dst, V, bf16_to_f32);
-  } else {
-    for (int64_t r = 0; r < K; ++r)
-      for (int64_t c = 0; c < V; ++c)
-        dst[r * V + c] = static_cast<float>(load_as_double(t.data, t.dtype, blk.base + r * blk.sr + c * blk.sd));
-  }
+  else
+    gather_block(static_cast<const double*>(t.data), blk, K, V, dst, V,
+                 [](double x) { return static_cast<float>(x); });
 }
 
 inline void store_state(const TensorView& t, int64_t n, int64_t head, int64_t K, int64_t V, const float* src) {
