@@ -60,12 +60,10 @@ inline void gather_block(const In* in, const RowBlock& blk, int64_t rows, int64_
 // A transposed view's block: D columns of `rows` contiguous tokens (sr = 1).
 inline bool transposed(const RowBlock& blk) { return blk.sr == 1 && blk.sd > 1; }
 
-// dst[r * ld + d] = t[b, row0 + r, head, d] for r < rows, d < D (D = t.shape[3]), any strides.
+// The [rows, D] block blk of t as fp32 rows: dst[r * ld + d] = t[blk.base + r * sr + d * sd].
 // Widening bf16 is a 16-bit shift into the high half: loops the compiler vectorises.
-inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head,
-                      float* dst, int64_t ld) {
-  const int64_t D = t.shape[3];
-  const RowBlock blk = row_block(t, b, row0, head);
+inline void load_block(const TensorView& t, const RowBlock& blk, int64_t rows, int64_t D,
+                       float* dst, int64_t ld) {
   if (t.dtype == DType::f32) {
     const float* in = static_cast<const float*>(t.data);
     if (transposed(blk)) kernels::transpose(D, rows, in + blk.base, blk.sd, dst, ld);
@@ -78,6 +76,12 @@ inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows
     gather_block(static_cast<const double*>(t.data), blk, rows, D, dst, ld,
                  [](double x) { return static_cast<float>(x); });
   }
+}
+
+// dst[r * ld + d] = t[b, row0 + r, head, d] for r < rows, d < D (D = t.shape[3]), any strides.
+inline void load_rows(const TensorView& t, int64_t b, int64_t row0, int64_t rows, int64_t head,
+                      float* dst, int64_t ld) {
+  load_block(t, row_block(t, b, row0, head), rows, t.shape[3], dst, ld);
 }
 
 // dst[r * ld + d] = t[b, row0 + r, head, d] as bf16 bits: bf16 rows copied as they are, other
@@ -177,14 +181,7 @@ inline void load_state(const TensorView& t, int64_t n, int64_t head, int64_t K, 
     std::memset(dst, 0, K * V * sizeof(float));
     return;
   }
-  const RowBlock blk{n * t.strides[0] + head * t.strides[1], t.strides[2], t.strides[3]};
-  if (t.dtype == DType::f32)
-    gather_block(static_cast<const float*>(t.data), blk, K, V, dst, V, [](float x) { return x; });
-  else if (t.dtype == DType::bf16)
-    gather_block(static_cast<const uint16_t*>(t.data), blk, K, V, dst, V, bf16_to_f32);
-  else
-    gather_block(static_cast<const double*>(t.data), blk, K, V, dst, V,
-                 [](double x) { return static_cast<float>(x); });
+  load_block(t, {n * t.strides[0] + head * t.strides[1], t.strides[2], t.strides[3]}, K, V, dst, V);
 }
 
 inline void store_state(const TensorView& t, int64_t n, int64_t head, int64_t K, int64_t V, const float* src) {
