@@ -480,7 +480,8 @@ def family_of(op: str) -> Family | None:
 SUITE_OPS = GATED + ("delta_rule", "gated_delta_rule", "delta_product", "kda")
 
 BACKWARD_FACTOR = 2.5  # backward FLOPs counted as 2.5x the forward (algorithms.md §4.1 (d), §5)
-SECTIONS = ("fwd", "fwdbwd", "decode", "sweep", "bf16", "nh")  # nh: delta_product only
+# nh: delta_product only; layouts, gates: the inputs real programs pass (issue 15)
+SECTIONS = ("fwd", "fwdbwd", "decode", "sweep", "bf16", "nh", "layouts", "gates")
 HOUSEHOLDER_STEPS = (1, 2, 3, 4)
 
 
@@ -553,7 +554,8 @@ def linattn_backward_fn(op: str, form: str, x: dict, d_o):
     """fn() computing every input gradient (dq, dk, dv, dg/dgk/dbeta) of `form` through the binding."""
     import torch
 
-    grads = {f"d{n}": torch.empty_like(t) for n, t in x.items() if torch.is_tensor(t)}
+    # Gradients are outputs: contiguous whatever the inputs' strides (the layouts section).
+    grads = {f"d{n}": torch.empty(t.shape, dtype=t.dtype) for n, t in x.items() if torch.is_tensor(t)}
     return lambda: _core.backward(op, form, x["q"], x["k"], x["v"], **_extra(x), d_o=d_o, **grads)
 
 
@@ -728,6 +730,8 @@ def run_suite(op: str, cfg: SuiteConfig, threads: int, peak: float, sweep_out: d
         else:
             add(name, "linattn chunk, bf16 q/k/v", tokens, None, 0, note=missing)
         tick()
+    if "layouts" in cfg.sections or "gates" in cfg.sections:
+        notes += input_rows(op, cfg, x, add, timer, tick, flops_tok)
     del x
 
     if "nh" in cfg.sections and op == "delta_product":
@@ -781,9 +785,77 @@ def householder_rows(cfg: SuiteConfig, add, timer, tick) -> list[str]:
     return notes
 
 
+def conv_output_view(x):
+    """x [B, T, H, D] as the view of a [B, H*D, T] convolution output transposed to [B, T, H, D]
+    (how transformers' layers pass q, k, v: d has stride T)."""
+    B, T, H, D = x.shape
+    return x.reshape(B, T, H * D).transpose(1, 2).contiguous().transpose(1, 2).unflatten(-1, (H, D))
+
+
+def head_major_view(x):
+    """x [B, T, H, D] as the view of a [B, H, T, D] buffer (attention-style layouts)."""
+    return x.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+LAYOUTS = {"q, k, v from a [B,D,T] conv (transposed)": conv_output_view,
+           "q, k, v in [B,H,T,D] storage": head_major_view}
+# Log decays of the gate rows: logsigmoid(N(0, 1)) times a strength (fla's GLA divides by 16;
+# strong gates, common early in training or with a large A_log, multiply), and -inf resets.
+GATE_STRENGTHS = {"logsigmoid(x)": 1.0, "logsigmoid(x) x5": 5.0, "logsigmoid(x) x20": 20.0}
+RESET_EVERY = 97  # tokens between -inf log decays in the reset row
+
+
+def input_rows(op: str, cfg: SuiteConfig, x: dict, add, timer, tick, flops_tok) -> list[str]:
+    """The layouts and gates sections: linattn chunk forward and forward + backward on strided
+    views of the suite's inputs against the same values contiguous, and on strong gates against
+    mild ones (the first row of each group is its baseline). Returns the worst-ratio notes."""
+    import torch
+
+    tokens = cfg.B * cfg.T
+    gate = next((n for n in ("g", "gk") if n in x), None)
+    d_o = torch.randn((*x["q"].shape[:-1], cfg.V), generator=torch.Generator().manual_seed(7))
+    groups: list[tuple[str, dict[str, dict]]] = []
+    if "layouts" in cfg.sections:
+        variants = {"contiguous": x}
+        for label, view in LAYOUTS.items():
+            variants[label] = {**x, **{n: view(x[n]) for n in ("q", "k", "v")}}
+        groups.append(("layout", variants))
+    if "gates" in cfg.sections and gate is not None:
+        logits = torch.randn(x[gate].shape, generator=torch.Generator().manual_seed(8))
+        mild = torch.nn.functional.logsigmoid(logits)
+        variants = {label: {**x, gate: mild * m} for label, m in GATE_STRENGTHS.items()}
+        resets = mild.clone()
+        resets[:, ::RESET_EVERY] = -math.inf
+        variants[f"logsigmoid(x), -inf every {RESET_EVERY} tokens"] = {**x, gate: resets}
+        groups.append(("gates", variants))
+    notes = []
+    for group, variants in groups:
+        for kind in ("fwd", "fwd+bwd"):
+            name = f"{group} {kind} T={cfg.T}"
+            flops = tokens * flops_tok * (1 if kind == "fwd" else 1 + BACKWARD_FACTOR)
+            base, worst = None, None
+            for label, xv in variants.items():
+                forward = linattn_forward_fn(op, "chunk", xv)
+                backward = linattn_backward_fn(op, "chunk", xv, d_o)
+                fn = forward if kind == "fwd" else (lambda f=forward, b=backward: (f(), b()))
+                seconds, note = timer(fn)
+                add(name, f"linattn chunk, {label}", tokens, seconds, flops, base, note,
+                    compared=base is not None or None)
+                if base is None:
+                    base = seconds
+                elif seconds and base:
+                    worst = max(worst or 0.0, seconds / base)
+            if worst is not None:
+                notes.append(f"{group} {kind}: worst time / time({next(iter(variants))}) = "
+                             f"{worst:.2f} (target <= {1.25 if group == 'layout' else 1.2})")
+            tick()
+    return notes
+
+
 def suite_ticks(cfg: SuiteConfig, op: str = "") -> int:
     """Progress steps of run_suite for one op."""
-    return sum(s in cfg.sections for s in ("fwd", "fwdbwd", "decode", "bf16")) + (
+    return sum(s in cfg.sections for s in ("fwd", "fwdbwd", "decode", "bf16")) + 2 * (
+        ("layouts" in cfg.sections) + ("gates" in cfg.sections)) + (
         len(cfg.sweep_T) if "sweep" in cfg.sections else 0) + (
         len(HOUSEHOLDER_STEPS) if "nh" in cfg.sections and op == "delta_product" else 0)
 

@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fast: the fast-form suite; reference: the fp64 oracle rows; all: "
                             "both; auto (default): the suite where a chunk/recurrent form exists")
     bench.add_argument("--only", default=None, metavar="SECTIONS",
-                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16,nh "
-                            "(softmax_attention: fwd,decode,sweep)")
+                       help="comma-separated suite sections: fwd,fwdbwd,decode,sweep,bf16,nh,"
+                            "layouts,gates (softmax_attention: fwd,decode,sweep)")
     bench.add_argument("--plot", default=None, metavar="PATH",
                        help="write tokens/s vs T of the sweep as a PNG (e.g. "
                             "docs/img/throughput_vs_T.png)")

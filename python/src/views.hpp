@@ -68,9 +68,14 @@ inline linattn::DType to_dtype(const char* op, const char* name, nb::dlpack::dty
     if (code == Code::Int && dt.bits == 32) return linattn::DType::i32;
     if (code == Code::Int && dt.bits == 64) return linattn::DType::i64;
   }
-  throw nb::type_error((std::string(op) + ": " + name +
-                        " must have dtype float32, bfloat16, float64, int32 or int64, got " +
-                        dtype_str(dt))
+  // A floating or complex array where linattn takes one of its floating dtypes (float16 among
+  // them): name exactly those. Integer arguments (cu_seqlens) are checked, with their dtypes
+  // named, in C++; any other kind here is named against both.
+  const bool floating = code == Code::Float || code == Code::Bfloat || code == Code::Complex;
+  throw nb::type_error((std::string(op) + ": " + name + " must have dtype " +
+                        (floating ? "float32, bfloat16 or float64"
+                                  : "float32, bfloat16 or float64 (index arrays: int32 or int64)") +
+                        ", got " + dtype_str(dt))
                            .c_str());
 }
 

@@ -7,6 +7,8 @@
 
 #include <omp.h>
 
+#include "core/float_mode.hpp"
+
 namespace linattn {
 
 inline int max_threads() { return omp_get_max_threads(); }
@@ -26,12 +28,19 @@ void parallel_for(int64_t n, Body&& body) {
     for (int64_t i = 0; i < n; ++i) body(i);
     return;
   }
-  if constexpr (schedule == Schedule::dynamic) {
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < n; ++i) body(i);
-  } else {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) body(i);
+  // Every thread of the team computes in the calling thread's floating-point mode (FTZ | DAZ
+  // in the fast forms: core/float_mode.hpp) and goes back to its own afterwards.
+  const unsigned mode = float_mode();
+#pragma omp parallel
+  {
+    const ScopedFloatMode thread_mode(mode);
+    if constexpr (schedule == Schedule::dynamic) {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = 0; i < n; ++i) body(i);
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; ++i) body(i);
+    }
   }
 }
 

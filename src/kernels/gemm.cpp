@@ -6,7 +6,9 @@
 #include "kernels/gemm.hpp"
 
 #include <algorithm>
+#include <type_traits>
 
+#include "core/dtype.hpp"
 #include "core/scratch.hpp"
 
 #undef HWY_TARGET_INCLUDE
@@ -97,14 +99,28 @@ int64_t Width() { return 2 * static_cast<int64_t>(hn::Lanes(D())); }
 // Transpose in 8 x 8 tiles; edges element by element. On 256-bit and wider targets a tile is
 // eight 8-lane vectors shuffled in three rounds (32-bit interleave, 64-bit interleave, 128-bit
 // halves), the classic AVX transpose.
+// In is float (or uint16_t: bf16 bits, widened to fp32 on the way: the rows of a transposed bf16
+// view, ops/common/rows.hpp).
+HWY_INLINE float Widen(float x) { return x; }
+HWY_INLINE float Widen(uint16_t bits) { return bf16_to_f32(bits); }
+
 #if HWY_MAX_BYTES >= 32
-HWY_INLINE void Tile8x8(const float* HWY_RESTRICT in, int64_t ld_in, float* HWY_RESTRICT out,
+template <typename In>
+HWY_INLINE void Tile8x8(const In* HWY_RESTRICT in, int64_t ld_in, float* HWY_RESTRICT out,
                         int64_t ld_out) {
   const hn::CappedTag<float, 8> d;
   const hn::Repartition<uint64_t, decltype(d)> d64;
   using V8 = hn::Vec<decltype(d)>;
   V8 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) r[i] = hn::LoadU(d, in + i * ld_in);
+  for (int i = 0; i < 8; ++i) {
+    if constexpr (std::is_same_v<In, float>) {
+      r[i] = hn::LoadU(d, in + i * ld_in);
+    } else {  // bf16 -> fp32: the bits in the high half
+      const hn::Rebind<uint16_t, decltype(d)> d16;
+      const hn::RebindToUnsigned<decltype(d)> d32;
+      r[i] = hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(d32, hn::LoadU(d16, in + i * ld_in))));
+    }
+  }
   for (int i = 0; i < 8; i += 2) {
     t[i] = hn::InterleaveLower(d, r[i], r[i + 1]);
     t[i + 1] = hn::InterleaveUpper(d, r[i], r[i + 1]);
@@ -121,22 +137,35 @@ HWY_INLINE void Tile8x8(const float* HWY_RESTRICT in, int64_t ld_in, float* HWY_
   }
 }
 #else
-HWY_INLINE void Tile8x8(const float* HWY_RESTRICT in, int64_t ld_in, float* HWY_RESTRICT out,
+template <typename In>
+HWY_INLINE void Tile8x8(const In* HWY_RESTRICT in, int64_t ld_in, float* HWY_RESTRICT out,
                         int64_t ld_out) {
   for (int64_t r = 0; r < 8; ++r)
-    for (int64_t c = 0; c < 8; ++c) out[c * ld_out + r] = in[r * ld_in + c];
+    for (int64_t c = 0; c < 8; ++c) out[c * ld_out + r] = Widen(in[r * ld_in + c]);
 }
 #endif
 
-void Transpose(int64_t rows, int64_t cols, const float* HWY_RESTRICT in, int64_t ld_in,
-               float* HWY_RESTRICT out, int64_t ld_out) {
+template <typename In>
+HWY_INLINE void TransposeTiles(int64_t rows, int64_t cols, const In* HWY_RESTRICT in,
+                               int64_t ld_in, float* HWY_RESTRICT out, int64_t ld_out) {
   constexpr int64_t kTile = 8;
   const int64_t full_rows = rows / kTile * kTile, full_cols = cols / kTile * kTile;
   for (int64_t r0 = 0; r0 < full_rows; r0 += kTile)
     for (int64_t c0 = 0; c0 < full_cols; c0 += kTile)
       Tile8x8(in + r0 * ld_in + c0, ld_in, out + c0 * ld_out + r0, ld_out);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = (r < full_rows ? full_cols : 0); c < cols; ++c) out[c * ld_out + r] = in[r * ld_in + c];
+    for (int64_t c = (r < full_rows ? full_cols : 0); c < cols; ++c)
+      out[c * ld_out + r] = Widen(in[r * ld_in + c]);
+}
+
+void Transpose(int64_t rows, int64_t cols, const float* HWY_RESTRICT in, int64_t ld_in,
+               float* HWY_RESTRICT out, int64_t ld_out) {
+  TransposeTiles(rows, cols, in, ld_in, out, ld_out);
+}
+
+void TransposeBf16(int64_t rows, int64_t cols, const uint16_t* HWY_RESTRICT in, int64_t ld_in,
+                   float* HWY_RESTRICT out, int64_t ld_out) {
+  TransposeTiles(rows, cols, in, ld_in, out, ld_out);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -149,6 +178,7 @@ namespace linattn::kernels {
 HWY_EXPORT(GemmNN);
 HWY_EXPORT(Width);
 HWY_EXPORT(Transpose);
+HWY_EXPORT(TransposeBf16);
 
 // Scratch slots: the transposed operand of nt/tn, and the padded column tail of nn.
 constexpr int kTransposeSlot = ScratchArena::kGemmSlot;
@@ -165,6 +195,11 @@ void gemm_nn(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const
 void transpose(int64_t rows, int64_t cols, const float* in, int64_t ld_in, float* out,
                int64_t ld_out) {
   HWY_DYNAMIC_DISPATCH(Transpose)(rows, cols, in, ld_in, out, ld_out);
+}
+
+void transpose_bf16(int64_t rows, int64_t cols, const uint16_t* in, int64_t ld_in, float* out,
+                    int64_t ld_out) {
+  HWY_DYNAMIC_DISPATCH(TransposeBf16)(rows, cols, in, ld_in, out, ld_out);
 }
 
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,

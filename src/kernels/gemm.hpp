@@ -33,8 +33,11 @@ void lower_gemm_nt(int64_t m, int64_t k, const float* A, int64_t lda, const floa
                    float* C, int64_t ldc);
 inline constexpr int64_t kTriangleBlock = 16;
 
-// out[c x r] = in[r x c]^T
+// out[c x r] = in[r x c]^T; the bf16 form widens in's bits to fp32 on the way (the rows of a
+// chunk of a transposed view, ops/common/rows.hpp).
 void transpose(int64_t rows, int64_t cols, const float* in, int64_t ld_in, float* out,
                int64_t ld_out);
+void transpose_bf16(int64_t rows, int64_t cols, const uint16_t* in, int64_t ld_in, float* out,
+                    int64_t ld_out);
 
 }  // namespace linattn::kernels

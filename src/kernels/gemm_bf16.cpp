@@ -327,6 +327,10 @@ Bf16Dot bf16_dot() {
 
 void force_bf16_widening(bool force) { force_widening.store(force, std::memory_order_relaxed); }
 
+Products chunk_products(bool bf16_inputs) {
+  return bf16_inputs && bf16_dot() == Bf16Dot::native ? Products::bf16 : Products::f32;
+}
+
 // A's pairs as the microkernel reads them: row i, pair p at words[i * row + p * pair].
 struct PairWords {
   const uint32_t* words;

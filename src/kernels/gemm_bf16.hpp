@@ -27,6 +27,13 @@ Bf16Dot bf16_dot();
 // CPU's choice). Not thread-safe; set it before the products run.
 void force_bf16_widening(bool force);
 
+// The products of a chunk form whose q, k, v are bf16 (`bf16_inputs`): bf16 operands where the
+// CPU has the native dot; fp32 ones on the rows widened as they are loaded where it has not,
+// because the widening dot (two fp32 FMAs per pair, after packing) ran the bf16 chunk forward at
+// about half the fp32 speed on an AVX-512 Ice Lake (issue 15), and fp32 operands only add
+// precision. Fixed by the CPU, never by the thread count.
+Products chunk_products(bool bf16_inputs);
+
 // T is float (rounded to bf16 when packed) or uint16_t (bf16 bits), per operand.
 // C[m x n] (+)= A[m x k] * B[k x n]
 template <typename TA, typename TB>

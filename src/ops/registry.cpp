@@ -1,6 +1,7 @@
 // Op names, specs and the dispatch from (op, form) to an implementation.
 #include <string>
 
+#include "core/float_mode.hpp"
 #include "linattn/error.hpp"
 #include "linattn/ops.hpp"
 #include "ops/common/forms.hpp"
@@ -135,6 +136,7 @@ void forward(Op op, Form form, const OpArgs& args, const OpOutputs& out) {
   form_name(form);  // rejects an unknown form id
   const FormImpl impl = lookup_for(op, form, args);
   if (!impl.forward) not_implemented(op, form, "forward");
+  const FlushDenormals mode(form != Form::reference && args.q.dtype != DType::f64);
   impl.forward(p, args, out);
 }
 
@@ -145,6 +147,7 @@ void backward(Op op, Form form, const OpArgs& args, const OpGradOutputs& grad_ou
   form_name(form);  // rejects an unknown form id
   const FormImpl impl = lookup_for(op, form, args);
   if (!impl.backward) not_implemented(op, form, "backward");
+  const FlushDenormals mode(form != Form::reference && args.q.dtype != DType::f64);
   impl.backward(p, args, grad_out, grads);
 }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <vector>
 
@@ -188,6 +189,34 @@ TEST_P(GemmBf16, RoundsFp32OperandsToNearestEven) {
         ASSERT_EQ(right[i * n + j], want) << i << "," << j;
       }
   });
+}
+
+// Which bf16 path runs on this CPU (printed), and that the choice follows the CPU: the native
+// dot exactly where it has AVX512-BF16; where it lacks it the native dot cannot run and is
+// skipped with that reason (the widening dot is tested above either way).
+TEST(Bf16Dispatch, NativeDotExactlyWhereTheCpuHasIt) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+  const bool cpu = false;
+#endif
+  std::printf("bf16 dot on this CPU: %s; chunk products with bf16 inputs: %s\n",
+              bf16_dot() == Bf16Dot::native ? "native (vdpbf16ps)" : "widening",
+              chunk_products(true) == Products::bf16 ? "bf16" : "fp32 (rows widened on load)");
+  EXPECT_EQ(bf16_dot() == Bf16Dot::native, cpu);
+  if (!cpu)
+    GTEST_SKIP() << "this CPU lacks AVX512-BF16 (no vdpbf16ps): the native bf16 dot and the "
+                    "bf16-product chunk forward cannot run here";
+  EXPECT_EQ(chunk_products(true), Products::bf16);
+}
+
+// The chunk forms' products: bf16 only for bf16 inputs on the native dot, fp32 otherwise.
+TEST(Bf16Dispatch, ChunkProductsFollowTheDot) {
+  EXPECT_EQ(chunk_products(false), Products::f32);
+  EXPECT_EQ(chunk_products(true), bf16_dot() == Bf16Dot::native ? Products::bf16 : Products::f32);
+  force_bf16_widening(true);
+  EXPECT_EQ(chunk_products(true), Products::f32);
+  force_bf16_widening(false);
 }
 
 }  // namespace

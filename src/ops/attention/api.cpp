@@ -6,6 +6,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/float_mode.hpp"
 #include "linattn/attention.hpp"
 #include "linattn/error.hpp"
 #include "ops/attention/attention.hpp"
@@ -115,10 +116,12 @@ void attention_forward(Form form, const AttentionArgs& a, const AttentionOutputs
   }
   check.no_overlaps({{"o", &out.o}, {"lse", &out.lse}},
                     {{"q", &a.q}, {"k", &a.k}, {"v", &a.v}, {"cu_seqlens", &a.cu_seqlens}});
-  if (form == Form::reference || a.q.dtype == DType::f64)
+  if (form == Form::reference || a.q.dtype == DType::f64) {
     attention::reference_forward(p, a.q, a.k, a.v, out.o, out.lse);
-  else
+  } else {
+    const FlushDenormals mode;
     attention::chunk_forward(p, a.q, a.k, a.v, out.o, out.lse);
+  }
 }
 
 void attention_backward(Form form, const AttentionArgs& a, const TensorView& o,
@@ -151,6 +154,7 @@ void attention_backward(Form form, const AttentionArgs& a, const TensorView& o,
   check.no_overlaps(grad_outputs, {{"q", &a.q}, {"k", &a.k}, {"v", &a.v},
                                    {"cu_seqlens", &a.cu_seqlens}, {"o", &o}, {"lse", &lse},
                                    {"do", &d_o}});
+  const FlushDenormals mode;
   attention::chunk_backward(p, a.q, a.k, a.v, o, lse, d_o, g.dq, g.dk, g.dv);
 }
 
@@ -179,10 +183,12 @@ void attention_decode(Form form, const AttentionCacheArgs& a, const TensorView& 
   check.same_dtype("o", o, "v_cache", a.v_cache);
   check.no_overlaps({{"o", &o}}, {{"q", &a.q}, {"k_cache", &a.k_cache}, {"v_cache", &a.v_cache},
                                   {"cache_seqlens", &lens}});
-  if (form == Form::reference || a.q.dtype == DType::f64)
+  if (form == Form::reference || a.q.dtype == DType::f64) {
     attention::reference_forward(p, a.q, a.k_cache, a.v_cache, o, {});
-  else
+  } else {
+    const FlushDenormals mode;
     attention::recurrent_decode(p, a.q, a.k_cache, a.v_cache, o);
+  }
 }
 
 }  // namespace linattn

@@ -3,8 +3,9 @@
 //   X_ij = scale Σ_d x_id y_jd exp(B_id - B_jd),   j <= i,
 // with B the chunk-local cumulative log decay [rows, K]. When the chunk's decays stay within
 // e^{±80} of its middle row m (§3.3 S5), X = scale x~ y~^T with x~ = x e^{B - B_m} and
-// y~ = y e^{B_m - B}: one GEMM. Otherwise (extreme decays) pair by pair, every exponent <= 0
-// (§4.4b's diagonal-block formula over the whole chunk).
+// y~ = y e^{B_m - B}: one GEMM. Otherwise (extreme decays) by blocks of 8 rows: one GEMM per
+// block against every later row, factored about the block's last row (every exponent <= 0), and
+// pair by pair inside the diagonal blocks (§4.4b's secondary chunking).
 #pragma once
 
 #include <cstdint>
@@ -34,7 +35,7 @@ void times_inverse(const Factors& f, const float* x, float* dst);
 // X[i * ldx + j] = scale Σ_d x_id y_jd exp(B_id - B_jd) for j <= i, 0 for i < j < rows. With
 // f.factored, x_tilde and y_tilde are x~ and y~ (x and y are then not read); otherwise x and y
 // are read and tmp holds K floats. Products::bf16 rounds x~ and y~ to bf16 for the factored
-// GEMM (the forward with bf16 inputs); the pair-by-pair form is fp64 either way.
+// GEMM (the forward with bf16 inputs); the blocked form is fp32 either way.
 void scores(const Factors& f, const float* x, const float* y, const float* x_tilde,
             const float* y_tilde, float scale, float* X, int64_t ldx, float* tmp,
             kernels::Products products = kernels::Products::f32);

@@ -1,5 +1,6 @@
 // The entry points of include/linattn/conv1d.hpp: validate once, then dispatch to the oracle
 // (reference.cpp) or the fast form (forward.cpp, backward.cpp). Implementations never validate.
+#include "core/float_mode.hpp"
 #include "ops/conv1d/conv1d.hpp"
 
 #include "ops/common/validator.hpp"
@@ -57,10 +58,12 @@ void causal_conv1d_forward(Form form, const Conv1dArgs& args, const Conv1dOutput
                     {{"x", &args.x}, {"weight", &args.weight}, {"bias", &args.bias},
                      {"residual", &args.residual}, {"initial_state", &args.initial_state},
                      {"cu_seqlens", &args.cu_seqlens}});
-  if (form == Form::reference || args.x.dtype == DType::f64)
+  if (form == Form::reference || args.x.dtype == DType::f64) {
     conv1d::reference_forward(p, args, out);
-  else
+  } else {
+    const FlushDenormals mode;
     conv1d::fast_forward(p, args, out);
+  }
 }
 
 void causal_conv1d_backward(Form form, const Conv1dArgs& args, const Conv1dGradOutputs& grad_out,
@@ -82,10 +85,12 @@ void causal_conv1d_backward(Form form, const Conv1dArgs& args, const Conv1dGradO
                      {"residual", &args.residual}, {"initial_state", &args.initial_state},
                      {"cu_seqlens", &args.cu_seqlens}, {"dy", &grad_out.dy},
                      {"dfinal_state", &grad_out.dfinal_state}});
-  if (form == Form::reference || args.x.dtype == DType::f64)
+  if (form == Form::reference || args.x.dtype == DType::f64) {
     conv1d::reference_backward(p, args, grad_out, grads);
-  else
+  } else {
+    const FlushDenormals mode;
     conv1d::fast_backward(p, args, grad_out, grads);
+  }
 }
 
 }  // namespace linattn

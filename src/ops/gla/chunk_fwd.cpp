@@ -118,9 +118,10 @@ void gla_chunk_forward(const Problem& p, const OpArgs& a, const OpOutputs& out) 
   // cache. Fewer: phases A-C with every thread on each item's chunks. Both do the same
   // operations on the same values, so the choice (made by the thread count) changes no bit.
   const bool fused = items_cover_threads(items);
-  // bf16 q, k, v: bf16 products with fp32 sums (fla's tensor-core dots), fp32 state.
+  // bf16 q, k, v: bf16 products with fp32 sums (fla's tensor-core dots) where the CPU has a
+  // native bf16 dot, fp32 products otherwise (kernels::chunk_products); fp32 state.
   const bool bf16 = a.q.dtype == DType::bf16 && a.k.dtype == DType::bf16 && a.v.dtype == DType::bf16;
-  const kernels::Products products = bf16 ? kernels::Products::bf16 : kernels::Products::f32;
+  const kernels::Products products = kernels::chunk_products(bf16);
   auto run_item = [&](int64_t item) {
     const int64_t n = item / p.H, hq = item % p.H;
     const Sequence& s = p.sequences[n];

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/float_mode.hpp"
 #include "linattn/error.hpp"
 #include "ops/common/validator.hpp"
 #include "ops/lla/lla.hpp"
@@ -132,6 +133,7 @@ void forward(Form form, const Args& args, const TensorView& o) {
   check_output("o", o);
   Validator(kName).no_overlaps({{"o", &o}}, inputs(args));
   if (form == Form::reference || args.q.dtype == DType::f64) return reference_forward(p, o);
+  const FlushDenormals mode;
   if (form == Form::chunk) return chunk_forward(p, o);
   return recurrent_forward(p, o);
 }
@@ -166,6 +168,7 @@ void backward(Form form, const Args& args, const TensorView& d_o, const Grads& g
                                 {"dridge_lambda_per_token", &grads.dridge_lambda_per_token}},
                                read);
   if (form == Form::reference || args.q.dtype == DType::f64) return reference_backward(p, d_o, grads);
+  const FlushDenormals mode;
   return chunk_backward(p, d_o, grads);
 }
 

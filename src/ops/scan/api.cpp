@@ -1,5 +1,6 @@
 // The entry points of include/linattn/scan.hpp: validate once, then dispatch to the oracle
 // (reference.cpp) or the fast form (chunk_fwd.cpp, chunk_bwd.cpp). Implementations never validate.
+#include "core/float_mode.hpp"
 #include "ops/common/validator.hpp"
 #include "ops/scan/scan.hpp"
 
@@ -72,6 +73,7 @@ void selective_scan_forward(Form form, const ScanArgs& args, const ScanOutputs& 
   if (args.output_final_state && out.final_state.dtype == DType::bf16)  // states are fp32 or fp64
     fail(kName, ": final_state must be float32 or float64, got bfloat16");
   check.no_overlaps({{"y", &out.y}, {"final_state", &out.final_state}}, scan::inputs(args));
+  const FlushDenormals mode(scan::fast(form, args));
   if (scan::fast(form, args))
     scan::fast_forward(p, args, out);
   else
@@ -102,6 +104,7 @@ void selective_scan_backward(Form form, const ScanArgs& args, const ScanGradOutp
                      {"dB", &grads.dB}, {"dC", &grads.dC}, {"dD", &grads.dD}, {"dz", &grads.dz},
                      {"ddelta_bias", &grads.ddelta_bias}, {"dinitial_state", &grads.dinitial_state}},
                     read);
+  const FlushDenormals mode(scan::fast(form, args));
   if (scan::fast(form, args))
     scan::fast_backward(p, args, grad_out, grads);
   else

@@ -2,6 +2,7 @@
 // (a) for one token): per (sequence, channel), h = exp(Δ A) h + Δ B x in place and
 // y = (C·h + D x) · silu(z). The state is scan.hpp's [N, D, N_state], so steps continue a
 // forward's final_state; the step runs the forward's own kernels on a one-token sequence.
+#include "core/float_mode.hpp"
 #include "ops/common/validator.hpp"
 #include "ops/scan/scan.hpp"
 
@@ -70,10 +71,12 @@ void selective_state_update(const ScanStepArgs& a, const TensorView& y) {
   s.output_final_state = true;
   const scan::Problem p = scan::make_problem(s);
   const ScanOutputs out{one_token(y, 1), a.state};
-  if (a.x.dtype == DType::f64)
+  if (a.x.dtype == DType::f64) {
     scan::reference_forward(p, s, out);
-  else
+  } else {
+    const FlushDenormals mode;
     scan::fast_forward(p, s, out);
+  }
 }
 
 }  // namespace linattn
