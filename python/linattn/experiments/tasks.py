@@ -33,7 +33,7 @@ def answer_only(y: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Parity:
     """inputs bits; target[t] = XOR of inputs[0..t]. With `answer_only` only the last position is
-    scored (Grazzi et al. §5.1 after Delétang et al.: one answer per sequence)."""
+    scored (Grazzi et al. section 5.1 after Delétang et al.: one answer per sequence)."""
 
     answer_only: bool = False
 
@@ -124,7 +124,7 @@ def _is_even(p: tuple[int, ...]) -> bool:
 @dataclass(frozen=True)
 class ModularArithmetic:
     """An arithmetic expression over the numbers 0..m-1 with +, -, * (mod m), then "=" whose
-    target is the expression's value: the answer, the only scored position (Grazzi et al. §5.1,
+    target is the expression's value: the answer, the only scored position (Grazzi et al. section 5.1,
     after Delétang et al.). Without brackets the expression is evaluated left to right
     (a regular language: a running value mod m); with brackets every compound operand is
     bracketed, e.g. "( 2 * ( 3 - 1 ) ) + 4 =", so the tree fixes the value. An expression has odd
