@@ -157,9 +157,10 @@ def test_seeds_and_sweep_write_one_json_per_run_and_the_metric_recomputes(tmp_pa
     exp.seeds = 2
     results = runner.run(exp, models.build_model, out_dir=str(tmp_path), describe=models.describe)
     files = sorted(glob.glob(str(tmp_path / "*.json")))
-    assert len(results) == len(files) == 4  # 2 learning rates x 2 seeds
-    assert sorted({(r.lr, r.seed) for r in results}) == [(1e-3, 0), (1e-3, 100), (3e-3, 0), (3e-3, 100)]
-    assert results[0].losses != results[1].losses  # the seeds differ
+    assert len(results) == len(files) == 3  # seed 0 at both learning rates, seed 100 at the best
+    best = runner.best_lr(results)
+    assert [(r.lr, r.seed) for r in results] == [(1e-3, 0), (3e-3, 0), (best, 100)]
+    assert results[2].losses != [r for r in results[:2] if r.lr == best][0].losses  # seeds differ
     for r in results:
         path = tmp_path / os.path.basename(runner.save_result(exp, r, str(tmp_path)))
         back = runner.load_result(str(path))
@@ -178,10 +179,9 @@ def _result(model, lr, seed, score, metric="accuracy"):
 
 
 def test_summary_picks_the_best_learning_rate_then_best_and_median_over_seeds():
-    results = [_result("m", 1e-3, s, x) for s, x in enumerate((0.2, 0.3, 0.4))]
-    results += [_result("m", 1e-2, s, x) for s, x in enumerate((0.9, 0.5, 0.6))]
-    results += [_result("d", 1e-2, s, float("nan")) for s in range(3)]  # diverged
-    results += [_result("d", 1e-3, s, 0.1) for s in range(3)]
+    results = [_result("m", 1e-3, 0, 0.3), _result("m", 1e-2, 0, 0.9)]  # the sweep's first seed
+    results += [_result("m", 1e-2, s, x) for s, x in ((1, 0.5), (2, 0.6))]
+    results += [_result("d", 1e-2, 0, float("nan")), _result("d", 1e-3, 0, 0.1)]  # 1e-2 diverged
     s = {x.model: x for x in report.summarise(results)}
     assert s["m"].lr == 1e-2 and s["m"].best[8] == 0.9 and s["m"].median[8] == 0.6
     assert s["d"].lr == 1e-3

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import statistics
 
 from .._terminal import format_table
+from . import runner
 from .runner import Experiment, Result
 
 
@@ -33,19 +33,17 @@ class Summary:
 
 
 def summarise(results: list[Result]) -> list[Summary]:
-    """Groups the runs by (task, model); picks the learning rate whose median (over seeds) mean
-    score is best (Zoology reports each model at its best learning rate); best and median over
-    the seeds there. Lower is better for mse, higher for every other metric."""
-    groups: dict[tuple[str, str], dict[float, list[Result]]] = {}
+    """Groups the runs by (task, model); takes its learning rate (runner.best_lr: the best
+    first-seed run) and the best and median over the seeds run there. Lower is better for mse,
+    higher for every other metric."""
+    groups: dict[tuple[str, str], list[Result]] = {}
     for r in results:
-        groups.setdefault((r.task, r.model), {}).setdefault(r.lr, []).append(r)
+        groups.setdefault((r.task, r.model), []).append(r)
     out = []
-    for (task, model), by_lr in groups.items():
-        lower = next(iter(by_lr.values()))[0].metric == "mse"
-        pick = min if lower else max
-        key = {lr: statistics.median(_mean_score(r) for r in runs) for lr, runs in by_lr.items()}
-        lr = pick(key, key=lambda x: _ranked(key[x], lower))
-        runs = by_lr[lr]
+    for (task, model), runs in groups.items():
+        pick = min if runs[0].metric == "mse" else max
+        lr = runner.best_lr(runs)
+        runs = [r for r in runs if r.lr == lr]
         lengths = list(runs[0].scores)
         out.append(Summary(task, model, lr, runs,
                            {T: pick(r.scores[T] for r in runs) for T in lengths},
@@ -53,11 +51,6 @@ def summarise(results: list[Result]) -> list[Summary]:
                            pick(_mean_score(r) for r in runs),
                            statistics.median(_mean_score(r) for r in runs)))
     return out
-
-
-def _ranked(x: float, lower: bool) -> float:
-    """x, with NaN (a diverged run) ranked worst."""
-    return x if x == x else (math.inf if lower else -math.inf)
 
 
 def _fmt(metric: str, x: float) -> str:

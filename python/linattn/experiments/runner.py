@@ -242,10 +242,11 @@ def run(exp: Experiment, build_model: Callable[[ModelSpec, Any, Recipe], torch.n
         progress: Callable[[str, int, int], None] | None = None,
         out_dir: str | None = None, describe: Callable[[torch.nn.Module], dict] | None = None
         ) -> list[Result]:
-    """Trains every model of `exp` on every task, for each learning rate of the sweep and each of
-    exp.seeds seeds, and evaluates each test length. Seed i uses s = exp.seed + 100 i: model
-    seed s, data seed s + 1, test seed s + 2 (seed 0 repeats the single-seed runs). With
-    `out_dir` every run is written there as one JSON file (save_result)."""
+    """Trains every model of `exp` on every task with the first seed at each learning rate of the
+    sweep, then exp.seeds - 1 more seeds at the best one (best_lr), and evaluates each test
+    length. Seed i uses s = exp.seed + 100 i: model seed s, data seed s + 1, test seed s + 2
+    (seed 0 repeats the single-seed runs). With `out_dir` every run is written there as one
+    JSON file (save_result)."""
     results = []
     for task in exp.tasks:
         r = exp.recipe
@@ -253,13 +254,34 @@ def run(exp: Experiment, build_model: Callable[[ModelSpec, Any, Recipe], torch.n
             T = exp.task_lengths[task.name]
             r = dataclasses.replace(r, train_length=(T, T), test_lengths=(T,))
         for spec in exp.models:
-            for lr in r.lrs or (r.lr,):
-                for i in range(exp.seeds):
-                    results.append(_run_one(exp, task, spec, dataclasses.replace(r, lr=lr),
-                                            exp.seed + 100 * i, build_model, progress, describe))
-                    if out_dir:
-                        save_result(exp, results[-1], out_dir)
+            def one(lr, i):
+                results.append(_run_one(exp, task, spec, dataclasses.replace(r, lr=lr),
+                                        exp.seed + 100 * i, build_model, progress, describe))
+                if out_dir:
+                    save_result(exp, results[-1], out_dir)
+                return results[-1]
+
+            best = best_lr([one(lr, 0) for lr in r.lrs or (r.lr,)])
+            for i in range(1, exp.seeds):
+                one(best, i)
     return results
+
+
+def _ranked(score: float, lower: bool) -> float:
+    """score, with NaN (a diverged run) ranked worst."""
+    return score if score == score else (math.inf if lower else -math.inf)
+
+
+def best_lr(runs: list[Result]) -> float:
+    """The learning rate whose first-seed run has the best mean score over the test lengths
+    (lowest for mse, highest otherwise): the sweep runs one seed per learning rate, the other
+    seeds run at the rate it picks (Zoology reports each model at its best learning rate)."""
+    first = {}
+    for r in sorted(runs, key=lambda r: r.seed):
+        first.setdefault(r.lr, r)
+    lower = runs[0].metric == "mse"
+    key = {lr: _ranked(sum(r.scores.values()) / len(r.scores), lower) for lr, r in first.items()}
+    return (min if lower else max)(key, key=key.get)
 
 
 def _run_one(exp, task, spec, r: Recipe, seed: int, build_model, progress, describe) -> Result:
