@@ -75,8 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ValueError(f"demo: --steps must be >= 1, got {args.steps}")
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) if args.only else demo.EXPERIMENTS
     demo.run(args.out, full=args.full, only=only, steps=args.steps, threads=args.threads,
-             labels=args.model)
-    print(f"results and plots written to {args.out}/ (results.md, *.png)")
+             labels=args.model, seeds=args.seeds)
+    print(f"results and plots written to {args.out}/ (results.md, *.png, runs/*/*.json)")
     return 0
 
 
@@ -162,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true", help="the longer runs of docs/results.md")
     demo.add_argument("--out", default="linattn-demo", help="output folder (default: linattn-demo)")
     demo.add_argument("--only", default=None, metavar="NAMES",
-                      help="comma-separated: state_tracking,mqar,regression,throughput")
+                      help="comma-separated: state_tracking,mqar,regression,throughput "
+                           "(the quick demo), or the papers' setups: state_tracking_grazzi,"
+                           "state_tracking_deltaproduct,mqar_matched,regression_switch,"
+                           "throughput_train")
+    demo.add_argument("--seeds", type=int, default=None,
+                      help="seeds per model and learning rate (default: 3 with --full, else 1)")
     demo.add_argument("--steps", type=int, default=None,
                       help="override the training steps of every experiment (smoke runs)")
     demo.add_argument("--model", action="append", default=None, metavar="LABEL",

@@ -34,6 +34,8 @@ def test_experiment_runs_a_few_steps(name, tmp_path):
     lo = exp.recipe.train_length[0]
     exp.recipe = dataclasses.replace(exp.recipe, steps=2, batch=2, eval_batch=2,
                                      train_length=(lo, lo), test_lengths=(lo,))
+    assert exp.seeds == 3  # the full runs' default; one here (test_experiments_faithful: seeds)
+    exp.seeds = 1
     results = runner.run(exp, models.build_model)
     assert len(results) == len(exp.tasks) * len(exp.models)
     for r in results:

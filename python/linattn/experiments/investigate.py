@@ -18,7 +18,6 @@ import json
 import time
 
 import torch
-from torch import nn
 
 from .. import layers
 from . import models as exp_models
@@ -26,15 +25,12 @@ from . import runner
 
 
 class _ConvAttention(layers.Attention):
-    """Softmax attention with fla-style short convolutions (kernel 4, SiLU) after its q, k, v
-    projections, as the recurrent layers have them: a token then sees its predecessors' keys."""
+    """Softmax attention with short convolutions after its q, k, v projections
+    (models.add_short_convs)."""
 
     def __init__(self, hidden_size: int = 2048, num_heads: int = 32, **kwargs):
         super().__init__(hidden_size=hidden_size, num_heads=num_heads, **kwargs)
-        self.convs = nn.ModuleList(layers.ShortConvolution(proj.out_features, 4)
-                                   for proj in (self.q_proj, self.k_proj, self.v_proj))
-        for proj, conv in zip((self.q_proj, self.k_proj, self.v_proj), self.convs):
-            proj.register_forward_hook(lambda _m, _i, out, conv=conv: conv(out)[0])
+        exp_models.add_short_convs(self)
 
 
 def _sdpa_attend(self, x, q, k, v, cached: bool, form: str):
