@@ -34,7 +34,8 @@ def qwen3_5():
 
 def kimi_linear():
     return tf.KimiLinearForCausalLM, tf.KimiLinearConfig(  # MLA: as many KV heads as heads
-        **{**_COMMON, "num_key_value_heads": 4}, moe_intermediate_size=64, num_local_experts=4, num_experts_per_tok=2,
+        **{**_COMMON, "num_key_value_heads": 4}, moe_intermediate_size=64, num_local_experts=4,
+        num_experts_per_tok=2,
         n_shared_experts=1, kv_lora_rank=32, q_lora_rank=None, qk_rope_head_dim=16,
         qk_nope_head_dim=16, v_head_dim=32, linear_head_dim=32, linear_num_heads=4,
         layer_types=["linear_attention", "full_attention"], mlp_layer_types=["dense", "sparse"])
