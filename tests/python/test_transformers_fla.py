@@ -150,3 +150,13 @@ def test_models_imported_after_apply_use_linattn():
 def test_apply_rejects_a_non_module():
     with pytest.raises(TypeError, match="apply_linattn: model must be a torch.nn.Module"):
         apply_linattn("Qwen/Qwen3-Next")
+
+
+def test_import_linattn_imports_neither_torch_nor_transformers():
+    import subprocess
+
+    code = ("import sys, linattn, linattn.hub; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

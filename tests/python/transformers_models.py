@@ -52,6 +52,30 @@ def lfm2():
         **_COMMON, block_auto_adjust_ff_dim=False, layer_types=["conv", "full_attention"])
 
 
+def qwen3_5_moe():
+    return tf.Qwen3_5MoeForCausalLM, tf.Qwen3_5MoeTextConfig(
+        **{k: v for k, v in _COMMON.items() if k != "intermediate_size"}, head_dim=32,
+        moe_intermediate_size=64, shared_expert_intermediate_size=64, num_experts=4,
+        num_experts_per_tok=2, linear_num_key_heads=2, linear_num_value_heads=4,
+        linear_key_head_dim=32, linear_value_head_dim=32,
+        layer_types=["linear_attention", "full_attention"])
+
+
+def bailing_hybrid():
+    return tf.BailingHybridForCausalLM, tf.BailingHybridConfig(  # MLA: as many KV heads as heads
+        **{**_COMMON, "num_key_value_heads": 4}, moe_intermediate_size=64, num_local_experts=4,
+        num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=1,
+        first_k_dense_replace=1, kv_lora_rank=32, qk_rope_head_dim=16, qk_nope_head_dim=16,
+        v_head_dim=32, head_dim=32, num_mtp_layers=0,
+        layer_types=["linear_attention", "full_attention"])
+
+
+def lfm2_moe():
+    return tf.Lfm2MoeForCausalLM, tf.Lfm2MoeConfig(
+        **_COMMON, moe_intermediate_size=64, num_dense_layers=1, num_experts=4,
+        num_experts_per_tok=2, layer_types=["conv", "full_attention"])
+
+
 # family -> (kernel packages its layers use, builder)
 FAMILIES = {
     "qwen3_next": (("causal_conv1d", "fla"), qwen3_next),
@@ -59,6 +83,9 @@ FAMILIES = {
     "kimi_linear": (("causal_conv1d", "fla"), kimi_linear),
     "olmo_hybrid": (("causal_conv1d", "fla"), olmo_hybrid),
     "lfm2": (("causal_conv1d",), lfm2),
+    "qwen3_5_moe": (("causal_conv1d", "fla"), qwen3_5_moe),
+    "bailing_hybrid": (("causal_conv1d", "fla"), bailing_hybrid),
+    "lfm2_moe": (("causal_conv1d",), lfm2_moe),
 }
 
 
