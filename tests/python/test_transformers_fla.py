@@ -160,3 +160,12 @@ def test_import_linattn_imports_neither_torch_nor_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bench_models_cli_rejects_unknown_names(capsys):
+    from linattn import cli
+
+    assert cli.main(["bench-models", "--columns", "prefill_7"]) == 2
+    assert "--columns takes prefill_1024" in capsys.readouterr().err
+    assert cli.main(["bench-models", "--models", "gpt2"]) == 2
+    assert "--models takes qwen3_next, kimi_linear" in capsys.readouterr().err
