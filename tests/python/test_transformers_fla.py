@@ -169,3 +169,17 @@ def test_bench_models_cli_rejects_unknown_names(capsys):
     assert "--columns takes prefill_1024" in capsys.readouterr().err
     assert cli.main(["bench-models", "--models", "gpt2"]) == 2
     assert "--models takes qwen3_next, kimi_linear" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["qwen3_next", "kimi_linear"])
+def test_bfloat16_model_is_as_accurate_as_the_fallback(family):
+    """A bf16 model: linattn's logits are as close to the fp32 model's as the fallback's (the
+    error is bf16 storage of weights and activations, ~1e-2 relative, in both)."""
+    ids = tokens(2, 50, seed=4)
+    model = tm.build(family).to(torch.bfloat16)
+    with torch.no_grad():
+        exact = tm.build(family)(ids).logits
+        fallback = model(ids).logits.float()
+        apply_linattn()
+        got = model(ids).logits.float()
+    assert rel(got, exact) <= 1.25 * rel(fallback, exact)
