@@ -99,6 +99,12 @@ def cmd_bench_lla(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_models(args: argparse.Namespace) -> int:
+    from . import bench_models  # imports torch and transformers
+
+    return bench_models.run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="linattn",
@@ -197,7 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     lla.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
     lla.add_argument("--no-backward", action="store_true", help="forward only")
     lla.set_defaults(run=cmd_bench_lla)
+
+    models = sub.add_parser(
+        "bench-models", help="transformers models on linattn's kernels vs their torch fallback",
+        description="Qwen3-Next- and Kimi-Linear-shaped transformers models (and the other "
+                    "families of python/linattn/bench_models.py): prefill, generate and a "
+                    "training step with linattn.transformers.apply_linattn against "
+                    "transformers' own torch fallback, same weights, same run; needs "
+                    "transformers.")
+    add_bench_models_arguments(models)
+    models.set_defaults(run=cmd_bench_models)
     return parser
+
+
+def add_bench_models_arguments(parser: argparse.ArgumentParser) -> None:
+    """bench_models' own arguments; its module (torch, transformers) is imported only to run."""
+    parser.add_argument("--threads", type=int, default=2, help="threads for both (default 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="prefill T = 1K / 4K, generate 1K + 32, one round")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating rounds (default 2, --quick 1)")
+    parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                        help="models to run (default all): qwen3_next, kimi_linear, ...")
+    parser.add_argument("--columns", nargs="+", default=None, metavar="COLUMN",
+                        help="columns to run (default all): prefill_1024, prefill_4096, "
+                             "prefill_16384, generate_1024+128, train_1024")
 
 
 def main(argv: list[str] | None = None) -> int:
