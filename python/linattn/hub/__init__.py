@@ -1,0 +1,1 @@
+"""Kernel packages transformers looks up, served by linattn (see linattn.transformers)."""
