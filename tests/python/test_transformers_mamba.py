@@ -10,53 +10,17 @@ relative (fp32: the chunked scans and the fallback round differently, ~1e-6 meas
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import inspect
-import re
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers.integrations import hub_kernels
 
+from linattn.bench_models_mamba import served_by_linattn
 from linattn.hub import mamba_ssm as hub
 
 torch.set_num_threads(2)
-
-_DECORATED = re.compile(r'@use_kernel_func_from_hub_with_fallback\(\s*"(\w+)",\s*"(\w+)"\s*,?\s*\)'
-                        r'\s*def (\w+)')
-
-
-@contextlib.contextmanager
-def served_by_linattn(module, packages=("mamba_ssm",)):
-    """The kernels of `module` (a transformers modeling module) looked up again by transformers'
-    own decorator with `packages` importable as linattn.hub.<package>: what happens when those
-    packages are installed. (A stand-in for linattn.transformers.apply_linattn.)"""
-    old_modules = {p: sys.modules.get(p) for p in packages}
-    replaced = {}
-    try:
-        for p in packages:
-            sys.modules[p] = importlib.import_module(f"linattn.hub.{p}")
-        for kernel, package, name in _DECORATED.findall(inspect.getsource(module)):
-            if package in packages:
-                fallback = getattr(module, name)
-                replaced[name] = fallback
-                setattr(module, name, hub_kernels.use_kernel_func_from_hub_with_fallback(
-                    kernel, package)(fallback.__wrapped__))
-        assert replaced, f"no mamba_ssm kernel found in {module.__name__}"
-        yield
-    finally:
-        for name, fallback in replaced.items():
-            setattr(module, name, fallback)
-        for p, m in old_modules.items():
-            if m is None:
-                sys.modules.pop(p, None)
-            else:
-                sys.modules[p] = m
-
 
 _COMMON = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, pad_token_id=0,
                tie_word_embeddings=False)

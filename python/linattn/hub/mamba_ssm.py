@@ -11,11 +11,10 @@ Names, argument names, defaults, layouts and return values are mamba_ssm's (2.x)
 
 Every function is differentiable (torch autograd). The numerics are linattn's C++ ops: the
 selective scan (``linattn.scan``), the causal conv1d (``linattn.ops.causal_conv1d``) and, for
-SSD, simple_gla's chunk forward/backward: the SSD recurrence
-``S_t = exp(dt_t A_h) S_{t-1} + (dt_t x_t) B_t^T, y_t = C_t S_t`` is simple_gla with
-q = C, k = B shared by groups of heads (grouped value heads), v = dt x, g = dt A, scale 1.
-What is left here is elementwise glue around those calls (the dt transform, the D skip, the
-z gate) and the projections of the fused functions (torch GEMMs, as in mamba_ssm's own).
+SSD, ``linattn.ssd`` (include/linattn/ssd.hpp: simple_gla's chunk kernels with grouped
+q/k heads, plus the dt transform, D skip and z gate, forward and backward). What is left here
+is argument handling, the packing of seq_idx, and in the fused functions the projections
+(torch GEMMs, as in mamba_ssm's own) and the gated RMSNorm.
 
 Packed sequences: ``seq_idx`` [batch, seqlen] (mamba_ssm's way) runs every run of equal
 ``seq_idx`` within a row as its own sequence; rows are packed into one linattn call with
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 
 from .. import ops as _ops
 from .. import scan as _scan
+from .. import ssd as _ssd
 
 __all__ = ["selective_scan_fn", "mamba_inner_fn", "selective_state_update",
            "mamba_chunk_scan_combined", "mamba_split_conv1d_scan_combined"]
@@ -244,53 +244,32 @@ def mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bia
     if return_varlen_states and (cu_seqlens is None or batch != 1):
         raise ValueError(f"{fn}: return_varlen_states needs cu_seqlens and batch 1")
 
-    # The dt transform and the D skip / z gate: elementwise torch glue around the C++ scan
-    # (a few % of the scan's time at the models' sizes; see bench_models_mamba).
-    dt = dt.float()
-    if dt_bias is not None:
-        dt = dt + dt_bias.float()
-    if dt_softplus:
-        dt = F.softplus(dt)
-    if tuple(dt_limit) != (0.0, float("inf")):
-        dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
-    xf = x.float()
-    v = xf * dt[..., None]
-    g = dt * A.float()
-    q, k = C.float(), B.float()
-
-    s0 = None if initial_states is None else initial_states.float()
-    if seq_idx is not None:
+    kw = dict(D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit))
+    final = None
+    if seq_idx is not None:  # the rows laid end to end, split at row starts and seq_idx changes
         cu, first, last = _segments(seq_idx, batch, seqlen)
-        n_seq = cu.numel() - 1
-        if s0 is not None:  # a row's initial state enters its first sequence only
-            init = s0.new_zeros((n_seq, nheads, headdim, dstate))
-            s0 = init.index_copy(0, first, s0)
+        s0 = None
+        if initial_states is not None:  # a row's initial state enters its first sequence only
+            s0 = initial_states.new_zeros((cu.numel() - 1, nheads, headdim, dstate))
+            s0 = s0.index_copy(0, first, initial_states)
 
         def flat(t):
-            return t.reshape(1, batch * seqlen, *t.shape[2:])
+            return None if t is None else t.reshape(1, batch * seqlen, *t.shape[2:])
 
-        o, states = _ops.chunk_simple_gla(
-            flat(q), flat(k), flat(v), g=flat(g), scale=1.0, initial_state=s0,
-            output_final_state=return_final_states, state_v_first=True, cu_seqlens=cu)
-        o = o.reshape(batch, seqlen, nheads, headdim)
+        out, states = _ssd.ssd_scan(flat(x), flat(dt), A, flat(B), flat(C), **{
+            **kw, "z": flat(z)}, initial_state=s0, output_final_state=return_final_states,
+            cu_seqlens=cu)
+        out = out.reshape(batch, seqlen, nheads, headdim)
         final = None if states is None else states.index_select(0, last)
     else:
-        o, final = _ops.chunk_simple_gla(q, k, v, g=g, scale=1.0, initial_state=s0,
-                                         output_final_state=return_final_states,
-                                         state_v_first=True)
-    if D is not None:
-        o = o + xf * (D.float()[:, None] if D.dim() == 1 else D.float())
-    if z is not None:
-        o = o * F.silu(z.float())
-    out = o.to(x.dtype)
+        out, final = _ssd.ssd_scan(x, dt, A, B, C, **kw, initial_state=initial_states,
+                                   output_final_state=return_final_states)
     result = [out]
     if return_final_states:
         result.append(final)
     if return_varlen_states:
-        _check_cpu(fn, cu_seqlens=cu_seqlens)
-        _, varlen = _ops.chunk_simple_gla(q, k, v, g=g, scale=1.0, initial_state=None,
-                                          output_final_state=True, state_v_first=True,
-                                          cu_seqlens=cu_seqlens.to(torch.int32))
+        _, varlen = _ssd.ssd_scan(x, dt, A, B, C, **kw, output_final_state=True,
+                                  cu_seqlens=cu_seqlens)
         result.append(varlen)
     return result[0] if len(result) == 1 else tuple(result)
 
