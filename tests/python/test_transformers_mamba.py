@@ -420,3 +420,41 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError):  # the C++ validation: A's shape against u's channels
         hub.selective_scan_fn(torch.zeros(1, 4, 5), torch.zeros(1, 4, 5), torch.zeros(3, 2),
                               torch.zeros(1, 2, 5), torch.zeros(1, 2, 5))
+
+
+def test_ssd_scan_gradcheck_against_oracle():
+    """linattn.ssd_scan (the C++ SSD op under mamba_chunk_scan_combined): torch autograd through
+    the fp64 oracle's backward against finite differences of its forward, every input and
+    flag at once (small: gradcheck runs the op once per input element)."""
+    from linattn.ssd import ssd_scan
+
+    d = torch.float64
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=d).requires_grad_()  # noqa: E731
+    args = (r(1, 9, 2, 2), r(1, 9, 2), (-torch.rand(2, generator=g, dtype=d) - 0.1).requires_grad_(),
+            r(1, 9, 1, 3), r(1, 9, 1, 3), r(2, 2), r(1, 9, 2, 2), r(2), r(2, 2, 2, 3))
+    cu = torch.tensor([0, 4, 9])
+    for limit in ((0.0, float("inf")), (0.1, 0.7)):
+        def fn(*a):
+            return ssd_scan(*a[:8], dt_softplus=True, dt_limit=limit, initial_state=a[8],
+                            output_final_state=True, cu_seqlens=cu, form="reference")
+        assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-8, rtol=1e-6,
+                                        fast_mode=True)
+
+
+@pytest.mark.parametrize("form", ["chunk", "recurrent"])
+def test_ssd_scan_fp32_forms_match_oracle(form):
+    from linattn.ssd import ssd_scan
+
+    inputs = _ssd_inputs(L=150)
+    s0 = _randn(2, 4, 8, 16, seed=50)
+    kw = dict(dt_softplus=True, initial_state=s0, output_final_state=True)
+    got = ssd_scan(**inputs, **kw, form=form)
+    want = ssd_scan(**{n: t.double() for n, t in inputs.items()},
+                    **{**kw, "initial_state": s0.double()}, form="reference")
+    assert _rel(got[0], want[0]) <= 1e-5 and _rel(got[1], want[1]) <= 1e-5
+    w = torch.randn(got[0].shape, generator=torch.Generator().manual_seed(1))
+    diff = [*inputs.values(), s0]
+    for a, b in zip(torch.autograd.grad((got[0] * w).sum() + got[1].sum(), diff),
+                    torch.autograd.grad((want[0] * w).sum() + want[1].sum(), diff)):
+        assert _rel(a, b) <= 1e-5
