@@ -165,12 +165,15 @@ def run(threads: int = 2, columns=COLUMNS, rows=None, repeats: int = 2) -> str:
     lines = [f"# transformers models: fallback / linattn, {threads} threads, fp32, batch 1, "
              f"2 layers, vocab 1K (load average at start {load:.2f})",
              "| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    print("\n".join(lines), flush=True)
     for row in rows or ROWS:
         model = build_model(row)
         cells = []
         for column in columns:
             fb, la = measure(row, column, repeats, model)
             cells.append(f"{fb:.3g} s / {la:.3g} s = {fb / la:.2f}x")
+            print(f"  {row.name} {column}: {cells[-1]} (load {os.getloadavg()[0]:.1f})",
+                  flush=True)
         lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
