@@ -37,14 +37,7 @@ __all__ = ["selective_scan_fn", "mamba_inner_fn", "selective_state_update",
 
 
 def _check_cpu(fn: str, **tensors) -> None:
-    for name, x in tensors.items():
-        if x is None:
-            continue
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{fn}: {name} must be a torch.Tensor or None, got {type(x).__name__}")
-        if x.device.type != "cpu":
-            raise ValueError(f"{fn}: {name}: linattn runs on the CPU only; got a tensor on "
-                             f"device {x.device}")
+    _ops._check_tensors(fn, tensors)
 
 
 def _check_shape(fn: str, name: str, x, shape) -> None:

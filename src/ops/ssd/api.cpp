@@ -195,6 +195,29 @@ Plan plan(Form form, const SsdArgs& a) {
   return {form, Form::chunk, false};
 }
 
+// body(b, t, h, j, i) for every element of a [B, T, H, P] tensor (i: its contiguous index),
+// in parallel over tokens.
+template <typename Body>
+void for_each_element(const Problem& p, Body&& body) {
+  const int64_t rows = p.B * p.T;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < p.H; ++h)
+      for (int64_t j = 0; j < p.P; ++j) body(r / p.T, r % p.T, h, j, (r * p.H + h) * p.P + j);
+}
+
+// simple_gla's [N_seq, H, N, P] states into a contiguous [N_seq, H, P, N] output.
+template <typename W>
+void store_states(const Problem& p, Buffer<W>& states, const TensorView& out) {
+  const int64_t S = p.num_sequences();
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t h = 0; h < p.H; ++h)
+      for (int64_t j = 0; j < p.P; ++j)
+        for (int64_t n = 0; n < p.N; ++n)
+          store_from_double(out.data, out.dtype, ((s * p.H + h) * p.P + j) * p.N + n,
+                            static_cast<double>(states[((s * p.H + h) * p.N + n) * p.P + j]));
+}
+
 // o = C S (pre-skip, pre-gate) and the final state in simple_gla's layout.
 template <typename W>
 Buffer<W> gla_forward(const Problem& p, const SsdArgs& a, const Gla<W>& gla, Form form,
@@ -211,31 +234,15 @@ void run_forward(const Problem& p, const Plan& pl, const SsdArgs& a, const SsdOu
   Buffer<W> state;
   if (a.output_final_state) state = Buffer<W>({p.num_sequences(), p.H, p.N, p.P});
   Buffer<W> o = gla_forward(p, a, gla, pl.gla_forward, a.output_final_state ? &state : nullptr);
-  const int64_t rows = p.B * p.T;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t b = r / p.T, t = r % p.T;
-    for (int64_t h = 0; h < p.H; ++h)
-      for (int64_t j = 0; j < p.P; ++j) {
-        const int64_t i = (r * p.H + h) * p.P + j;
-        W y = o[i] + skip<W>(a, h, j) * load<W>(a.x, at4(a.x, b, t, h, j));
-        if (a.z.given()) {
-          const W z = load<W>(a.z, at4(a.z, b, t, h, j));
-          y *= z * sigmoid(z);
-        }
-        store_from_double(out.y.data, out.y.dtype, i, static_cast<double>(y));
-      }
-  }
-  if (a.output_final_state) {
-    const int64_t S = p.num_sequences();
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t h = 0; h < p.H; ++h)
-        for (int64_t j = 0; j < p.P; ++j)
-          for (int64_t n = 0; n < p.N; ++n)
-            store_from_double(out.final_state.data, out.final_state.dtype,
-                              ((s * p.H + h) * p.P + j) * p.N + n,
-                              static_cast<double>(state[((s * p.H + h) * p.N + n) * p.P + j]));
-  }
+  for_each_element(p, [&](int64_t b, int64_t t, int64_t h, int64_t j, int64_t i) {
+    W y = o[i] + skip<W>(a, h, j) * load<W>(a.x, at4(a.x, b, t, h, j));
+    if (a.z.given()) {
+      const W z = load<W>(a.z, at4(a.z, b, t, h, j));
+      y *= z * sigmoid(z);
+    }
+    store_from_double(out.y.data, out.y.dtype, i, static_cast<double>(y));
+  });
+  if (a.output_final_state) store_states(p, state, out.final_state);
 }
 
 template <typename W>
@@ -247,25 +254,19 @@ void run_backward(const Problem& p, const Plan& pl, const SsdArgs& a, const SsdG
   Buffer<W> dy0({p.B, p.T, p.H, p.P});
   Buffer<W> o;
   if (a.z.given()) o = gla_forward<W>(p, a, gla, pl.gla_forward, nullptr);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t b = r / p.T, t = r % p.T;
-    for (int64_t h = 0; h < p.H; ++h)
-      for (int64_t j = 0; j < p.P; ++j) {
-        const int64_t i = (r * p.H + h) * p.P + j;
-        const W dy = load<W>(go.dy, at4(go.dy, b, t, h, j));
-        if (!a.z.given()) {
-          dy0[i] = dy;
-          continue;
-        }
-        const W z = load<W>(a.z, at4(a.z, b, t, h, j)), sz = sigmoid(z);
-        const W y0 = o[i] + skip<W>(a, h, j) * load<W>(a.x, at4(a.x, b, t, h, j));
-        dy0[i] = dy * z * sz;
-        if (grads.dz.given())
-          store_from_double(grads.dz.data, grads.dz.dtype, i,
-                            static_cast<double>(dy * y0 * sz * (W(1) + z * (W(1) - sz))));
-      }
-  }
+  for_each_element(p, [&](int64_t b, int64_t t, int64_t h, int64_t j, int64_t i) {
+    const W dy = load<W>(go.dy, at4(go.dy, b, t, h, j));
+    if (!a.z.given()) {
+      dy0[i] = dy;
+      return;
+    }
+    const W z = load<W>(a.z, at4(a.z, b, t, h, j)), sz = sigmoid(z);
+    const W y0 = o[i] + skip<W>(a, h, j) * load<W>(a.x, at4(a.x, b, t, h, j));
+    dy0[i] = dy * z * sz;
+    if (grads.dz.given())
+      store_from_double(grads.dz.data, grads.dz.dtype, i,
+                        static_cast<double>(dy * y0 * sz * (W(1) + z * (W(1) - sz))));
+  });
   Buffer<W> dq({p.B, p.T, p.G, p.N}), dk({p.B, p.T, p.G, p.N}), dv({p.B, p.T, p.H, p.P}),
       dg({p.B, p.T, p.H}), ds0;
   if (a.initial_state.given()) ds0 = Buffer<W>({p.num_sequences(), p.H, p.N, p.P});
@@ -277,16 +278,7 @@ void run_backward(const Problem& p, const Plan& pl, const SsdArgs& a, const SsdG
     if (grad->given())
       for (int64_t i = 0; i < static_cast<int64_t>(buf->data.size()); ++i)
         store_from_double(grad->data, grad->dtype, i, static_cast<double>((*buf)[i]));
-  if (grads.dinitial_state.given()) {
-    const int64_t S = p.num_sequences();
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t h = 0; h < p.H; ++h)
-        for (int64_t j = 0; j < p.P; ++j)
-          for (int64_t n = 0; n < p.N; ++n)
-            store_from_double(grads.dinitial_state.data, grads.dinitial_state.dtype,
-                              ((s * p.H + h) * p.P + j) * p.N + n,
-                              static_cast<double>(ds0[((s * p.H + h) * p.N + n) * p.P + j]));
-  }
+  if (grads.dinitial_state.given()) store_states(p, ds0, grads.dinitial_state);
   // x, dt (through v = dt x and g = dt A, the clamp and the softplus) per token and head;
   // the per-head sums (dA, ddt_bias, dD) in double, per head in a fixed order.
   const bool clamp = clamps(a);
