@@ -5,6 +5,7 @@
 // rule back through v = dt x, g = dt A, the clamp and the softplus.
 #include "linattn/ssd.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -109,8 +110,8 @@ bool clamps(const SsdArgs& a) {
   return a.dt_min != 0.0 || a.dt_max != std::numeric_limits<double>::infinity();
 }
 
-// The simple_gla inputs: dt (transformed), v = dt x, g = dt A, and q = C, k = B as views when
-// their dtype is the working one (else widened or rounded into buffers).
+// The simple_gla inputs: dt (transformed), v = dt x, g = dt A, q = C and k = B (one row per
+// head).
 template <typename W>
 struct Gla {
   Buffer<W> dt, v, g, q_buf, k_buf;
@@ -144,19 +145,26 @@ struct Gla {
            dt[bad_row], " at [", r / p.T, ", ", r % p.T, ", ", h, "]",
            a.dt_softplus ? "" : "; mamba's models pass dt_softplus=True");
     }
-    q = grouped(a.C, q_buf, p);
-    k = grouped(a.B, k_buf, p);
+    q = expanded(a.C, q_buf, p);
+    k = expanded(a.B, k_buf, p);
   }
 
-  static TensorView grouped(const TensorView& in, Buffer<W>& buf, const Problem& p) {
-    if (in.dtype == dtype_of<W>()) return in;
-    buf = Buffer<W>({p.B, p.T, p.G, p.N});
-    const int64_t rows = p.B * p.T;
+  // One q/k row per head, contiguous: simple_gla's grouped heads (one q/k head for many value
+  // heads) and strided rows (transformers hands B and C over as views into the conv output,
+  // often channel-first) run several times slower than the copy costs (measured: 9x at
+  // mamba2-130m's H = 24, G = 1, T = 1024).
+  static TensorView expanded(const TensorView& in, Buffer<W>& buf, const Problem& p) {
+    buf = Buffer<W>({p.B, p.T, p.H, p.N});
+    const int64_t rows = p.B * p.T, heads_per_group = p.H / p.G;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t gi = 0; gi < p.G; ++gi)
-        for (int64_t n = 0; n < p.N; ++n)
-          buf[(r * p.G + gi) * p.N + n] = load<W>(in, at4(in, r / p.T, r % p.T, gi, n));
+      for (int64_t gi = 0; gi < p.G; ++gi) {
+        // Each group's row read once (strided reads are the cost), then copied to its heads.
+        W* first = &buf[(r * p.H + gi * heads_per_group) * p.N];
+        for (int64_t n = 0; n < p.N; ++n) first[n] = load<W>(in, at4(in, r / p.T, r % p.T, gi, n));
+        for (int64_t h = 1; h < heads_per_group; ++h)
+          std::copy(first, first + p.N, first + h * p.N);
+      }
     return buf.view;
   }
 
@@ -267,17 +275,28 @@ void run_backward(const Problem& p, const Plan& pl, const SsdArgs& a, const SsdG
       store_from_double(grads.dz.data, grads.dz.dtype, i,
                         static_cast<double>(dy * y0 * sz * (W(1) + z * (W(1) - sz))));
   });
-  Buffer<W> dq({p.B, p.T, p.G, p.N}), dk({p.B, p.T, p.G, p.N}), dv({p.B, p.T, p.H, p.P}),
+  Buffer<W> dq({p.B, p.T, p.H, p.N}), dk({p.B, p.T, p.H, p.N}), dv({p.B, p.T, p.H, p.P}),
       dg({p.B, p.T, p.H}), ds0;
   if (a.initial_state.given()) ds0 = Buffer<W>({p.num_sequences(), p.H, p.N, p.P});
   backward(Op::simple_gla, pl.gla_backward, gla.args(a, false),
            OpGradOutputs{dy0.view, swap_last(go.dfinal_state)},
            OpGrads{dq.view, dk.view, dv.view, dg.view, {}, {}, ds0.view, {}, {}});
 
+  // dC, dB: the heads of each group summed in a fixed order.
+  const int64_t heads_per_group = p.H / p.G;
   for (auto [grad, buf] : {std::pair{&grads.dC, &dq}, {&grads.dB, &dk}})
-    if (grad->given())
-      for (int64_t i = 0; i < static_cast<int64_t>(buf->data.size()); ++i)
-        store_from_double(grad->data, grad->dtype, i, static_cast<double>((*buf)[i]));
+    if (grad->given()) {
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t gi = 0; gi < p.G; ++gi)
+          for (int64_t n = 0; n < p.N; ++n) {
+            W sum = 0;
+            for (int64_t h = gi * heads_per_group; h < (gi + 1) * heads_per_group; ++h)
+              sum += (*buf)[(r * p.H + h) * p.N + n];
+            store_from_double(grad->data, grad->dtype, (r * p.G + gi) * p.N + n,
+                              static_cast<double>(sum));
+          }
+    }
   if (grads.dinitial_state.given()) store_states(p, ds0, grads.dinitial_state);
   // x, dt (through v = dt x and g = dt A, the clamp and the softplus) per token and head;
   // the per-head sums (dA, ddt_bias, dD) in double, per head in a fixed order.
