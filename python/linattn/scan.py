@@ -6,8 +6,9 @@ layout: u, delta, z [B, D, L]; A [D, N]; B, C [B, N, L] or grouped [B, G, N, L];
 delta_bias [D]. The C++ core is token-major ([B, L, D], [B, L, G, N]) and reads any strides, so
 these arrays are handed over as transposed views, never copied; outputs are allocated
 token-major and returned as channel-first views (out [B, D, L] has strides (L*D, 1, D)).
-Arrays are numpy arrays or torch tensors on the CPU. No autograd graph is recorded; the
-backward is a separate call. Extras over mamba, keyword-only: initial_state [N_seq, D, N],
+Arrays are numpy arrays or torch tensors on the CPU. With torch tensors that require grad (and
+grad mode on) ``selective_scan_fn`` records an autograd node whose backward is the C++ backward,
+so it is a drop-in for mamba_ssm's; ``selective_scan_backward`` is the same backward as a call. Extras over mamba, keyword-only: initial_state [N_seq, D, N],
 cu_seqlens (B = 1, offsets along L), form ('chunk', the fast form, or 'reference', the fp64
 oracle). Not supported: time-invariant (D, N) or complex B and C.
 """
@@ -52,6 +53,22 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     Returns out [B, D, L] (u's dtype), or (out, last_state [N_seq, D, N], float32 or float64 for
     float64 u) with return_last_state, as mamba's selective_scan_fn.
     """
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if any(is_torch(x) and x.requires_grad for x in tensors):
+        import torch
+
+        if torch.is_grad_enabled():
+            if not _AUTOGRAD:
+                _AUTOGRAD.append(_autograd_function())
+            options = (delta_softplus, return_last_state, cu_seqlens, form)
+            out, last_state = _AUTOGRAD[0].apply(options, *tensors)
+            return (out, last_state) if return_last_state else out
+    return _selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                           return_last_state, initial_state, cu_seqlens, form)
+
+
+def _selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                    initial_state, cu_seqlens, form):
     inputs = _token_major(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens)
     y_shape, state_shape = _core.selective_scan_output_shapes(
         **inputs, delta_softplus=delta_softplus, output_final_state=return_last_state)
@@ -66,6 +83,47 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
                                  final_state=last_state)
     out = _permuted(y, (0, 2, 1))
     return (out, last_state) if return_last_state else out
+
+
+_SCAN_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+_AUTOGRAD = []
+
+
+def _autograd_function():
+    """torch.autograd.Function over the C++ forward and backward (built on first use, so that
+    numpy-only installs never import torch)."""
+    import torch
+
+    class SelectiveScanFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, options, *tensors):
+            delta_softplus, return_last_state, cu_seqlens, form = options
+            result = _selective_scan(*tensors[:8], delta_softplus, return_last_state,
+                                     tensors[8], cu_seqlens, form)
+            out, last_state = result if return_last_state else (result, None)
+            ctx.options = options
+            ctx.save_for_backward(*tensors)
+            ctx.set_materialize_grads(False)
+            return out, last_state
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, dout, dlast_state):
+            if dout is None and dlast_state is None:
+                return (None,) * (1 + len(_SCAN_INPUTS))
+            delta_softplus, _, cu_seqlens, form = ctx.options
+            saved = dict(zip(_SCAN_INPUTS, ctx.saved_tensors))
+            if dout is None:  # only last_state was used downstream
+                dout = torch.zeros_like(saved["u"])
+            grads = selective_scan_backward(
+                saved["u"], saved["delta"], saved["A"], saved["B"], saved["C"], dout,
+                saved["D"], saved["z"], saved["delta_bias"], delta_softplus,
+                dlast_state=dlast_state, initial_state=saved["initial_state"],
+                cu_seqlens=cu_seqlens, form=form)
+            return (None, *(grads.get("d" + n) if need else None
+                            for n, need in zip(_SCAN_INPUTS, ctx.needs_input_grad[1:])))
+
+    return SelectiveScanFunction
 
 
 def selective_scan_backward(u, delta, A, B, C, dout, D=None, z=None, delta_bias=None,

@@ -96,6 +96,7 @@ void bind_conv1d(nb::module_& m);  // bind_conv1d.cpp: causal_conv1d and its dec
 void bind_attention(nb::module_& m);  // bind_attention.cpp: softmax attention
 void bind_scan(nb::module_& m);    // bind_scan.cpp: the selective scan and its decode step
 void bind_lla(nb::module_& m);    // bind_lla.cpp: local linear attention
+void bind_ssd(nb::module_& m);    // bind_ssd.cpp: Mamba-2's SSD scan
 
 NB_MODULE(_core, m) {
   m.doc() = "linattn's C++ core (zero-copy over numpy/torch/DLPack CPU arrays)";
@@ -104,6 +105,7 @@ NB_MODULE(_core, m) {
   bind_attention(m);
   bind_scan(m);
   bind_lla(m);
+  bind_ssd(m);
 
   m.def("version", &linattn::version, "The C++ library version, \"major.minor.patch\".");
 

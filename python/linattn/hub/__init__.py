@@ -7,7 +7,8 @@ that package runs on linattn unchanged:
   ``fused_recurrent_gated_delta_rule``, ``chunk_kda``, ``fused_recurrent_kda``.
 - ``linattn.hub.causal_conv1d``: Dao's ``causal_conv1d_fn`` / ``causal_conv1d_update``
   (channel-first ``[B, D, T]`` layout).
-- ``linattn.hub.mamba_ssm``: mamba_ssm's scans (written alongside).
+- ``linattn.hub.mamba_ssm``: mamba_ssm's ``selective_scan_fn``, ``mamba_inner_fn``,
+  ``selective_state_update``, ``mamba_chunk_scan_combined``, ``mamba_split_conv1d_scan_combined``.
 
 They import torch; nothing imports them unless asked (``linattn.transformers.apply_linattn``
 routes transformers' kernel look-ups here).
