@@ -5,20 +5,16 @@ models' mixer sizes (head counts, head and state sizes) with 2 layers and a 1K v
 that the mixers are a real part of the time. A benchmark, not a test: it prints ratios
 (fallback time / linattn time, > 1: linattn faster).
 
-``ROWS`` lists the model rows (``ModelRow``); ``measure(row, column)`` times one cell;
-``served_by_linattn(module)`` switches one modeling module's mamba_ssm kernels to
-``linattn.hub.mamba_ssm`` (through transformers' own look-up, as if mamba_ssm were installed).
+``ROWS`` lists the model rows (``ModelRow``); ``measure(row, column)`` times one cell, the
+linattn side under ``linattn.transformers.linattn_kernels`` (apply_linattn, then revert).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
-import inspect
-import re
-import sys
 import time
+
+from .transformers import linattn_kernels
 
 # Columns: (name, what). Prefill columns carry their T.
 COLUMNS = ("prefill_1k", "prefill_4k", "prefill_16k", "generate", "train")
@@ -52,44 +48,6 @@ ROWS = [
                   num_key_value_heads=2, head_dim=64, mamba_d_ssm=1536, mamba_n_heads=24,
                   mamba_d_head=64, mamba_n_groups=1, mamba_d_state=128, mamba_chunk_size=128)),
 ]
-
-_DECORATED = re.compile(r'@use_kernel_func_from_hub_with_fallback\(\s*"(\w+)",\s*"(\w+)"\s*,?\s*\)'
-                        r'\s*def (\w+)')
-
-
-@contextlib.contextmanager
-def served_by_linattn(module, packages=("mamba_ssm",)):
-    """The kernels of `module` (a transformers modeling module) looked up again by transformers'
-    own decorator with `packages` importable as linattn.hub.<package>: what happens when those
-    packages are installed. (linattn.transformers.apply_linattn does this for every module.)"""
-    from transformers.integrations import hub_kernels
-
-    old_modules = {p: sys.modules.get(p) for p in packages}
-    replaced = {}
-    try:
-        for p in packages:
-            sys.modules[p] = importlib.import_module(f"linattn.hub.{p}")
-        for kernel, package, name in _DECORATED.findall(inspect.getsource(module)):
-            if package in packages:
-                fallback = getattr(module, name)
-                replaced[name] = fallback
-                setattr(module, name, hub_kernels.use_kernel_func_from_hub_with_fallback(
-                    kernel, package)(fallback.__wrapped__))
-        if not replaced:
-            raise ValueError(f"served_by_linattn: no {packages} kernel in {module.__name__}")
-        yield
-    finally:
-        for name, fallback in replaced.items():
-            setattr(module, name, fallback)
-        for p, m in old_modules.items():
-            if m is None:
-                sys.modules.pop(p, None)
-            else:
-                sys.modules[p] = m
-
-
-def modeling_module(row: ModelRow):
-    return importlib.import_module(f"transformers.models.{row.family}.modeling_{row.family}")
 
 
 def build_model(row: ModelRow, seed: int = 0):
@@ -149,7 +107,7 @@ def measure(row: ModelRow, column: str, repeats: int = 2, model=None) -> tuple[f
     model = build_model(row) if model is None else model
     fn = _cell(model, column)
     fallback = _best(fn, repeats)
-    with served_by_linattn(modeling_module(row)):
+    with linattn_kernels(model):
         linattn = _best(fn, repeats)
     return fallback, linattn
 

@@ -20,6 +20,7 @@ need be installed. Importing ``linattn`` does not import this module (nor torch,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -182,3 +183,14 @@ def revert_linattn() -> None:
         for module_name in ("transformers.integrations.hub_kernels", "transformers.integrations"):
             setattr(sys.modules[module_name], _FACTORY, _original_factory)
         _original_factory = None
+
+
+@contextlib.contextmanager
+def linattn_kernels(model: Any = None):
+    """apply_linattn(model) for the duration of a with block, revert_linattn() after it (the
+    tests and benchmarks compare the two backends on one model this way)."""
+    apply_linattn(model)
+    try:
+        yield model
+    finally:
+        revert_linattn()

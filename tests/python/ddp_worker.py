@@ -1,62 +1,53 @@
-"""One rank of the 2-process fine-tuning run of test_transformers_ddp.py: a tiny Qwen3-Next on
-linattn's kernels, torch DistributedDataParallel over gloo on 127.0.0.1. Prints the global loss
-of each step (the mean over ranks) as JSON on rank 0. Run by the test, not by hand:
-    RANK=r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=p python ddp_worker.py
+"""One rank of the data-parallel test (test_torch_distributed.py starts two of these).
+
+    python ddp_worker.py RANK WORLD_SIZE PORT OUT
+
+Each rank trains its shard of a fixed batch with DistributedDataParallel over gloo on
+127.0.0.1 and saves its all-reduced gradients (and loss) to OUT.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import datetime
 import sys
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))
-import transformers_models as tm  # noqa: E402
+from linattn import _core
+from linattn.models import CausalLM, LMConfig
 
-from linattn.transformers import apply_linattn  # noqa: E402
-
-STEPS, GLOBAL_BATCH, LENGTH, LR = 3, 4, 45, 0.05
-
-
-def batches():
-    g = torch.Generator().manual_seed(7)
-    return [torch.randint(3, tm.VOCAB, (GLOBAL_BATCH, LENGTH), generator=g) for _ in range(STEPS)]
+BATCH, SEQ, VOCAB = 4, 40, 64
 
 
-def train(model, step_batches, reduce_loss=lambda loss: loss):
-    """SGD steps; returns the loss of each step (before its update)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    losses = []
-    for ids in step_batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = model(ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        optimizer.step()
-        losses.append(reduce_loss(loss.detach()).item())
-    return losses
+def model_and_batch():
+    torch.manual_seed(0)
+    config = LMConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, mixer="gated_deltanet",
+                      mixer_kwargs=dict(head_dim=8, num_heads=2))
+    batch = torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=torch.Generator().manual_seed(1))
+    return CausalLM(config), batch
 
 
-def main() -> None:
+def loss_of(model, batch):
+    logits, _ = model(batch[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+
+
+def main(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    apply_linattn()
-    model = torch.nn.parallel.DistributedDataParallel(tm.build("qwen3_next").train())
-    share = GLOBAL_BATCH // world
-    mine = [ids[rank * share:(rank + 1) * share] for ids in batches()]
-
-    def mean_over_ranks(loss):
-        dist.all_reduce(loss)
-        return loss / world
-
-    losses = train(model, mine, mean_over_ranks)
-    if rank == 0:
-        print(json.dumps(losses))
+    _core.set_num_threads(1)
+    model, batch = model_and_batch()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    shard = batch.chunk(world)[rank]  # equal shards: the mean of shard means is the mean
+    loss = loss_of(ddp, shard)
+    loss.backward()  # DDP all-reduces (averages) the gradients across the ranks
     dist.destroy_process_group()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    torch.save({"loss": loss.detach(), "grads": grads}, out)
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

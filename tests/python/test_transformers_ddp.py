@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-import ddp_worker  # noqa: E402
+import transformers_ddp_worker as ddp_worker  # noqa: E402
 import transformers_models as tm  # noqa: E402
 
 from linattn.transformers import apply_linattn, revert_linattn  # noqa: E402
@@ -34,7 +34,7 @@ def free_port() -> int:
 def test_two_process_ddp_losses_match_one_process():
     env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}
-    ranks = [subprocess.Popen([sys.executable, str(HERE / "ddp_worker.py")],
+    ranks = [subprocess.Popen([sys.executable, str(HERE / "transformers_ddp_worker.py")],
                               env={**env, "RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
     outputs = [p.communicate(timeout=600) for p in ranks]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from linattn.bench_models_mamba import served_by_linattn
+from linattn.transformers import linattn_kernels
 from linattn.hub import mamba_ssm as hub
 
 torch.set_num_threads(2)
@@ -95,7 +95,7 @@ def test_logits_match_fallback(family):
     ids = _ids(2, 45)
     with torch.no_grad():
         want = model(ids).logits
-        with served_by_linattn(_module(family)):
+        with linattn_kernels():
             got = model(ids).logits
     assert _rel(got, want) <= 1e-5
 
@@ -118,7 +118,7 @@ def test_gradients_match_fallback(family):
         return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
 
     want = grads()
-    with served_by_linattn(_module(family)):
+    with linattn_kernels():
         got = grads()
     missing = [n for n, g in got.items() if g is None and want[n] is not None]
     assert not missing, f"no gradient for {missing}"
@@ -133,7 +133,7 @@ def test_greedy_generation_matches_fallback(family):
     ids = _ids(2, 21)
     kwargs = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False)
     want = model.generate(ids, **kwargs)
-    with served_by_linattn(_module(family)):
+    with linattn_kernels():
         got = model.generate(ids, **kwargs)
     assert got.shape[1] == ids.shape[1] + 32
     assert torch.equal(got, want)
@@ -170,7 +170,7 @@ def test_packed_sequences_match_one_by_one(family):
     def run(ids, **kwargs):
         return base(ids, use_cache=False, **kwargs).last_hidden_state
 
-    with served_by_linattn(_module(family)):
+    with linattn_kernels():
         model.zero_grad(set_to_none=True)
         got = run(packed, seq_idx=seq_idx, position_ids=position_ids)
         (got * weights).sum().backward()

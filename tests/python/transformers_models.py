@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import transformers as tf
 
+from torch_fallbacks import import_with_torch_fallbacks
+
 VOCAB = 256
 _COMMON = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
@@ -100,3 +102,6 @@ def build(family: str, seed: int = 0):
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model
+
+
+import_with_torch_fallbacks(FAMILIES)
